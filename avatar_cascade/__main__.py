@@ -1,0 +1,7 @@
+"""``python -m avatar_cascade``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
