@@ -1,0 +1,30 @@
+"""Input-file checks and the bundled sample inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def sample_image_path() -> Path:
+    """The bundled sample portrait (256x256 PNG)."""
+    return ASSETS_DIR / "sample_portrait.png"
+
+
+def sample_audio_path() -> Path:
+    """The bundled sample speech track (about 4 s, 16 kHz mono FLAC)."""
+    return ASSETS_DIR / "sample_speech.flac"
+
+
+def check_file(path: str | os.PathLike, input_name: str, kind: str) -> Path:
+    """Refuse a missing path or a zero-byte file with an :class:`InputError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(input_name, str(path), "file not found", f"check the path, or pick an existing {kind} file")
+    if p.stat().st_size == 0:
+        raise InputError(input_name, str(path), "the file is empty (0 bytes)", f"re-export or re-copy the {kind} file")
+    return p
