@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,8 +35,10 @@ from .storyline import (
     Shot,
     Storyline,
     apply_artist_instructions,
+    energy_levels,
     format_indices,
     format_time,
+    read_text_field,
     rule_based_storyline,
     shot_from_dict,
 )
@@ -60,6 +61,13 @@ def _template(name: str) -> Template:
 _BARE = re.compile(r"[^\s{}\[\]:,\"']+")
 _NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _LITERALS = {"true": "true", "false": "false", "null": "null", "True": "true", "False": "false", "None": "null"}
+
+
+def _number(word: str) -> str:
+    try:
+        return str(int(word))
+    except ValueError:
+        return json.dumps(float(word))
 
 
 def _read_string(text: str, i: int) -> tuple[str, int]:
@@ -155,7 +163,7 @@ def repair_json(text: str) -> str:
                 if is_key:
                     token = json.dumps(word)
                 else:
-                    token = _LITERALS.get(word, word if _NUMBER.fullmatch(word) else json.dumps(word))
+                    token = _LITERALS.get(word) or (_number(word) if _NUMBER.fullmatch(word) else json.dumps(word))
             if stack and stack[-1][0] == "{" and stack[-1][1] in ("key", "comma"):
                 if stack[-1][1] == "comma":
                     out.append(",")
@@ -186,17 +194,18 @@ def _extract(text: str) -> str | None:
     if not starts:
         return None
     start = min(starts)
-    depth, in_str, esc = 0, None, False
+    depth, in_str, esc = 0, False, False
     for j in range(start, len(text)):
         c = text[j]
         if in_str:
-            esc = (c == "\\") and not esc
-            if c == in_str and not esc:
-                in_str = None
-            elif c != "\\":
+            if esc:
                 esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_str = False
         elif c == '"':
-            in_str = c
+            in_str = True
         elif c in "{[":
             depth += 1
         elif c in "}]":
@@ -224,3 +233,268 @@ def parse_model_json(text: str) -> object:
         return json.loads(fixed)
     except json.JSONDecodeError as exc:
         raise ValueError(f"the JSON is invalid at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+# -- the audio, as the model is told about it -------------------------------------------
+
+@dataclass
+class AudioSummary:
+    """What the Director measures in the audio (seconds, dBFS)."""
+
+    duration_s: float
+    clip_db: list[float]  # RMS energy of each sub-clip's own audio, dBFS
+    pauses: list[tuple[float, float]]  # low-energy spans (start, end), seconds
+
+    def describe(self, timeline: Timeline) -> str:
+        """The whole track in a few lines (for the global pass)."""
+        n = len(self.clip_db)
+        parts = min(10, n)
+        curve = [sum(self.clip_db[k * n // parts:(k + 1) * n // parts]) / max(1, (k + 1) * n // parts - k * n // parts)
+                 for k in range(parts)]
+        shown = ", ".join(f"{format_time(a)}-{format_time(b)}" for a, b in self.pauses[:MAX_PAUSES_LISTED])
+        more = f" (first {MAX_PAUSES_LISTED} listed)" if len(self.pauses) > MAX_PAUSES_LISTED else ""
+        return (f"duration {format_time(self.duration_s)} ({self.duration_s:.1f} s), {n} shots of about "
+                f"{float(timeline.clip_frames / timeline.fps):.1f} s\n"
+                f"loudness over time in {parts} equal parts (dBFS): {', '.join(f'{v:.0f}' for v in curve)}\n"
+                f"{len(self.pauses)} pauses{more}: {shown or 'none'}")
+
+    def clip_line(self, clip: SubClip, timeline: Timeline, level: str) -> str:
+        """One line per shot (for the shot passes)."""
+        a, b = timeline.frame_time(clip.frame_start), timeline.frame_time(clip.frame_end + 1)
+        inside = [f"{format_time(p)}-{format_time(q)}" for p, q in self.pauses if p < b and q > a]
+        return (f"shot {clip.index}: {format_time(a)}-{format_time(b)}, loudness {self.clip_db[clip.index]:.0f} dBFS "
+                f"({level}), pauses: {', '.join(inside) or 'none'}")
+
+
+def summarize_audio(waveform: torch.Tensor, sample_rate: int, timeline: Timeline, window_s: float = 0.05,
+                    min_pause_s: float = 0.3) -> AudioSummary:
+    """Measure duration, per-clip RMS energy (dBFS) and pauses (>= ``min_pause_s`` s) of ``waveform`` [C, T]."""
+    mono = waveform.float().mean(0) if waveform.dim() == 2 else waveform.float()
+    scale = sample_rate / timeline.sample_rate  # the waveform may be at another rate than the timeline
+
+    def db(x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * torch.log10(x.clamp_min(1e-5))
+
+    clip_db = []
+    for c in timeline.clips:
+        a = int(c.sample_range[0] * scale)
+        seg = mono[a:max(int(c.sample_range[1] * scale), a + 1)]
+        clip_db.append(float(db(seg.square().mean().sqrt())) if seg.numel() else -100.0)
+    w = max(1, int(window_s * sample_rate))
+    n = mono.numel() // w
+    pauses: list[tuple[float, float]] = []
+    if n:
+        win = db(mono[:n * w].view(n, w).square().mean(1).sqrt())
+        threshold = max(-55.0, float(torch.quantile(win, 0.9)) - 30.0)
+        quiet = (win < threshold).tolist() + [False]
+        start = None
+        for k, q in enumerate(quiet):
+            if q and start is None:
+                start = k
+            elif not q and start is not None:
+                if (k - start) * w / sample_rate >= min_pause_s:
+                    pauses.append((start * w / sample_rate, min(k * w, mono.numel()) / sample_rate))
+                start = None
+    return AudioSummary(duration_s=mono.numel() / sample_rate, clip_db=clip_db, pauses=pauses)
+
+
+# -- the passes ---------------------------------------------------------------------
+
+def _unwrap(obj: object, key: str) -> object:
+    """``{"storyline": {...}}`` -> ``{...}``; also finds ``obj[key]`` one level down."""
+    if isinstance(obj, dict) and key not in obj and len(obj) == 1:
+        inner = next(iter(obj.values()))
+        if isinstance(inner, (dict, list)):
+            return inner
+    return obj
+
+
+def _read_global(obj: object, warnings: list[str]) -> tuple[dict, str | None]:
+    obj = _unwrap(obj, "character")
+    if not isinstance(obj, dict):
+        return {}, f"expected a JSON object with the keys {', '.join(GLOBAL_FIELDS)}, got a {type(obj).__name__}"
+    got, errors = {}, []
+    for key in (*GLOBAL_FIELDS, "global_negative"):
+        try:
+            value = read_text_field(obj, key, key, warnings) if obj.get(key) not in (None, "") else ""
+        except InputError as exc:
+            errors.append(exc.problem)
+            continue
+        if value:
+            got[key] = value
+    errors += [f"{k}: missing" for k in GLOBAL_FIELDS if k not in got and not any(e.startswith(k) for e in errors)]
+    return got, "; ".join(errors) or None
+
+
+def _read_shots(obj: object, batch: list[SubClip], rules: Storyline, warnings: list[str]) -> tuple[dict, str | None]:
+    """Validate one batch of shots; returns the usable ones by clip index and the errors."""
+    obj = _unwrap(obj, "shots")
+    items = obj.get("shots") if isinstance(obj, dict) else obj
+    if isinstance(obj, dict) and items is None and "prompt" in obj:
+        items = [obj]
+    span = f"{batch[0].index}-{batch[-1].index}" if len(batch) > 1 else str(batch[0].index)
+    if not isinstance(items, list):
+        return {}, f'expected {{"shots": [...]}} with one shot per sub-clip {span}'
+    errors = []
+    if len(items) != len(batch):
+        errors.append(f"shots: {len(items)} shots for {len(batch)} sub-clips ({span}); write exactly one for each")
+    by_index = {c.index: c for c in batch}
+    got: dict[int, Shot] = {}
+    missing: dict[str, list[int]] = {}
+    for pos, item in enumerate(items):
+        idx = item.get("index") if isinstance(item, dict) else None
+        if idx is None and len(items) == len(batch):
+            idx = batch[pos].index
+        if idx not in by_index or isinstance(idx, bool):
+            errors.append(f"shots[{pos}].index: {idx!r} is not one of the sub-clips {span}")
+        elif idx in got:
+            errors.append(f"shots[{pos}].index: {idx} appears twice (overlapping shots)")
+        else:
+            try:
+                got[idx] = shot_from_dict({**item, "index": idx}, by_index[idx], warnings, missing, "director")
+            except InputError as exc:
+                errors.append(exc.problem)
+    for name, where in missing.items():  # optional fields the model left out: take the rules' value
+        where = [i for i in where if i in got]
+        for i in where:
+            got[i] = replace(got[i], **{name: getattr(rules.shots[i], name)})
+        if where:
+            warnings.append(f"{name} missing in shots {format_indices(where)}: filled by rules")
+    return got, "; ".join(errors[:6]) or None
+
+
+def _ask(mllm: MLLM, prompt: str, image, budget: int, seed: int, system: str, read, runtime: Runtime):
+    """One pass: generate, parse, read; on error retry once with a correction prompt naming it.
+
+    Returns (usable part, merged over both tries; the last error or None) and the number of calls.
+    """
+    got: dict = {}
+    error, reply = None, ""
+    for attempt in range(2):
+        if attempt:
+            runtime.check_interrupt()
+            prompt = _template("director_retry.txt").substitute(prompt=prompt, error=error, reply=reply[:600])
+        reply, stats = mllm.generate(prompt, image, budget, seed, system)
+        log.debug("director pass (try %d): %s tokens in, %s out", attempt + 1, stats.get("tokens_in"),
+                  stats.get("tokens_out"))
+        try:
+            part, error = read(parse_model_json(reply))
+        except ValueError as exc:
+            part, error = {}, str(exc)
+        got.update(part)
+        if error is None:
+            return got, None
+        log.info("director: unusable reply (try %d): %s", attempt + 1, error)
+    return got, error
+
+
+def _to_pil(image: torch.Tensor):
+    from PIL import Image
+
+    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[-1] not in (3, 4) \
+            or (image.dim() == 4 and image.shape[0] < 1):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError("image", shape, "must be an IMAGE [H, W, 3] (or [B, H, W, 3]) with values 0..1",
+                         "connect the reference image (a Load Image node)")
+    if image.dim() == 4:
+        image = image[0]
+    arr = (image[..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pil = Image.fromarray(arr, "RGB")
+    pil.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE))
+    return pil
+
+
+def _check_audio(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    if isinstance(waveform, torch.Tensor) and waveform.dim() == 3:
+        waveform = waveform[0]
+    if isinstance(waveform, torch.Tensor) and waveform.dim() == 1:
+        waveform = waveform[None]
+    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2 or waveform.shape[-1] == 0:
+        shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
+        raise InputError("audio", shape, "the waveform must be [channels, samples] with at least one sample",
+                         "connect the same audio as the Audio Aligner")
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise InputError("sample_rate", sample_rate, "must be a positive whole number of Hz", "pass the audio's rate")
+    return waveform
+
+
+def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sample_rate: int, instruction: str,
+           timeline: Timeline, runtime: Runtime, seed: int = 0, shots_per_batch: int = 16,
+           max_new_tokens: int = 512) -> Storyline:
+    """Write the storyline: a global description and one shot per sub-clip of ``timeline``.
+
+    Args:
+        mllm: the multimodal LLM, or None for the rule-based Director (no model).
+        image: reference image [H, W, 3], float 0..1.
+        waveform: audio [C, T] at ``sample_rate`` Hz (the audio of ``timeline``).
+        instruction: the artist's text; timed parts ("smile at 0:30", "look left during
+            0:10-0:20") override the model on the shots covering those times.
+        timeline: the master timeline from the Audio Aligner.
+        runtime: device / progress / interrupt hooks.
+        seed: generation seed (decoding is greedy, so the result is deterministic).
+        shots_per_batch: sub-clips planned per shot pass (keeps long videos within context).
+        max_new_tokens: tokens the model may write per pass; a shot pass gets at least
+            ``TOKENS_PER_SHOT`` per shot in the batch.
+    """
+    if not isinstance(shots_per_batch, int) or shots_per_batch < 1:
+        raise InputError("shots_per_batch", shots_per_batch, "must be at least 1", "use 8 to 32")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError("max_new_tokens", max_new_tokens, "must be at least 1", "use 512 or more")
+    instruction = instruction or ""
+    pil = _to_pil(image)
+    summary = summarize_audio(_check_audio(waveform, sample_rate), sample_rate, timeline)
+    rules = rule_based_storyline(instruction, timeline, summary.clip_db)
+    if mllm is None:
+        log.info("Director without a model: rule-based storyline for %d shots", len(timeline.clips))
+        story = rules
+    else:
+        story = _plan_with_model(mllm, pil, summary, instruction, timeline, runtime, seed, shots_per_batch,
+                                 max_new_tokens, rules)
+    return apply_artist_instructions(story, instruction, timeline)
+
+
+def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, timeline: Timeline,
+                     runtime: Runtime, seed: int, per_batch: int, max_new_tokens: int, rules: Storyline) -> Storyline:
+    clips = timeline.clips
+    batches = [clips[i:i + per_batch] for i in range(0, len(clips), per_batch)]
+    system = _template("director_system.txt").substitute()
+    warnings: list[str] = []
+    bar = runtime.progress(1 + len(batches), "director")
+    try:
+        with runtime.use_models(mllm.model):
+            runtime.check_interrupt()
+            prompt = _template("director_global.txt").substitute(
+                instruction=instruction.strip() or "(none: choose what fits the image and the audio)",
+                audio=summary.describe(timeline), n_shots=len(clips))
+            glob, error = _ask(mllm, prompt, pil, max_new_tokens, seed, system,
+                               lambda obj: _read_global(obj, warnings), runtime)
+            filled = [k for k in (*GLOBAL_FIELDS, "global_negative") if k not in glob]
+            if [k for k in filled if k != "global_negative"]:
+                warnings.append(f"global {', '.join(filled)} planned by rules (the MLLM's reply was unusable: {error})")
+            glob = {k: glob.get(k, getattr(rules, k)) for k in (*GLOBAL_FIELDS, "global_negative")}
+            bar.update(1)
+            levels = energy_levels(summary.clip_db, len(clips))
+            shots: dict[int, Shot] = {}
+            errors: list[str] = []
+            for batch in batches:
+                runtime.check_interrupt()
+                prompt = _template("director_shots.txt").substitute(
+                    global_json=json.dumps(glob, ensure_ascii=False), instruction=instruction.strip() or "(none)",
+                    shot_lines="\n".join(summary.clip_line(c, timeline, levels[c.index]) for c in batch),
+                    count=len(batch), first=batch[0].index, last=batch[-1].index)
+                budget = max(max_new_tokens, TOKENS_PER_SHOT * len(batch))
+                got, error = _ask(mllm, prompt, None, budget, seed, system,
+                                  lambda obj, b=batch: _read_shots(obj, b, rules, warnings), runtime)
+                shots.update(got)
+                if error is not None and any(c.index not in got for c in batch):
+                    errors.append(error)
+                bar.update(1)
+    finally:
+        bar.close()
+    by_rules = [c.index for c in clips if c.index not in shots]
+    if by_rules:
+        warnings.append(f"shots {format_indices(by_rules)} were planned by rules (the MLLM's reply was unusable: "
+                        f"{errors[0][:FIELD_MAX_CHARS] if errors else 'no reply'})")
+    for w in warnings:
+        log.warning("director: %s", w)
+    return Storyline(shots=[shots.get(c.index, rules.shots[c.index]) for c in clips], warnings=warnings, **glob)

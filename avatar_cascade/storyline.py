@@ -108,7 +108,7 @@ class Storyline:
         warnings = [w for w in data.get("warnings") or [] if isinstance(w, str)]
         n_old = len(warnings)
         missing: dict[str, list[int]] = {}
-        texts = {k: _text(data, k, k, warnings, missing) for k in (*GLOBAL_FIELDS, "global_negative")}
+        texts = {k: read_text_field(data, k, k, warnings, missing) for k in (*GLOBAL_FIELDS, "global_negative")}
         shots_in = data.get("shots")
         if not isinstance(shots_in, list):
             raise InputError("storyline", shots_in, "shots: missing or not a list", FIX)
@@ -149,7 +149,8 @@ def shot_from_dict(item: object, clip: SubClip, warnings: list[str], missing: di
             raise InputError("storyline", got, f"{where}.{key}: {got} {clash} ({span})", FIX)
     if item.get("prompt") in (None, ""):
         raise InputError("storyline", item.get("prompt"), f"{where}.prompt: missing", FIX)
-    texts = {k: _text(item, k, f"{where}.{k}", warnings, missing, clip.index) for k in ("prompt", *SHOT_FIELDS)}
+    texts = {k: read_text_field(item, k, f"{where}.{k}", warnings, missing, clip.index)
+             for k in ("prompt", *SHOT_FIELDS)}
     src = item.get("source", source)
     if src not in SOURCES:
         warnings.append(f"{where}.source: {src!r} is not one of {', '.join(SOURCES)}; set to {source!r}")
@@ -182,9 +183,13 @@ def _clean(text: str) -> str:
     return text.strip().rstrip(".;, ")
 
 
-def _text(d: dict, key: str, where: str, warnings: list[str], missing: dict[str, list[int]] | None,
-          index: int | None = None) -> str:
-    """Read a text field: coerce numbers / lists of scalars, cap the length, default ""."""
+def read_text_field(d: dict, key: str, where: str, warnings: list[str], missing: dict[str, list[int]] | None = None,
+                    index: int | None = None) -> str:
+    """Read text field ``d[key]``: coerce numbers / lists of scalars, cap the length, default "".
+
+    A missing field is recorded in ``missing[key]`` when ``missing`` and ``index``
+    are given, else warned about as ``where``. Raises InputError for non-text values.
+    """
     v = d.get(key)
     if v is None:
         if missing is not None and index is not None:
@@ -224,7 +229,7 @@ def _mood(instruction: str) -> str:
     return min(hits)[1] if hits else "natural"
 
 
-def _levels(energy: list[float] | None, n: int) -> list[str]:
+def energy_levels(energy: list[float] | None, n: int) -> list[str]:
     """Per-clip level from RMS energy in dBFS: quiet / calm / animated (relative to the loudest)."""
     if not energy:
         return ["calm"] * n
@@ -268,7 +273,7 @@ def rule_based_storyline(instruction: str, timeline: Timeline, energy: list[floa
         raise InputError("energy", f"{len(energy)} values", f"needs one value per sub-clip ({len(timeline.clips)})",
                          "pass the per-clip energy of this timeline")
     mood = _mood(strip_timed_instructions(instruction))
-    levels = _levels(energy, len(timeline.clips))
+    levels = energy_levels(energy, len(timeline.clips))
     shots = []
     for clip, level in zip(timeline.clips, levels, strict=True):
         if level == "quiet":

@@ -1,0 +1,280 @@
+"""Wan 2.1 / 2.2 DiT from one safetensors file into ``diffusers.WanTransformer3DModel``, offline.
+
+Three key layouts are accepted: the original Wan release (``blocks.0.self_attn.q.weight``),
+ComfyUI's repackaged files (the same with a ``model.diffusion_model.`` or
+``diffusion_model.`` prefix) and the diffusers layout (``blocks.0.attn1.to_q.weight``).
+The variant is detected from key names and shapes and mapped to a config bundled in
+``avatar_cascade/configs/``; the weights are converted with diffusers' own converter and
+loaded strictly (no missing or unexpected weights).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelFileError
+from .files import (
+    check_kind,
+    dequantize,
+    file_identity,
+    read_safetensors,
+    read_safetensors_header,
+    storage_dtype,
+    strict_load,
+    strip_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DIT_VARIANTS = (
+    "wan2.1-t2v-1.3b",
+    "wan2.1-t2v-14b",
+    "wan2.1-i2v-14b",
+    "wan2.1-flf2v-14b",
+    "wan2.2-ti2v-5b",
+    "wan2.2-i2v-a14b",
+    "avatar-cascade-tiny-wan",
+)
+CUSTOM_VARIANT = "wan-custom"
+_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+_UNSUPPORTED = {
+    "vace_blocks.": "a Wan VACE model",
+    "motion_encoder.": "a Wan Animate model",
+    "face_adapter.": "a Wan Animate model",
+    "audio_proj.": "a speech-to-video model with its own audio layers",
+}
+
+# diffusers key -> original Wan key; the inverse of diffusers' convert_wan_transformer_to_diffusers.
+_TO_ORIGINAL = (
+    ("condition_embedder.time_embedder.linear_1.", "time_embedding.0."),
+    ("condition_embedder.time_embedder.linear_2.", "time_embedding.2."),
+    ("condition_embedder.text_embedder.linear_1.", "text_embedding.0."),
+    ("condition_embedder.text_embedder.linear_2.", "text_embedding.2."),
+    ("condition_embedder.time_proj.", "time_projection.1."),
+    ("condition_embedder.image_embedder.norm1.", "img_emb.proj.0."),
+    ("condition_embedder.image_embedder.ff.net.0.proj.", "img_emb.proj.1."),
+    ("condition_embedder.image_embedder.ff.net.2.", "img_emb.proj.3."),
+    ("condition_embedder.image_embedder.norm2.", "img_emb.proj.4."),
+    (".attn1.", ".self_attn."),
+    (".attn2.", ".cross_attn."),
+    (".to_out.0.", ".o."),
+    (".to_q.", ".q."),
+    (".to_k.", ".k."),
+    (".to_v.", ".v."),
+    (".add_k_proj.", ".k_img."),
+    (".add_v_proj.", ".v_img."),
+    (".norm_added_k.", ".norm_k_img."),
+    (".ffn.net.0.proj.", ".ffn.0."),
+    (".ffn.net.2.", ".ffn.2."),
+)
+_FLF_POS_DIFFUSERS = "condition_embedder.image_embedder.pos_embed"
+_FLF_POS_ORIGINAL = "img_emb.emb_pos"
+
+
+@dataclass
+class WanDiT:
+    """A loaded Wan DiT. ``transformer`` is a ``diffusers.WanTransformer3DModel`` (eval mode, on CPU)."""
+
+    transformer: Any
+    variant: str
+    identity: str
+    path: Path
+
+    @property
+    def in_channels(self) -> int:
+        """Latent channels the DiT takes: 16 (T2V), 36 (I2V/FLF: 16 noise + 4 mask + 16 condition), 48 (TI2V-5B)."""
+        return int(self.transformer.config.in_channels)
+
+    @property
+    def has_image_embedder(self) -> bool:
+        """True for Wan 2.1 I2V/FLF2V, which also take CLIP-vision image tokens."""
+        return self.transformer.config.image_dim is not None
+
+
+def is_diffusers_layout(keys: Any) -> bool:
+    return any(k.startswith("condition_embedder.") or ".attn1." in k for k in keys)
+
+
+def to_diffusers_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Any supported layout -> diffusers keys (values untouched: tensors or shapes)."""
+    sd = strip_prefix(state_dict, _PREFIXES)
+    if is_diffusers_layout(sd):
+        return sd
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    converted = convert_wan_transformer_to_diffusers(dict(sd))
+    if _FLF_POS_ORIGINAL in converted:  # diffusers' converter leaves the FLF2V position table unmapped
+        converted[_FLF_POS_DIFFUSERS] = converted.pop(_FLF_POS_ORIGINAL)
+    return converted
+
+
+def to_original_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """diffusers keys -> original Wan keys (what the official release and ComfyUI files use)."""
+    out: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        new = key
+        if new == _FLF_POS_DIFFUSERS:
+            new = _FLF_POS_ORIGINAL
+        for old, repl in _TO_ORIGINAL:
+            new = new.replace(old, repl)
+        if new.startswith("blocks."):
+            new = re.sub(r"^(blocks\.\d+)\.scale_shift_table$", r"\1.modulation", new)
+            new = new.replace(".norm2.", ".norm@.").replace(".norm3.", ".norm2.").replace(".norm@.", ".norm3.")
+        elif new == "scale_shift_table":
+            new = "head.modulation"
+        elif new.startswith("proj_out."):
+            new = "head.head." + new[len("proj_out.") :]
+        out[new] = value
+    back = to_diffusers_layout({k: None for k in out})
+    if set(back) != set(state_dict):
+        raise RuntimeError(f"Wan key inversion does not round-trip: {sorted(set(back) ^ set(state_dict))[:5]}")
+    return out
+
+
+@dataclass(frozen=True)
+class _Signature:
+    in_channels: int
+    out_channels: int
+    dim: int
+    num_layers: int
+    ffn_dim: int
+    text_dim: int
+    image_embedder: bool
+    flf: bool
+
+
+def _signature_from_shapes(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object) -> _Signature:
+    sd = to_diffusers_layout(shapes)
+    try:
+        patch = sd["patch_embedding.weight"]
+        layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+        return _Signature(
+            in_channels=patch[1],
+            out_channels=sd["proj_out.weight"][0] // (patch[2] * patch[3] * patch[4]),
+            dim=patch[0],
+            num_layers=len(layers),
+            ffn_dim=sd["blocks.0.ffn.net.0.proj.weight"][0],
+            text_dim=sd["condition_embedder.text_embedder.linear_1.weight"][1],
+            image_embedder="condition_embedder.image_embedder.norm1.weight" in sd,
+            flf=_FLF_POS_DIFFUSERS in sd,
+        )
+    except (KeyError, IndexError, TypeError) as err:
+        raise ModelFileError(
+            input_name, path, f"this Wan DiT file lacks an expected weight ({err})", "re-download the file"
+        ) from err
+
+
+def _signature_from_config(cfg: Mapping[str, Any]) -> _Signature:
+    return _Signature(
+        in_channels=cfg["in_channels"],
+        out_channels=cfg["out_channels"] or cfg["in_channels"],
+        dim=cfg["num_attention_heads"] * cfg["attention_head_dim"],
+        num_layers=cfg["num_layers"],
+        ffn_dim=cfg["ffn_dim"],
+        text_dim=cfg["text_dim"],
+        image_embedder=cfg.get("image_dim") is not None,
+        flf=cfg.get("pos_embed_seq_len") is not None,
+    )
+
+
+def load_bundled_config(variant: str) -> dict[str, Any]:
+    """The bundled diffusers config of a variant folder under ``avatar_cascade/configs/``."""
+    return json.loads((CONFIG_DIR / variant / "config.json").read_text())
+
+
+def _match(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object) -> tuple[str, dict[str, Any]]:
+    sig = _signature_from_shapes(shapes, input_name, path)
+    for variant in DIT_VARIANTS:
+        cfg = load_bundled_config(variant)
+        if _signature_from_config(cfg) == sig:
+            return variant, cfg
+    if sig.dim % 128 == 0 and not sig.flf:
+        # Every released Wan DiT uses 128-wide heads; build the config from the shapes.
+        cfg = load_bundled_config("wan2.1-t2v-14b")
+        cfg.update(
+            num_attention_heads=sig.dim // 128,
+            attention_head_dim=128,
+            in_channels=sig.in_channels,
+            out_channels=sig.out_channels,
+            ffn_dim=sig.ffn_dim,
+            num_layers=sig.num_layers,
+            text_dim=sig.text_dim,
+            image_dim=shapes_image_dim(shapes) if sig.image_embedder else None,
+            added_kv_proj_dim=sig.dim if sig.image_embedder else None,
+        )
+        log.warning("%s: no bundled config matches %s; using one derived from the weights' shapes", path, sig)
+        return CUSTOM_VARIANT, cfg
+    raise ModelFileError(
+        input_name,
+        path,
+        f"unknown Wan DiT variant (in_channels={sig.in_channels}, dim={sig.dim}, layers={sig.num_layers}, "
+        f"image embedder={sig.image_embedder}); supported: {', '.join(DIT_VARIANTS)}",
+        "use one of the supported Wan 2.1 / 2.2 DiT files",
+    )
+
+
+def shapes_image_dim(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    sd = to_diffusers_layout(shapes)
+    return sd["condition_embedder.image_embedder.norm1.weight"][0]
+
+
+def detect_dit_variant(
+    state_dict_keys_and_shapes: Mapping[str, tuple[int, ...]], input_name: str = "dit_name", path: object = "<weights>"
+) -> str:
+    """Bundled config folder name (e.g. ``"wan2.1-i2v-14b"``) for a key -> shape table in any supported layout."""
+    return _match(state_dict_keys_and_shapes, input_name, path)[0]
+
+
+def _check_supported(keys: list[str], input_name: str, path: Path) -> None:
+    check_kind(keys, "dit", input_name, path)
+    for marker, what in _UNSUPPORTED.items():
+        if any(marker in k for k in keys):
+            raise ModelFileError(
+                input_name, path, f"this is {what}, which the cascade does not drive",
+                "choose a plain Wan 2.1 / 2.2 T2V, I2V, FLF2V or TI2V DiT file",
+            )
+
+
+def _keep_fp32(key: str, modules: list[str]) -> bool:
+    parts = key.split(".")
+    return any(m in parts for m in modules)
+
+
+def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dtype | None = None) -> WanDiT:
+    """Load a Wan DiT single file (original, ComfyUI or diffusers layout) on CPU.
+
+    ``dtype`` None keeps the file's storage dtype (fp8 files come up as bfloat16); diffusers'
+    fp32-only modules (norms, time embedder, modulation) stay in float32 as in ``from_pretrained``.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    path = Path(path)
+    shapes, _ = read_safetensors_header(path, input_name)
+    keys = list(shapes)
+    _check_supported(keys, input_name, path)
+    variant, config = _match(shapes, input_name, path)
+    state_dict, _ = read_safetensors(path, input_name)
+    dtype = dtype or storage_dtype(state_dict)
+    state_dict = to_diffusers_layout(dequantize(strip_prefix(state_dict, _PREFIXES), dtype))
+    with init_empty_weights():
+        transformer = WanTransformer3DModel.from_config(config)
+    keep = list(getattr(transformer, "_keep_in_fp32_modules", None) or [])
+    state_dict = {
+        k: v.to(torch.float32 if _keep_fp32(k, keep) else dtype) if v.is_floating_point() else v
+        for k, v in state_dict.items()
+    }
+    strict_load(transformer, state_dict, input_name, path, f"the {variant} Wan DiT")
+    transformer.eval().requires_grad_(False)
+    log.info("loaded Wan DiT %s (%s, %s) from %s", variant, dtype, len(state_dict), path.name)
+    return WanDiT(transformer=transformer, variant=variant, identity=file_identity(path), path=path)
+

@@ -1,0 +1,117 @@
+"""A tiny Qwen2.5-VL with random weights, written in the real Hugging Face layout.
+
+For tests and the demo: the folder holds ``config.json``, ``generation_config.json``,
+``model.safetensors``, a byte-level BPE ``tokenizer.json`` trained here in-process
+(with the Qwen special tokens and chat template) and the processor config, so
+:func:`avatar_cascade.mllm.load_mllm` loads it exactly like a downloaded
+Qwen2.5-VL. Its replies are gibberish by design. About 0.3 MB; same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Qwen2-VL / Qwen2.5-VL's own chat template.
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    '{"character": "a young woman with short dark hair", "scene": "a bright studio", "style": "photorealistic"}',
+    '{"shots": [{"index": 0, "emotion": "happy", "expression": "smiling", "action": "nodding", '
+    '"camera": "medium close-up", "prompt": "she smiles and talks", "negative_prompt": "blurry"}]}',
+    "The person in the image speaks to the camera with a calm voice, then laughs and looks left.",
+    "You are the director of an avatar video. Reply with JSON only. Emotional arc: calm, building, excited.",
+    "expression, gesture, camera, pause, loud, quiet, seconds, shot, storyline, mouth closed, eyebrows raised",
+]
+
+
+def _train_tokenizer(vocab_size: int = 384):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    return tok
+
+
+def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny random-weight Qwen2.5-VL (model, tokenizer, processor) into ``folder``.
+
+    Deterministic: the same ``seed`` writes the same files. Global RNG state is
+    left untouched. Returns ``folder``.
+    """
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = _train_tokenizer()
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        chat_template=CHAT_TEMPLATE, model_max_length=8192)
+    pixels = 56 * 56  # every image becomes 4x4 patches of 14 px = 4 image tokens
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, patch_size=14,
+                                              temporal_patch_size=2, merge_size=2),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=2 * pixels, patch_size=14,
+                                              temporal_patch_size=2, merge_size=2),
+        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(folder)
+
+    head_dim = 16  # text: 32 hidden / 2 heads; mrope_section must sum to head_dim / 2
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "patch_size": 14,
+            "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": 32,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    assert sum(config.text_config.rope_parameters["mrope_section"]) == head_dim // 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(folder)
+    return folder
