@@ -130,6 +130,7 @@ class VideoWriter:
         self._layout = {1: "mono", 2: "stereo"}.get(ch, f"{ch}c")
         self._astream = self._add_stream(self.audio_codec, "audio_codec", sr, {})
         self._astream.layout = self._layout
+        self._astream.bit_rate = min(96000 * ch, 512000)  # FFmpeg's 128 kb/s AAC default is audibly lossy in stereo
         formats = [f.name for f in (codec.audio_formats or [])]
         self._astream.format = next((f for f in ("fltp", "flt") if f in formats), formats[0] if formats else "fltp")
 
@@ -177,6 +178,8 @@ class VideoWriter:
         if self._container is None:
             return
         try:
+            if self.frames_written == 0:
+                raise InputError("frames", 0, "no frames were written", "write at least one frame before closing")
             self._container.mux(self._video.encode(None))
             if self.audio is not None:
                 self._mux_audio_until(self._audio_np.shape[1])

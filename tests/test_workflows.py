@@ -1,0 +1,96 @@
+"""Shipped workflows: only existing node ids, matching input names and widget counts, UI == API graph."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nodes import NODE_CLASS_MAPPINGS
+
+WF = Path(__file__).resolve().parents[1] / "workflows"
+# ComfyUI core node ids our workflows may use, with their widget counts in the UI format.
+CORE = {"LoadImage": 2, "LoadAudio": 2}
+API_FILES = sorted(WF.glob("*_api.json"))
+
+
+def _widget_names(cls):
+    spec = cls.INPUT_TYPES()
+    names = []
+    for section in ("required", "optional"):
+        for name, val in spec.get(section, {}).items():
+            if isinstance(val[0], list) or val[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                names.append((name, (val[1] if len(val) > 1 else {}).get("control_after_generate", False)))
+    return names
+
+
+def _all_inputs(cls):
+    spec = cls.INPUT_TYPES()
+    return {n for s in ("required", "optional") for n in spec.get(s, {})}, set(spec.get("required", {}))
+
+
+def test_there_are_workflows():
+    assert API_FILES, "no API workflows shipped"
+    for api in API_FILES:
+        assert (WF / api.name.replace("_api.json", ".json")).is_file(), f"{api.name} has no UI-format twin"
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_api_workflow_names_real_nodes_and_inputs(path):
+    api = json.loads(path.read_text())
+    for nid, node in api.items():
+        ct = node["class_type"]
+        assert ct in NODE_CLASS_MAPPINGS or ct in CORE, f"node {nid}: unknown class_type {ct}"
+        if ct in CORE:
+            continue
+        allowed, required = _all_inputs(NODE_CLASS_MAPPINGS[ct])
+        given = set(node["inputs"])
+        assert given <= allowed, f"node {nid} ({ct}): unknown inputs {given - allowed}"
+        assert required <= given, f"node {nid} ({ct}): missing inputs {required - given}"
+        for name, val in node["inputs"].items():
+            if isinstance(val, list):
+                assert val[0] in api, f"node {nid}.{name} links to missing node {val[0]}"
+    text = path.read_text()
+    assert "/home/" not in text and "/root/" not in text and ":\\\\" not in text, "absolute path in workflow"
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_ui_twin_describes_the_same_graph(path):
+    api = json.loads(path.read_text())
+    ui = json.loads((WF / path.name.replace("_api.json", ".json")).read_text())
+    assert ui["version"] == 0.4 and isinstance(ui["links"], list)
+    nodes = {str(n["id"]): n for n in ui["nodes"]}
+    assert set(nodes) == set(api)
+    link_by_id = {lk[0]: lk for lk in ui["links"]}
+    for nid, node in api.items():
+        un = nodes[nid]
+        assert un["type"] == node["class_type"]
+        ct = node["class_type"]
+        # Links: every API link appears as a UI link into the input of the same name.
+        ui_links = {}
+        for slot, inp in enumerate(un["inputs"]):
+            if inp["link"] is not None:
+                lk = link_by_id[inp["link"]]
+                assert lk[3] == int(nid) and lk[4] == slot
+                ui_links[inp["name"]] = [str(lk[1]), lk[2]]
+        api_links = {k: v for k, v in node["inputs"].items() if isinstance(v, list)}
+        assert ui_links == api_links, f"node {nid}: links differ"
+        # Widgets: same count as INPUT_TYPES declares, same values in order.
+        if ct in CORE:
+            assert len(un["widgets_values"]) == CORE[ct]
+            assert un["widgets_values"][0] == next(iter(node["inputs"].values()))
+            continue
+        expected = []
+        for name, has_control in _widget_names(NODE_CLASS_MAPPINGS[ct]):
+            expected.append(node["inputs"][name])
+            if has_control:
+                expected.append("fixed")
+        assert un["widgets_values"] == expected, f"node {nid} ({ct}): widget values differ"
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(WF.glob("*.json")) if not p.name.endswith("_api.json")],
+                         ids=lambda p: p.name)
+def test_ui_workflows_list_their_models(path):
+    ui = json.loads(path.read_text())
+    assert ui["models"], "the frontend's models list tells users what to download"
+    for m in ui["models"]:
+        assert set(m) >= {"name", "directory"} and "/" not in m["name"]
