@@ -45,7 +45,26 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", type=Path)
     m = sub.add_parser("demo-models", help="write tiny demo models into a ComfyUI models/ tree")
     m.add_argument("--out", type=Path, required=True, help="the models/ folder to fill")
+    m.add_argument("--inputs", type=Path, help="also copy the sample image and audio here (ComfyUI's input/ folder)")
     return ap
+
+
+SAMPLE_INPUT_NAMES = ("avatar_cascade_sample_portrait.png", "avatar_cascade_sample_speech.flac")
+
+
+def copy_sample_inputs(folder: Path) -> list[Path]:
+    """Copy the bundled sample image and audio into ``folder`` (e.g. ComfyUI's input/) under the
+    names the shipped demo workflow uses."""
+    import shutil
+
+    from .media import sample_audio_path, sample_image_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src, name in zip((sample_image_path(), sample_audio_path()), SAMPLE_INPUT_NAMES):
+        shutil.copyfile(src, folder / name)
+        out.append(folder / name)
+    return out
 
 
 def _workdir(out: Path, workdir: Path | None) -> Path:
@@ -75,6 +94,9 @@ def _dispatch(args) -> int:
         written = write_demo_models(args.out)
         for role, name in written.items():
             print(f"{role}: {name}")
+        if args.inputs is not None:
+            for p in copy_sample_inputs(args.inputs):
+                print(f"sample input: {p}")
         return 0
 
     from .cascade import CascadeConfig, demo_config, run_cascade

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from string import Template
@@ -27,7 +26,7 @@ from string import Template
 import torch
 
 from .errors import InputError
-from .mllm import MLLM
+from .mllm import MLLM, parse_model_json, repair_json
 from .runtime import Runtime
 from .storyline import (
     FIELD_MAX_CHARS,
@@ -44,195 +43,18 @@ from .storyline import (
 )
 from .timeline import SubClip, Timeline
 
+__all__ = ["AudioSummary", "direct", "parse_model_json", "repair_json", "summarize_audio"]
+
 log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).parent / "prompts"
-TOKENS_PER_SHOT = 80  # a shot pass may write at least this many tokens per shot
+TOKENS_PER_SHOT = 96  # a shot pass may write at least this many tokens per shot
 MAX_PAUSES_LISTED = 24
 IMAGE_MAX_SIDE = 768  # pixels; the reference image is shrunk to this before the model sees it
 
 
 def _template(name: str) -> Template:
     return Template((PROMPTS / name).read_text(encoding="utf-8"))
-
-
-# -- JSON from model chatter -----------------------------------------------------------
-
-_BARE = re.compile(r"[^\s{}\[\]:,\"']+")
-_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_LITERALS = {"true": "true", "false": "false", "null": "null", "True": "true", "False": "false", "None": "null"}
-
-
-def _number(word: str) -> str:
-    try:
-        return str(int(word))
-    except ValueError:
-        return json.dumps(float(word))
-
-
-def _read_string(text: str, i: int) -> tuple[str, int]:
-    """Read a '...' or "..." string starting at ``i``; returns (decoded, next index). Closes it at EOF."""
-    quote, out, i = text[i], [], i + 1
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            try:
-                out.append(json.loads(f'"\\{text[i + 1]}"') if text[i + 1] != "u" else chr(int(text[i + 2:i + 6], 16)))
-                i += 6 if text[i + 1] == "u" else 2
-            except ValueError:
-                out.append(text[i + 1])
-                i += 2
-            continue
-        if c == quote:
-            return "".join(out), i + 1
-        out.append(c)
-        i += 1
-    return "".join(out), i
-
-
-def repair_json(text: str) -> str:
-    """Fix what small models get wrong in JSON; returns text that ``json.loads`` accepts.
-
-    Handles single-quoted strings, unquoted keys and bare-word values, Python
-    literals (True/None), trailing and missing commas, ``//`` comments, stray or
-    mismatched closers, and truncation (open strings, dangling keys and open
-    brackets are closed).
-    """
-    out: list[str] = []
-    stack: list[list] = []  # [bracket, expecting] with expecting in key/colon/value/comma
-    i, done = 0, False
-
-    def value_start() -> None:
-        if stack and stack[-1][1] == "comma":
-            out.append(",")
-            stack[-1][1] = "key" if stack[-1][0] == "{" else "value"
-        if stack and stack[-1][1] == "colon":
-            out.append(":")
-
-    def value_end() -> None:
-        nonlocal done
-        if stack:
-            stack[-1][1] = "comma"
-        else:
-            done = True
-
-    while i < len(text) and not done:
-        c = text[i]
-        if c.isspace():
-            i += 1
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            i = len(text) if j < 0 else j
-        elif c in "{[":
-            value_start()
-            out.append(c)
-            stack.append([c, "key" if c == "{" else "value"])
-            i += 1
-        elif c in "}]":
-            want = "{" if c == "}" else "["
-            if any(b == want for b, _ in stack):
-                while stack:
-                    b, exp = stack.pop()
-                    if out[-1] == ",":
-                        out.pop()
-                    if exp in ("colon", "value") and b == "{" and out[-1] != "{":
-                        out.append(":null" if exp == "colon" else "null")
-                    out.append("}" if b == "{" else "]")
-                    if b == want:
-                        break
-                value_end()
-            i += 1
-        elif c == ",":
-            if stack and stack[-1][1] == "comma":
-                out.append(",")
-                stack[-1][1] = "key" if stack[-1][0] == "{" else "value"
-            i += 1
-        elif c == ":":
-            if stack and stack[-1][1] == "colon":
-                out.append(":")
-                stack[-1][1] = "value"
-            i += 1
-        else:
-            if c in "\"'":
-                s, i = _read_string(text, i)
-                token = json.dumps(s, ensure_ascii=False)
-            else:
-                m = _BARE.match(text, i)
-                word, i = m.group(0), m.end()
-                is_key = bool(stack) and stack[-1][0] == "{" and stack[-1][1] in ("key", "comma")
-                if is_key:
-                    token = json.dumps(word)
-                else:
-                    token = _LITERALS.get(word) or (_number(word) if _NUMBER.fullmatch(word) else json.dumps(word))
-            if stack and stack[-1][0] == "{" and stack[-1][1] in ("key", "comma"):
-                if stack[-1][1] == "comma":
-                    out.append(",")
-                out.append(token)
-                stack[-1][1] = "colon"
-            else:
-                value_start()
-                out.append(token)
-                if stack and stack[-1][1] == "colon":
-                    stack[-1][1] = "value"
-                value_end()
-    while stack:  # truncated: close what is open
-        b, exp = stack.pop()
-        if out[-1] == ",":
-            out.pop()
-        if b == "{" and exp in ("colon", "value") and out[-1] != "{":
-            out.append(":null" if exp == "colon" else "null")
-        out.append("}" if b == "{" else "]")
-    return "".join(out)
-
-
-def _extract(text: str) -> str | None:
-    """The first JSON-looking block: inside a code fence if there is one, balanced if possible."""
-    fence = re.search(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", text, re.S)
-    if fence and re.search(r"[{\[]", fence.group(1)):
-        text = fence.group(1)
-    starts = [p for p in (text.find("{"), text.find("[")) if p >= 0]
-    if not starts:
-        return None
-    start = min(starts)
-    depth, in_str, esc = 0, False, False
-    for j in range(start, len(text)):
-        c = text[j]
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-        elif c in "{[":
-            depth += 1
-        elif c in "}]":
-            depth -= 1
-            if depth == 0:
-                return text[start:j + 1]
-    return text[start:]
-
-
-def parse_model_json(text: str) -> object:
-    """Decode the JSON in a model reply (prose, code fences and common defects tolerated).
-
-    Raises:
-        ValueError: naming what is wrong (no JSON found, or where decoding failed).
-    """
-    block = _extract(text)
-    if block is None:
-        raise ValueError("the reply contains no JSON object")
-    try:
-        return json.loads(block)
-    except json.JSONDecodeError:
-        pass
-    fixed = repair_json(block)
-    try:
-        return json.loads(fixed)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the JSON is invalid at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
 
 
 # -- the audio, as the model is told about it -------------------------------------------
@@ -420,7 +242,7 @@ def _check_audio(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sample_rate: int, instruction: str,
            timeline: Timeline, runtime: Runtime, seed: int = 0, shots_per_batch: int = 16,
-           max_new_tokens: int = 512) -> Storyline:
+           max_new_tokens: int = 512, tokens_per_shot: int = TOKENS_PER_SHOT) -> Storyline:
     """Write the storyline: a global description and one shot per sub-clip of ``timeline``.
 
     Args:
@@ -433,13 +255,14 @@ def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sampl
         runtime: device / progress / interrupt hooks.
         seed: generation seed (decoding is greedy, so the result is deterministic).
         shots_per_batch: sub-clips planned per shot pass (keeps long videos within context).
-        max_new_tokens: tokens the model may write per pass; a shot pass gets at least
-            ``TOKENS_PER_SHOT`` per shot in the batch.
+        max_new_tokens: tokens the model may write in a pass; a shot pass may write at
+            least ``tokens_per_shot`` per shot of its batch.
     """
     if not isinstance(shots_per_batch, int) or shots_per_batch < 1:
         raise InputError("shots_per_batch", shots_per_batch, "must be at least 1", "use 8 to 32")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise InputError("max_new_tokens", max_new_tokens, "must be at least 1", "use 512 or more")
+    for name, value in (("max_new_tokens", max_new_tokens), ("tokens_per_shot", tokens_per_shot)):
+        if not isinstance(value, int) or value < 1:
+            raise InputError(name, value, "must be at least 1", f"use the default ({512 if 'max' in name else 96})")
     instruction = instruction or ""
     pil = _to_pil(image)
     summary = summarize_audio(_check_audio(waveform, sample_rate), sample_rate, timeline)
@@ -448,13 +271,14 @@ def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sampl
         log.info("Director without a model: rule-based storyline for %d shots", len(timeline.clips))
         story = rules
     else:
-        story = _plan_with_model(mllm, pil, summary, instruction, timeline, runtime, seed, shots_per_batch,
-                                 max_new_tokens, rules)
+        story = _plan_with_model(mllm, pil, summary, instruction, timeline, runtime, rules, seed, shots_per_batch,
+                                 max_new_tokens, tokens_per_shot)
     return apply_artist_instructions(story, instruction, timeline)
 
 
 def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, timeline: Timeline,
-                     runtime: Runtime, seed: int, per_batch: int, max_new_tokens: int, rules: Storyline) -> Storyline:
+                     runtime: Runtime, rules: Storyline, seed: int, per_batch: int, max_new_tokens: int,
+                     tokens_per_shot: int) -> Storyline:
     clips = timeline.clips
     batches = [clips[i:i + per_batch] for i in range(0, len(clips), per_batch)]
     system = _template("director_system.txt").substitute()
@@ -482,7 +306,7 @@ def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, t
                     global_json=json.dumps(glob, ensure_ascii=False), instruction=instruction.strip() or "(none)",
                     shot_lines="\n".join(summary.clip_line(c, timeline, levels[c.index]) for c in batch),
                     count=len(batch), first=batch[0].index, last=batch[-1].index)
-                budget = max(max_new_tokens, TOKENS_PER_SHOT * len(batch))
+                budget = max(max_new_tokens, tokens_per_shot * len(batch))
                 got, error = _ask(mllm, prompt, None, budget, seed, system,
                                   lambda obj, b=batch: _read_shots(obj, b, rules, warnings), runtime)
                 shots.update(got)

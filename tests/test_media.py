@@ -129,7 +129,9 @@ def test_load_audio_formats(tmp_path, case):
         want = 300.0 * (1 + c / 2)
         got = dominant_hz(track.waveform[c, : min(n, track.num_samples)], sr)
         assert abs(got - want) < 0.03 * want, (c, got, want)
-    assert abs(float(track.waveform[0].abs().max()) - 0.5) < 0.08  # levels scaled to -1..1 correctly
+    mid = track.waveform[0, n // 4 : 3 * n // 4]
+    rms = float(mid.pow(2).mean().sqrt())
+    assert abs(rms - 0.5 / np.sqrt(2)) < 0.04, rms  # sample values scaled to -1..1 correctly
 
 
 def test_aac_padding_is_trimmed(tmp_path):

@@ -94,3 +94,13 @@ def test_ui_workflows_list_their_models(path):
     assert ui["models"], "the frontend's models list tells users what to download"
     for m in ui["models"]:
         assert set(m) >= {"name", "directory"} and "/" not in m["name"]
+
+
+def test_readme_node_reference_is_in_sync():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "node_reference.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
