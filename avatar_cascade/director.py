@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from string import Template
 
+import numpy as np
 import torch
 
 from .errors import InputError
@@ -71,8 +72,8 @@ class AudioSummary:
         """The whole track in a few lines (for the global pass)."""
         n = len(self.clip_db)
         parts = min(10, n)
-        curve = [sum(self.clip_db[k * n // parts:(k + 1) * n // parts]) / max(1, (k + 1) * n // parts - k * n // parts)
-                 for k in range(parts)]
+        chunks = [self.clip_db[k * n // parts:(k + 1) * n // parts] for k in range(parts)]  # none empty
+        curve = [sum(c) / len(c) for c in chunks]
         shown = ", ".join(f"{format_time(a)}-{format_time(b)}" for a, b in self.pauses[:MAX_PAUSES_LISTED])
         more = f" (first {MAX_PAUSES_LISTED} listed)" if len(self.pauses) > MAX_PAUSES_LISTED else ""
         return (f"duration {format_time(self.duration_s)} ({self.duration_s:.1f} s), {n} shots of about "
@@ -91,22 +92,25 @@ class AudioSummary:
 def summarize_audio(waveform: torch.Tensor, sample_rate: int, timeline: Timeline, window_s: float = 0.05,
                     min_pause_s: float = 0.3) -> AudioSummary:
     """Measure duration, per-clip RMS energy (dBFS) and pauses (>= ``min_pause_s`` s) of ``waveform`` [C, T]."""
-    mono = waveform.float().mean(0) if waveform.dim() == 2 else waveform.float()
+    mono = waveform.float() if waveform.dim() == 1 else waveform[0].float() if len(waveform) == 1 \
+        else waveform.float().mean(0)
+    power = mono.cpu().square()  # one pass over the audio; everything below reads it
     scale = sample_rate / timeline.sample_rate  # the waveform may be at another rate than the timeline
 
-    def db(x: torch.Tensor) -> torch.Tensor:
-        return 20.0 * torch.log10(x.clamp_min(1e-5))
+    def db(mean_square: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10(mean_square.clamp_min(1e-10))
 
-    clip_db = []
-    for c in timeline.clips:
-        a = int(c.sample_range[0] * scale)
-        seg = mono[a:max(int(c.sample_range[1] * scale), a + 1)]
-        clip_db.append(float(db(seg.square().mean().sqrt())) if seg.numel() else -100.0)
+    # owned sample ranges tile the audio: one reduceat sums every clip in a single pass
+    bounds = [min(int(c.sample_range[0] * scale), power.numel() - 1) for c in timeline.clips]
+    end = max(bounds[-1] + 1, min(int(timeline.clips[-1].sample_range[1] * scale), power.numel()))
+    sums = np.add.reduceat(power[:end].numpy(), bounds).astype(np.float64)
+    counts = np.maximum(np.diff(np.array(bounds + [end])), 1)
+    clip_db = db(torch.from_numpy(sums / counts)).tolist()
     w = max(1, int(window_s * sample_rate))
     n = mono.numel() // w
     pauses: list[tuple[float, float]] = []
     if n:
-        win = db(mono[:n * w].view(n, w).square().mean(1).sqrt())
+        win = db(power[:n * w].view(n, w).mean(1))
         threshold = max(-55.0, float(torch.quantile(win, 0.9)) - 30.0)
         quiet = (win < threshold).tolist() + [False]
         start = None
@@ -165,6 +169,8 @@ def _read_shots(obj: object, batch: list[SubClip], rules: Storyline, warnings: l
     missing: dict[str, list[int]] = {}
     for pos, item in enumerate(items):
         idx = item.get("index") if isinstance(item, dict) else None
+        if isinstance(idx, (str, float)) and str(idx).strip().removesuffix(".0").isdigit():
+            idx = int(str(idx).strip().removesuffix(".0"))  # "3" or 3.0 from a sloppy model
         if idx is None and len(items) == len(batch):
             idx = batch[pos].index
         if idx not in by_index or isinstance(idx, bool):
@@ -173,7 +179,8 @@ def _read_shots(obj: object, batch: list[SubClip], rules: Storyline, warnings: l
             errors.append(f"shots[{pos}].index: {idx} appears twice (overlapping shots)")
         else:
             try:
-                got[idx] = shot_from_dict({**item, "index": idx}, by_index[idx], warnings, missing, "director")
+                got[idx] = shot_from_dict({**item, "index": idx, "source": "director"}, by_index[idx], warnings,
+                                          missing)
             except InputError as exc:
                 errors.append(exc.problem)
     for name, where in missing.items():  # optional fields the model left out: take the rules' value
@@ -188,7 +195,7 @@ def _read_shots(obj: object, batch: list[SubClip], rules: Storyline, warnings: l
 def _ask(mllm: MLLM, prompt: str, image, budget: int, seed: int, system: str, read, runtime: Runtime):
     """One pass: generate, parse, read; on error retry once with a correction prompt naming it.
 
-    Returns (usable part, merged over both tries; the last error or None) and the number of calls.
+    Returns the usable part (merged over both tries, the retry's winning) and the last error (None if usable).
     """
     got: dict = {}
     error, reply = None, ""
@@ -252,11 +259,16 @@ def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sampl
         instruction: the artist's text; timed parts ("smile at 0:30", "look left during
             0:10-0:20") override the model on the shots covering those times.
         timeline: the master timeline from the Audio Aligner.
-        runtime: device / progress / interrupt hooks.
+        runtime: progress / interrupt hooks. The model runs where it is: the caller places
+            it, e.g. ``with runtime.use_models(mllm.model): direct(...)``.
         seed: generation seed (decoding is greedy, so the result is deterministic).
         shots_per_batch: sub-clips planned per shot pass (keeps long videos within context).
         max_new_tokens: tokens the model may write in a pass; a shot pass may write at
             least ``tokens_per_shot`` per shot of its batch.
+        tokens_per_shot: see ``max_new_tokens`` (a real model needs about 60-90 per shot).
+
+    Returns:
+        A validated storyline; ``warnings`` lists what was repaired or planned by rules.
     """
     if not isinstance(shots_per_batch, int) or shots_per_batch < 1:
         raise InputError("shots_per_batch", shots_per_batch, "must be at least 1", "use 8 to 32")
@@ -285,34 +297,33 @@ def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, t
     warnings: list[str] = []
     bar = runtime.progress(1 + len(batches), "director")
     try:
-        with runtime.use_models(mllm.model):
+        runtime.check_interrupt()
+        prompt = _template("director_global.txt").substitute(
+            instruction=instruction.strip() or "(none: choose what fits the image and the audio)",
+            audio=summary.describe(timeline), n_shots=len(clips))
+        glob, error = _ask(mllm, prompt, pil, max_new_tokens, seed, system,
+                           lambda obj: _read_global(obj, warnings), runtime)
+        filled = [k for k in (*GLOBAL_FIELDS, "global_negative") if k not in glob]
+        if [k for k in filled if k != "global_negative"]:
+            warnings.append(f"global {', '.join(filled)} planned by rules (the MLLM's reply was unusable: {error})")
+        glob = {k: glob.get(k, getattr(rules, k)) for k in (*GLOBAL_FIELDS, "global_negative")}
+        bar.update(1)
+        levels = energy_levels(summary.clip_db, len(clips))
+        shots: dict[int, Shot] = {}
+        errors: list[str] = []
+        for batch in batches:
             runtime.check_interrupt()
-            prompt = _template("director_global.txt").substitute(
-                instruction=instruction.strip() or "(none: choose what fits the image and the audio)",
-                audio=summary.describe(timeline), n_shots=len(clips))
-            glob, error = _ask(mllm, prompt, pil, max_new_tokens, seed, system,
-                               lambda obj: _read_global(obj, warnings), runtime)
-            filled = [k for k in (*GLOBAL_FIELDS, "global_negative") if k not in glob]
-            if [k for k in filled if k != "global_negative"]:
-                warnings.append(f"global {', '.join(filled)} planned by rules (the MLLM's reply was unusable: {error})")
-            glob = {k: glob.get(k, getattr(rules, k)) for k in (*GLOBAL_FIELDS, "global_negative")}
+            prompt = _template("director_shots.txt").substitute(
+                global_json=json.dumps(glob, ensure_ascii=False), instruction=instruction.strip() or "(none)",
+                shot_lines="\n".join(summary.clip_line(c, timeline, levels[c.index]) for c in batch),
+                count=len(batch), first=batch[0].index, last=batch[-1].index)
+            budget = max(max_new_tokens, tokens_per_shot * len(batch))
+            got, error = _ask(mllm, prompt, None, budget, seed, system,
+                              lambda obj, b=batch: _read_shots(obj, b, rules, warnings), runtime)
+            shots.update(got)
+            if error is not None and any(c.index not in got for c in batch):
+                errors.append(error)
             bar.update(1)
-            levels = energy_levels(summary.clip_db, len(clips))
-            shots: dict[int, Shot] = {}
-            errors: list[str] = []
-            for batch in batches:
-                runtime.check_interrupt()
-                prompt = _template("director_shots.txt").substitute(
-                    global_json=json.dumps(glob, ensure_ascii=False), instruction=instruction.strip() or "(none)",
-                    shot_lines="\n".join(summary.clip_line(c, timeline, levels[c.index]) for c in batch),
-                    count=len(batch), first=batch[0].index, last=batch[-1].index)
-                budget = max(max_new_tokens, tokens_per_shot * len(batch))
-                got, error = _ask(mllm, prompt, None, budget, seed, system,
-                                  lambda obj, b=batch: _read_shots(obj, b, rules, warnings), runtime)
-                shots.update(got)
-                if error is not None and any(c.index not in got for c in batch):
-                    errors.append(error)
-                bar.update(1)
     finally:
         bar.close()
     by_rules = [c.index for c in clips if c.index not in shots]

@@ -182,10 +182,12 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
         full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True)
         kwargs["config"] = full.thinker_config
         kwargs["key_mapping"] = {r"^thinker\.": ""}
+    from safetensors import SafetensorError
+
     try:
         model = cls.from_pretrained(folder, **kwargs)
         processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise ModelFileError(input_name, folder, f"could not be loaded as {class_name}: {exc}",
                              "check that the folder is complete (weights, tokenizer, processor files) and not corrupted"
                              ) from exc
@@ -322,6 +324,8 @@ def repair_json(text: str) -> str:
         if b == "{" and exp in ("colon", "value") and out[-1] != "{":
             out.append(":null" if exp == "colon" else "null")
         out.append("}" if b == "{" else "]")
+        if stack:
+            stack[-1][1] = "comma"
     return "".join(out)
 
 

@@ -105,7 +105,8 @@ class Storyline:
         """Check ``data`` (decoded JSON) against ``timeline`` and build a Storyline."""
         if not isinstance(data, dict):
             raise InputError("storyline", type(data).__name__, "the top level must be a JSON object", FIX)
-        warnings = [w for w in data.get("warnings") or [] if isinstance(w, str)]
+        old = data.get("warnings")
+        warnings = [w for w in old if isinstance(w, str)] if isinstance(old, list) else []
         n_old = len(warnings)
         missing: dict[str, list[int]] = {}
         texts = {k: read_text_field(data, k, k, warnings, missing) for k in (*GLOBAL_FIELDS, "global_negative")}
@@ -147,7 +148,7 @@ def shot_from_dict(item: object, clip: SubClip, warnings: list[str], missing: di
             span = f"sub-clip {clip.index} spans frames {clip.frame_start}-{clip.frame_end}"
             clash = "overlaps the previous shot" if key == "frame_start" and got < want else "does not match"
             raise InputError("storyline", got, f"{where}.{key}: {got} {clash} ({span})", FIX)
-    if item.get("prompt") in (None, ""):
+    if not isinstance(item.get("prompt"), (str, int, float, list)) or not str(item["prompt"]).strip():
         raise InputError("storyline", item.get("prompt"), f"{where}.prompt: missing", FIX)
     texts = {k: read_text_field(item, k, f"{where}.{k}", warnings, missing, clip.index)
              for k in ("prompt", *SHOT_FIELDS)}
@@ -160,9 +161,9 @@ def shot_from_dict(item: object, clip: SubClip, warnings: list[str], missing: di
 
 def format_indices(indices: list[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
-    out: list[str] = []
+    out: list[list[int]] = []
     for i in sorted(set(indices)):
-        if out and isinstance(out[-1], list) and out[-1][1] == i - 1:
+        if out and out[-1][1] == i - 1:
             out[-1][1] = i
         else:
             out.append([i, i])
@@ -171,7 +172,7 @@ def format_indices(indices: list[int]) -> str:
 
 def format_time(seconds: float) -> str:
     """Seconds -> ``m:ss.s``."""
-    m, s = divmod(max(0.0, seconds), 60.0)
+    m, s = divmod(round(max(0.0, seconds), 1), 60.0)
     return f"{int(m)}:{s:04.1f}"
 
 
@@ -298,7 +299,7 @@ def rule_based_storyline(instruction: str, timeline: Timeline, energy: list[floa
 _T = r"(\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?|\d+(?:\.\d+)?(?:\s*(?:s|secs?|seconds)\b)?)"
 _RANGE = re.compile(rf"\b(?:during|from|between)?\s*{_T}\s*(?:-|\u2013|to|and|until)\s*{_T}", re.I)
 _POINT = re.compile(rf"\b(?:at|@|around)\s+{_T}", re.I)
-_CLAUSE = re.compile(r"[;,\n]|(?<!\d)\.(?!\d)|\b(?:and then|then|and)\b(?=\s+(?:at|during|from|between)\b)", re.I)
+_CLAUSE = re.compile(r"[;,\n]|\.(?!\d)|\b(?:and then|then|and)\b(?=\s+(?:at|during|from|between)\b)", re.I)
 _EXPRESSION_WORDS = {"smil": "happy", "laugh": "joyful", "grin": "happy", "frown": "displeased", "cry": "sad",
                      "tear": "sad", "wink": "playful", "surpris": "surprised", "shock": "shocked", "sad": "sad",
                      "angr": "angry", "serious": "serious", "blink": "", "mouth": "", "eyebrow": "", "pout": "sulky"}
@@ -366,13 +367,13 @@ def apply_artist_instructions(storyline: Storyline, instruction: str, timeline: 
     fps = timeline.fps
     for ti in parse_timed_instructions(instruction):
         f0 = int(Fraction(ti.start_s).limit_denominator(1000) * fps)
-        f1 = f0 if ti.end_s is None else int(Fraction(ti.end_s).limit_denominator(1000) * fps)
+        f1 = f0 if ti.end_s is None else max(f0, int(Fraction(ti.end_s).limit_denominator(1000) * fps) - 1)
         if f0 >= timeline.num_frames:
             warnings.append(f"'{ti.text}' at {format_time(ti.start_s)} is after the end of the audio "
                             f"({format_time(timeline.duration_s)}): ignored")
             continue
         first, last = _owning_clip(timeline, f0), _owning_clip(timeline, min(f1, timeline.num_frames - 1))
-        hits = [k for k, m in _EXPRESSION_WORDS.items() if k in ti.text.lower()]
+        hits = [k for k in _EXPRESSION_WORDS if k in ti.text.lower()]
         for i in range(first, last + 1):
             s = shots[i]
             changes = {"expression": ti.text} if hits else {"action": ti.text}

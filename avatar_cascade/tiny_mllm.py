@@ -5,6 +5,7 @@ For tests and the demo: the folder holds ``config.json``, ``generation_config.js
 (with the Qwen special tokens and chat template) and the processor config, so
 :func:`avatar_cascade.mllm.load_mllm` loads it exactly like a downloaded
 Qwen2.5-VL. Its replies are gibberish by design. About 0.3 MB; same seed, same bytes.
+:func:`write_tiny_qwen25_omni` does the same for a full Qwen2.5-Omni folder.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+# text model: 32 hidden / 2 heads = head_dim 16; mrope_section must sum to head_dim / 2
+_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}
+_VISION = {"depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "patch_size": 14,
+           "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": 32,
+           "fullatt_block_indexes": [1]}
+_PIXELS = 56 * 56  # every image becomes 4x4 patches of 14 px = 4 image tokens
+OMNI_TOKENS = {"audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+               "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
+               "vision_eos_token": "<|vision_eos|>"}
 
 _CORPUS = [
     '{"character": "a young woman with short dark hair", "scene": "a bright studio", "style": "photorealistic"}',
@@ -79,39 +90,93 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         chat_template=CHAT_TEMPLATE, model_max_length=8192)
-    pixels = 56 * 56  # every image becomes 4x4 patches of 14 px = 4 image tokens
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, patch_size=14,
+        image_processor=Qwen2VLImageProcessor(min_pixels=_PIXELS, max_pixels=_PIXELS, patch_size=14,
                                               temporal_patch_size=2, merge_size=2),
-        video_processor=Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=2 * pixels, patch_size=14,
+        video_processor=Qwen2VLVideoProcessor(min_pixels=_PIXELS, max_pixels=2 * _PIXELS, patch_size=14,
                                               temporal_patch_size=2, merge_size=2),
         tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(folder)
 
-    head_dim = 16  # text: 32 hidden / 2 heads; mrope_section must sum to head_dim / 2
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
             "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
             "max_position_embeddings": 8192,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "rope_parameters": _ROPE,
             "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
-        vision_config={
-            "depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "patch_size": 14,
-            "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": 32,
-            "fullatt_block_indexes": [1],
-        },
+        vision_config=_VISION,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    assert sum(config.text_config.rope_parameters["mrope_section"]) == head_dim // 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_qwen25_omni(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny random-weight Qwen2.5-Omni in the layout of a full Omni download.
+
+    ``config.json`` is a ``qwen2_5_omni`` config; ``model.safetensors`` holds the
+    thinker under ``thinker.`` plus stand-in ``talker.`` / ``token2wav.`` tensors
+    (the Director never loads them). Deterministic for a seed; returns ``folder``.
+    """
+    from safetensors.torch import save_file
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5OmniConfig,
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = _train_tokenizer()
+    tok.add_special_tokens(list(OMNI_TOKENS.values()))
+    ids = {k: tok.token_to_id(v) for k, v in OMNI_TOKENS.items()}
+    template = CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>",
+                                     "<|vision_bos|><|IMAGE|><|vision_eos|>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        chat_template=template, extra_special_tokens=OMNI_TOKENS)
+    Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=_PIXELS, max_pixels=_PIXELS),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=_PIXELS, max_pixels=2 * _PIXELS),
+        feature_extractor=WhisperFeatureExtractor(feature_size=16), tokenizer=tokenizer, chat_template=template,
+    ).save_pretrained(folder)
+    eos = tok.token_to_id("<|im_end|>")
+    thinker = Qwen2_5OmniThinkerConfig(
+        audio_config={"num_mel_bins": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
+                      "d_model": 16, "output_dim": 32},
+        vision_config=_VISION,
+        text_config={"vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "rope_parameters": _ROPE, "eos_token_id": eos, "pad_token_id": tok.token_to_id("<|endoftext|>")},
+        audio_token_index=ids["audio_token"], image_token_index=ids["image_token"],
+        video_token_index=ids["video_token"], audio_start_token_id=ids["audio_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"], vision_start_token_id=ids["vision_bos_token"],
+        vision_end_token_id=ids["vision_eos_token"], user_token_id=tok.token_to_id("<|im_start|>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5OmniThinkerForConditionalGeneration(thinker)
+    weights = {"thinker." + k: v.contiguous() for k, v in model.state_dict().items()}
+    weights["talker.model.embed_tokens.weight"] = torch.zeros(4, 4)
+    weights["token2wav.code2wav_bigvgan_model.conv_pre.weight"] = torch.zeros(2)
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    full = Qwen2_5OmniConfig(thinker_config=thinker.to_dict())
+    full.architectures = ["Qwen2_5OmniForConditionalGeneration"]
+    full.save_pretrained(folder)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.save_pretrained(folder)
     return folder

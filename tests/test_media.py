@@ -78,7 +78,9 @@ def write_media(path, wav, sr, codec, sample_fmt, container_format=None, video=F
                 out.mux(vs.encode(f))
             out.mux(vs.encode(None))
         for pos in range(0, wav.shape[1], 1000):
-            frame_fmt = "s32" if sample_fmt == "s64" else sample_fmt  # PyAV cannot build s64 frames; the encoder converts
+            frame_fmt = (
+                "s32" if sample_fmt == "s64" else sample_fmt
+            )  # PyAV cannot build s64 frames; the encoder converts
             chunk = _to_sample_fmt(wav[:, pos : pos + 1000], frame_fmt)
             frame = av.AudioFrame.from_ndarray(chunk, format=frame_fmt, layout=layout)
             frame.sample_rate, frame.pts = sr, pos
@@ -384,5 +386,41 @@ def test_video_writer_bad_input(tmp_path):
         VideoWriter(tmp_path / "a.avi", Fraction(25), 64, 64)
     with pytest.raises(InputError, match="cannot be written"):
         with VideoWriter(tmp_path / "a.mp4", Fraction(25), 64, 64, codec="no_such_codec"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_writer_surround_audio_roundtrip(tmp_path):
+    # 8 planar AAC channels: PyAV cannot read such frames directly; load_audio must not crash
+    wav = sines(8, 16000, 1.0, base=200.0)
+    path = tmp_path / "surround.mp4"
+    with VideoWriter(path, Fraction(25), 64, 64, audio=AudioTrack(torch.from_numpy(wav), 16000)) as w:
+        w.write(np.stack([_frame(i) for i in range(25)]))
+    track = load_audio(path)
+    assert track.num_channels == 8 and track.num_samples == 16000
+    for c in (0, 1, 2, 4, 5, 6, 7):  # channel 3 is the 7.1 LFE, low-passed by the encoder
+        want = 200.0 * (1 + c / 2)
+        assert abs(dominant_hz(track.waveform[c], 16000) - want) < 0.03 * want
+
+
+def test_video_writer_resamples_audio_the_codec_cannot_take(tmp_path):
+    sr = 192000  # AAC tops out at 96 kHz
+    audio = AudioTrack(torch.from_numpy(sines(1, sr, 0.5)), sr)
+    path = tmp_path / "hi.mp4"
+    with VideoWriter(path, Fraction(24), 64, 64, audio=audio) as w:
+        w.write(np.stack([_frame(i) for i in range(12)]))
+    info = probe_media(path)
+    assert info["audio"]["sample_rate"] == 96000 and info["audio"]["samples"] == 48000
+    track = load_audio(path)
+    assert abs(dominant_hz(track.waveform[0], 96000) - 440) < 5
+
+
+def test_video_writer_refuses_empty_video_and_bad_audio_codec(tmp_path):
+    with pytest.raises(InputError, match="no frames were written"):
+        with VideoWriter(tmp_path / "empty.mp4", Fraction(25), 64, 64):
+            pass
+    audio = AudioTrack(torch.zeros(1, 1600), 16000)
+    with pytest.raises(InputError, match="audio_codec"):
+        with VideoWriter(tmp_path / "a.mp4", Fraction(25), 64, 64, audio=audio, audio_codec="no_such_codec"):
             pass
     assert list(tmp_path.iterdir()) == []

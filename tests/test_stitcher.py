@@ -87,6 +87,7 @@ def test_stitch_dedups_seams_and_trims(tmp_path, timeline):
     info = probe_media(out)
     assert info["video"]["frames"] == timeline.num_frames and info["video"]["fps"] == timeline.fps
     assert info["audio"]["samples"] == timeline.num_samples and info["audio"]["sample_rate"] == SR
+    assert (info["video_frames"], info["fps"], info["audio_samples"]) == (31, Fraction(25), timeline.num_samples)
     assert info["metadata"]["comment"] == "wf"
     assert updates == [(4, "stitch"), 1, 1, 1, 1, "closed"]
     assert [p.name for p in tmp_path.iterdir()] == ["avatar.mp4"]
@@ -131,7 +132,9 @@ def test_interrupt_leaves_no_file(tmp_path, timeline):
 
     out = tmp_path / "v.mp4"
     with pytest.raises(Interrupted):
-        stitch_clips(clips(), timeline, speech(timeline.num_samples), out, quiet_runtime(interrupt_check=interrupt_check))
+        stitch_clips(
+            clips(), timeline, speech(timeline.num_samples), out, quiet_runtime(interrupt_check=interrupt_check)
+        )
     assert made == [0, 1]  # clip 2 was never requested
     assert list(tmp_path.iterdir()) == []
 

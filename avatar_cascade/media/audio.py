@@ -107,11 +107,13 @@ def _frame_to_float(frame: Any, state: dict) -> np.ndarray:
     import av
     from av.audio.frame import format_dtypes
 
-    if frame.format.name not in format_dtypes:  # e.g. s64: let swresample convert it
-        if "resampler" not in state:
-            state["resampler"] = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
-        return np.concatenate([_frame_to_float(f, state) for f in state["resampler"].resample(frame)], axis=1)
     channels = frame.layout.nb_channels
+    # s64 has no numpy path in PyAV, and PyAV miscounts the planes of planar frames with
+    # 8+ channels (reading them crashes): let swresample interleave those to packed float
+    if frame.format.name not in format_dtypes or (frame.format.is_planar and channels >= 8):
+        if "resampler" not in state:
+            state["resampler"] = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.sample_rate)
+        return np.concatenate([_frame_to_float(f, state) for f in state["resampler"].resample(frame)], axis=1)
     arr = frame.to_ndarray()
     if not frame.format.is_planar:
         arr = arr.reshape(-1, channels).T

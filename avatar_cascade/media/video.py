@@ -85,9 +85,11 @@ class VideoWriter:
         os.close(fd)
         self._tmp = Path(tmp)
         try:
+            if self.audio is not None:
+                self._prepare_audio()
             options = {"movflags": "use_metadata_tags"} if self.fmt in ("mp4", "mov") else {}
             if self.audio is not None and self.fmt in ("mp4", "mov"):
-                options["movie_timescale"] = str(self.audio.sample_rate)  # exact audio edit list
+                options["movie_timescale"] = str(self._audio_sr)  # edit list exact to the sample
             self._container = av.open(str(self._tmp), "w", format=self.fmt, options=options)
             for k, v in self.metadata.items():
                 self._container.metadata[str(k)] = str(v)
@@ -114,24 +116,33 @@ class VideoWriter:
                 "use libx264 + aac for .mp4, or pick another container",
             ) from exc
 
-    def _open_audio(self) -> None:
+    def _prepare_audio(self) -> None:
+        """Check the audio codec; resample/downmix the track to what it accepts."""
         import av
 
-        codec = av.codec.Codec(self.audio_codec, "w") if self.audio_codec else None
+        try:
+            self._acodec = av.codec.Codec(self.audio_codec, "w")
+        except ValueError as exc:
+            raise InputError("audio_codec", self.audio_codec, "is not an audio encoder FFmpeg has", "use aac") from exc
         sr, wav = self.audio.sample_rate, self.audio.waveform
-        rates = codec.audio_rates if codec is not None else None
+        rates = self._acodec.audio_rates
         if rates and sr not in rates:
             target = min((r for r in rates if r >= sr), default=max(rates))
             log.info("audio: resampling %d -> %d Hz for %s", sr, target, self.audio_codec)
             wav, sr = resample(wav, sr, target), target
+        if wav.shape[0] > 8:  # beyond 7.1 no common codec/layout exists: downmix
+            log.info("audio: %d channels downmixed to mono", wav.shape[0])
+            wav = wav.mean(dim=0, keepdim=True)
         self._audio_np = np.ascontiguousarray(wav.detach().cpu().float().numpy())
         self._audio_sr, self._audio_pos = sr, 0
+
+    def _open_audio(self) -> None:
         ch = self._audio_np.shape[0]
         self._layout = {1: "mono", 2: "stereo"}.get(ch, f"{ch}c")
-        self._astream = self._add_stream(self.audio_codec, "audio_codec", sr, {})
+        self._astream = self._add_stream(self.audio_codec, "audio_codec", self._audio_sr, {})
         self._astream.layout = self._layout
         self._astream.bit_rate = min(96000 * ch, 512000)  # FFmpeg's 128 kb/s AAC default is audibly lossy in stereo
-        formats = [f.name for f in (codec.audio_formats or [])]
+        formats = [f.name for f in (self._acodec.audio_formats or [])]
         self._astream.format = next((f for f in ("fltp", "flt") if f in formats), formats[0] if formats else "fltp")
 
     def _mux_audio_until(self, end: int) -> None:
@@ -140,8 +151,9 @@ class VideoWriter:
         end = min(end, self._audio_np.shape[1])
         while self._audio_pos < end:
             n = min(end - self._audio_pos, 4096)
-            chunk = np.ascontiguousarray(self._audio_np[:, self._audio_pos : self._audio_pos + n])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
+            # packed (interleaved) float: PyAV's planar from_ndarray mishandles 8 channels
+            chunk = np.ascontiguousarray(self._audio_np[:, self._audio_pos : self._audio_pos + n].T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout=self._layout)
             frame.sample_rate, frame.pts, frame.time_base = self._audio_sr, self._audio_pos, Fraction(1, self._audio_sr)
             self._container.mux(self._astream.encode(frame))
             self._audio_pos += n
@@ -211,8 +223,10 @@ def probe_media(path: str | os.PathLike) -> dict:
 
     Returns ``{"streams": [{"type", "codec"}], "metadata": {...}, "duration_s",
     "video": {"frames", "fps", "width", "height", "duration_s"} | None,
-    "audio": {"samples", "sample_rate", "channels", "codec", "duration_s"} | None}``.
-    Audio samples are decoded and trimmed of codec padding like :func:`load_audio`.
+    "audio": {"samples", "sample_rate", "channels", "codec", "duration_s"} | None}``,
+    plus flat shortcuts ``video_frames``, ``fps``, ``width``, ``height``,
+    ``audio_samples``, ``sample_rate`` (None for a missing stream). Audio samples
+    are decoded and trimmed of codec padding like :func:`load_audio`.
     """
     import av
 
@@ -244,4 +258,7 @@ def probe_media(path: str | os.PathLike) -> dict:
             "codec": codec,
             "duration_s": wav.shape[1] / sr,
         }
+    v, a = info["video"] or {}, info["audio"] or {}
+    info.update(video_frames=v.get("frames"), fps=v.get("fps"), width=v.get("width"), height=v.get("height"))
+    info.update(audio_samples=a.get("samples"), sample_rate=a.get("sample_rate"))
     return info

@@ -21,15 +21,15 @@ log = logging.getLogger(__name__)
 
 _MIB = 1024 * 1024
 
-# Key suffixes that identify what a checkpoint is, whatever prefix it carries.
+# Key names (after a known prefix is removed) that identify what a checkpoint is.
 _KIND_SIGNATURES: dict[str, tuple[str, ...]] = {
-    "lora": ("lora_A.weight", "lora_down.weight", "lora.down.weight", "lora_B.weight", "lora_up.weight"),
     "dit": (
         "patch_embedding.weight",
         "condition_embedder.time_embedder.linear_1.weight",
         "blocks.0.self_attn.q.weight",
         "blocks.0.attn1.to_q.weight",
     ),
+    "audio_adapter": ("audio_proj.proj1.weight", "blocks.0.audio_cross_attn.q_linear.weight"),
     "vae": ("decoder.middle.0.residual.0.gamma", "decoder.mid_block.resnets.0.norm1.gamma"),
     "text_encoder": ("encoder.block.0.layer.0.SelfAttention.q.weight", "spiece_model"),
     "audio_encoder": ("feature_extractor.conv_layers.0.conv.weight", "model.encoder.embed_positions.weight"),
@@ -38,11 +38,27 @@ _KIND_SIGNATURES: dict[str, tuple[str, ...]] = {
         "visual.conv1.weight",
         "vision_model.encoder.layers.0.self_attn.q_proj.weight",
     ),
-    "llm": ("model.layers.0.self_attn.q_proj.weight", "lm_head.weight"),
+    "llm": ("model.layers.0.self_attn.q_proj.weight", "model.language_model.layers.0.self_attn.q_proj.weight"),
 }
+_KNOWN_PREFIXES = (
+    "model.diffusion_model.",
+    "diffusion_model.",
+    "first_stage_model.",
+    "vae.",
+    "wav2vec2.",
+    "text_encoders.umt5xxl.transformer.",
+    "umt5xxl.transformer.",
+    "transformer.",
+    "text_encoder.",
+)
+_LORA_MARKERS = ("lora_A.", "lora_B.", "lora_down.", "lora_up.", ".lora.down.", ".lora.up.")
 
 KIND_NAMES = {
     "dit": ("a Wan DiT (diffusion model)", "the DiT loader (models/diffusion_models/)"),
+    "audio_adapter": (
+        "an InfiniteTalk/MultiTalk audio adapter",
+        "the audio-adapter input (models/diffusion_models/ or models/model_patches/)",
+    ),
     "vae": ("a Wan VAE", "the VAE loader (models/vae/)"),
     "text_encoder": ("a T5/UMT5 text encoder", "the text-encoder loader (models/text_encoders/)"),
     "audio_encoder": ("an audio encoder (wav2vec2/whisper)", "the audio-encoder loader (models/audio_encoders/)"),
@@ -96,6 +112,11 @@ def resolve_model_path(folder_roots: Iterable[str | Path], name: str, input_name
 
 def _check_file(path: Path, input_name: str) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(
+            input_name, path, "this is a folder; this loader reads one .safetensors file",
+            "pick the single-file checkpoint (ComfyUI's repackaged .safetensors) instead of a folder",
+        )
     if path.suffix.lower() != ".safetensors":
         raise ModelFileError(
             input_name,
@@ -175,11 +196,17 @@ def folder_identity(folder: str | Path) -> str:
 
 def checkpoint_kind(keys: Iterable[str]) -> str | None:
     """What a checkpoint is from its key names: 'dit', 'vae', 'text_encoder', 'audio_encoder', ... or None."""
-    keys = list(keys)
+    names: set[str] = set()
+    for key in keys:
+        if any(m in key for m in _LORA_MARKERS):
+            return "lora"
+        names.add(key)
+        for prefix in _KNOWN_PREFIXES:
+            if key.startswith(prefix):
+                names.add(key[len(prefix) :])
     for kind, signatures in _KIND_SIGNATURES.items():
-        for key in keys:
-            if any(key == s or key.endswith("." + s) for s in signatures):
-                return kind
+        if any(s in names for s in signatures):
+            return kind
     return None
 
 

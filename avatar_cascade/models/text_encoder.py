@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import InputError, ModelFileError
 from .files import (
     check_kind,
     dequantize,
@@ -73,6 +73,8 @@ class TextEncoder:
         """Prompts -> embeddings ``[B, max_length, d_model]``, zero past each prompt's token count."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InputError("prompt", prompts, "expected a non-empty list of strings", "give at least one prompt")
         cleaned = [prompt_clean(p) for p in prompts]
         inputs = self.tokenizer(
             cleaned,

@@ -50,7 +50,9 @@ _UNSUPPORTED = {
     "vace_blocks.": "a Wan VACE model",
     "motion_encoder.": "a Wan Animate model",
     "face_adapter.": "a Wan Animate model",
-    "audio_proj.": "a speech-to-video model with its own audio layers",
+    "audio_proj.": "a Wan model with built-in audio layers (MultiTalk/InfiniteTalk merged)",
+    "casual_audio_encoder.": "a Wan S2V (speech-to-video) model",
+    "audio_injector.": "a Wan S2V (speech-to-video) model",
 }
 
 # diffusers key -> original Wan key; the inverse of diffusers' convert_wan_transformer_to_diffusers.

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import InputError, ModelFileError
 from .files import (
     check_kind,
     dequantize,
@@ -90,6 +90,10 @@ class WanVAE:
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Video ``[B,3,T,H,W]`` in [-1, 1] -> normalised latents ``[B,z,(T-1)//4+1,H/f,W/f]`` (posterior mode)."""
+        f = self.spatial_factor
+        if video.ndim != 5 or video.shape[1] != 3 or video.shape[3] % f or video.shape[4] % f:
+            raise InputError("video", tuple(video.shape), f"expected [B,3,T,H,W] with H and W multiples of {f}",
+                             f"resize to a multiple of {f} pixels")
         p = next(self.vae.parameters())
         posterior = self.vae.encode(video.to(p.device, p.dtype)).latent_dist
         z = posterior.mode()
@@ -99,6 +103,9 @@ class WanVAE:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents ``[B,z,t,h,w]`` -> video ``[B,3,(t-1)*4+1,h*f,w*f]`` in [-1, 1]."""
+        if latents.ndim != 5 or latents.shape[1] != self.z_dim:
+            raise InputError("latents", tuple(latents.shape), f"expected [B,{self.z_dim},t,h,w] for this VAE",
+                             "decode latents made for this VAE (Wan 2.1 VAE: 16 channels, Wan 2.2 VAE: 48)")
         p = next(self.vae.parameters())
         z = latents.to(p.device, p.dtype)
         mean, std = self._stats(z)
