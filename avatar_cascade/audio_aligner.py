@@ -104,6 +104,10 @@ def align_audio(
         features = feats.half()
     log.info(
         "timeline: %d frames at %s fps, %d clips of %d frames, %.2f s audio",
-        timeline.num_frames, timeline.fps, len(timeline.clips), clip_frames, timeline.duration_s,
+        timeline.num_frames,
+        timeline.fps,
+        len(timeline.clips),
+        clip_frames,
+        timeline.duration_s,
     )
     return AlignedAudio(timeline=timeline, audio=audio, features=features)

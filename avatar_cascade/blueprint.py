@@ -32,8 +32,8 @@ from .sampling import (
     image_to_model_space,
     sample_clips,
 )
-from .timeline import check_clip_frames, parse_fps
 from .text_prompts import PromptBank
+from .timeline import check_clip_frames, parse_fps
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ class Blueprint:
 
         folder.mkdir(parents=True, exist_ok=True)
         save_file({"frames": self.frames.contiguous()}, str(folder / "blueprint.safetensors"))
-        meta = {"fps": f"{self.fps_num}/{self.fps_den}", "frames": len(self.frames), "window_starts": self.window_starts}
+        meta = {
+            "fps": f"{self.fps_num}/{self.fps_den}",
+            "frames": len(self.frames),
+            "window_starts": self.window_starts,
+        }
         (folder / "blueprint.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -121,13 +125,17 @@ def render_blueprint(
     settings.check()
     if dit.in_channels != 36:
         raise InputError(
-            "dit", dit.variant, "the blueprint needs an image-to-video DiT (36 input channels)",
+            "dit",
+            dit.variant,
+            "the blueprint needs an image-to-video DiT (36 input channels)",
             "load a Wan 2.1 I2V / FLF2V or Wan 2.2 I2V checkpoint",
         )
     tl = aligned.timeline
     bp_fps = parse_fps(settings.fps)
     if bp_fps > tl.fps:
-        raise InputError("blueprint_fps", settings.fps, f"is higher than the video fps {tl.fps}", "use a lower rate, e.g. 8")
+        raise InputError(
+            "blueprint_fps", settings.fps, f"is higher than the video fps {tl.fps}", "use a lower rate, e.g. 8"
+        )
     total = blueprint_frame_count(aligned, bp_fps)
     stride = settings.window_frames - 1
     n_windows = max(1, -(-(total - 1) // stride))
@@ -138,7 +146,9 @@ def render_blueprint(
     for s in starts:
         centre_t = Fraction(s + stride // 2) / bp_fps
         window_shots.append(shot_at_time(tl, centre_t))
-    prompts.encode_all([storyline.shot_prompt(k) for k in window_shots] + [storyline.shot_negative(k) for k in window_shots])
+    prompts.encode_all(
+        [storyline.shot_prompt(k) for k in window_shots] + [storyline.shot_negative(k) for k in window_shots]
+    )
 
     w, h = settings.width, settings.height
     out = torch.empty(n_windows * stride + 1, h, w, 3, dtype=torch.uint8)
@@ -158,7 +168,9 @@ def render_blueprint(
                     seed=derive_seed(settings.seed, wi, salt=1),
                 )
                 cond = encode_condition(vae, [req], h, w, runtime)
-                lat = sample_clips(dit.transformer, cond, [req], settings.sampler, runtime, desc=f"blueprint window {wi}")
+                lat = sample_clips(
+                    dit.transformer, cond, [req], settings.sampler, runtime, desc=f"blueprint window {wi}"
+                )
                 frames = decode_to_uint8(vae, lat)[0]
                 out[s : s + settings.window_frames] = frames
                 prev_last = frames[-1].float().div(127.5).sub(1).permute(2, 0, 1)
@@ -166,7 +178,9 @@ def render_blueprint(
                 bar.update(1)
     finally:
         bar.close()
-    return Blueprint(frames=out[:total].clone(), fps_num=bp_fps.numerator, fps_den=bp_fps.denominator, window_starts=starts)
+    return Blueprint(
+        frames=out[:total].clone(), fps_num=bp_fps.numerator, fps_den=bp_fps.denominator, window_starts=starts
+    )
 
 
 def shot_at_time(timeline, seconds: Fraction) -> int:

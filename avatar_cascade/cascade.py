@@ -71,7 +71,9 @@ def pick_model(models_dir: Path, role: str, name: str | None, required: bool = T
         else:
             listing = ", ".join(entries[:10]) or "nothing"
             raise InputError(
-                f"--{role.replace('_', '-')}", None, f"no model named, and {folder} holds {listing}",
+                f"--{role.replace('_', '-')}",
+                None,
+                f"no model named, and {folder} holds {listing}",
                 f"name one with --{role.replace('_', '-')} NAME",
             )
     return resolve_model_path([folder], name, input_name=f"--{role.replace('_', '-')}")
@@ -94,8 +96,10 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime) -> Path:
     # Inputs first: a bad image or audio fails before any model is loaded.
     reference = load_image(cfg.image, input_name="--image")
     audio = load_audio(cfg.audio, input_name="--audio", max_duration_s=cfg.max_audio_s)
-    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r in ("dit", "vae", "text_encoder"))
-             for r in MODEL_FOLDERS}
+    paths = {
+        r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r in ("dit", "vae", "text_encoder"))
+        for r in MODEL_FOLDERS
+    }
 
     audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
     aligned = align_audio(audio, cfg.fps, cfg.clip_frames, runtime, audio_encoder=audio_encoder)
@@ -104,11 +108,21 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime) -> Path:
     mllm = load_mllm(paths["mllm"]) if paths["mllm"] else None
     if mllm is not None:
         with runtime.use_models(mllm.model):
-            storyline = direct(mllm, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline,
-                               runtime, seed=cfg.seed, max_new_tokens=cfg.director_tokens)
+            storyline = direct(
+                mllm,
+                reference,
+                audio.waveform,
+                audio.sample_rate,
+                cfg.prompt,
+                aligned.timeline,
+                runtime,
+                seed=cfg.seed,
+                max_new_tokens=cfg.director_tokens,
+            )
     else:
-        storyline = direct(None, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline, runtime,
-                           seed=cfg.seed)
+        storyline = direct(
+            None, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline, runtime, seed=cfg.seed
+        )
     (wd / "storyline.json").write_text(storyline.to_json())
     for w in storyline.warnings:
         log.warning("director: %s", w)
@@ -126,11 +140,21 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime) -> Path:
     keyframes.save(wd)
 
     clips = refine_clips(dit, vae, te, keyframes, aligned, storyline, cfg.refiner, runtime, wd / "clips")
-    log.info("refiner: %d clips rendered, %d reused from %s", clips.computed, len(clips.records) - clips.computed,
-             wd / "clips")
+    log.info(
+        "refiner: %d clips rendered, %d reused from %s",
+        clips.computed,
+        len(clips.records) - clips.computed,
+        wd / "clips",
+    )
 
-    result = stitch_clips(clips.iter_frames(), aligned.timeline, audio, cfg.out, runtime,
-                          metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"})
+    result = stitch_clips(
+        clips.iter_frames(),
+        aligned.timeline,
+        audio,
+        cfg.out,
+        runtime,
+        metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
+    )
     return result.path
 
 
@@ -146,8 +170,16 @@ def demo_config(out: Path, workdir: Path, models_dir: Path, image: Path, audio: 
     """Settings for the tiny demo: every stage runs in seconds on 2 CPU cores (output is noise)."""
     fast = SamplerSettings(steps=4, guidance=3.0, shift=3.0)
     return CascadeConfig(
-        image=image, audio=audio, prompt=prompt, models_dir=models_dir, out=out, workdir=workdir,
-        fps="16", clip_frames=17, width=64, height=64,
+        image=image,
+        audio=audio,
+        prompt=prompt,
+        models_dir=models_dir,
+        out=out,
+        workdir=workdir,
+        fps="16",
+        clip_frames=17,
+        width=64,
+        height=64,
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),
         refiner=RefinerSettings(batch_size=2, sampler=fast),
     )

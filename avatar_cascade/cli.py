@@ -17,7 +17,9 @@ DEMO_PROMPT = "A friendly presenter talks to the camera, smiling, with calm hand
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", type=Path, required=True, help="reference image (png/jpg/webp)")
-    p.add_argument("--audio", type=Path, required=True, help="speech or singing track (wav/flac/mp3/m4a/ogg or a video)")
+    p.add_argument(
+        "--audio", type=Path, required=True, help="speech or singing track (wav/flac/mp3/m4a/ogg or a video)"
+    )
     p.add_argument("--prompt", required=True, help="text instruction for the Director")
     p.add_argument("--models", type=Path, required=True, help="a ComfyUI-style models/ folder")
     p.add_argument("--out", type=Path, required=True, help="output mp4")
@@ -73,7 +75,9 @@ def _workdir(out: Path, workdir: Path | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _dispatch(args)
     except AvatarCascadeError as exc:
@@ -113,10 +117,22 @@ def _dispatch(args) -> int:
         cfg = demo_config(args.out, wd, models, sample_image_path(), sample_audio_path(), DEMO_PROMPT)
     else:
         cfg = CascadeConfig(
-            image=args.image, audio=args.audio, prompt=args.prompt, models_dir=args.models, out=args.out,
-            workdir=_workdir(args.out, args.workdir), dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
-            audio_encoder=args.audio_encoder, mllm=args.mllm, fps=args.fps, clip_frames=args.clip_frames,
-            width=args.width, height=args.height, seed=args.seed,
+            image=args.image,
+            audio=args.audio,
+            prompt=args.prompt,
+            models_dir=args.models,
+            out=args.out,
+            workdir=_workdir(args.out, args.workdir),
+            dit=args.dit,
+            vae=args.vae,
+            text_encoder=args.text_encoder,
+            audio_encoder=args.audio_encoder,
+            mllm=args.mllm,
+            fps=args.fps,
+            clip_frames=args.clip_frames,
+            width=args.width,
+            height=args.height,
+            seed=args.seed,
             refiner=RefinerSettings(seed=args.seed, sampler=SamplerSettings(steps=args.steps)),
         )
     out = run_cascade(cfg, Runtime())

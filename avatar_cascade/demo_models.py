@@ -133,9 +133,18 @@ def train_tiny_spiece() -> bytes:
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_CORPUS * 4), model_writer=buf, vocab_size=320, hard_vocab_limit=False,
-        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
-        character_coverage=1.0, minloglevel=2,
+        sentence_iterator=iter(_CORPUS * 4),
+        model_writer=buf,
+        vocab_size=320,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        character_coverage=1.0,
+        minloglevel=2,
     )
     return buf.getvalue()
 

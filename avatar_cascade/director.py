@@ -60,6 +60,7 @@ def _template(name: str) -> Template:
 
 # -- the audio, as the model is told about it -------------------------------------------
 
+
 @dataclass
 class AudioSummary:
     """What the Director measures in the audio (seconds, dBFS)."""
@@ -72,28 +73,38 @@ class AudioSummary:
         """The whole track in a few lines (for the global pass)."""
         n = len(self.clip_db)
         parts = min(10, n)
-        chunks = [self.clip_db[k * n // parts:(k + 1) * n // parts] for k in range(parts)]  # none empty
+        chunks = [self.clip_db[k * n // parts : (k + 1) * n // parts] for k in range(parts)]  # none empty
         curve = [sum(c) / len(c) for c in chunks]
         shown = ", ".join(f"{format_time(a)}-{format_time(b)}" for a, b in self.pauses[:MAX_PAUSES_LISTED])
         more = f" (first {MAX_PAUSES_LISTED} listed)" if len(self.pauses) > MAX_PAUSES_LISTED else ""
-        return (f"duration {format_time(self.duration_s)} ({self.duration_s:.1f} s), {n} shots of about "
-                f"{float(timeline.clip_frames / timeline.fps):.1f} s\n"
-                f"loudness over time in {parts} equal parts (dBFS): {', '.join(f'{v:.0f}' for v in curve)}\n"
-                f"{len(self.pauses)} pauses{more}: {shown or 'none'}")
+        return (
+            f"duration {format_time(self.duration_s)} ({self.duration_s:.1f} s), {n} shots of about "
+            f"{float(timeline.clip_frames / timeline.fps):.1f} s\n"
+            f"loudness over time in {parts} equal parts (dBFS): {', '.join(f'{v:.0f}' for v in curve)}\n"
+            f"{len(self.pauses)} pauses{more}: {shown or 'none'}"
+        )
 
     def clip_line(self, clip: SubClip, timeline: Timeline, level: str) -> str:
         """One line per shot (for the shot passes)."""
         a, b = timeline.frame_time(clip.frame_start), timeline.frame_time(clip.frame_end + 1)
         inside = [f"{format_time(p)}-{format_time(q)}" for p, q in self.pauses if p < b and q > a]
-        return (f"shot {clip.index}: {format_time(a)}-{format_time(b)}, loudness {self.clip_db[clip.index]:.0f} dBFS "
-                f"({level}), pauses: {', '.join(inside) or 'none'}")
+        return (
+            f"shot {clip.index}: {format_time(a)}-{format_time(b)}, loudness {self.clip_db[clip.index]:.0f} dBFS "
+            f"({level}), pauses: {', '.join(inside) or 'none'}"
+        )
 
 
-def summarize_audio(waveform: torch.Tensor, sample_rate: int, timeline: Timeline, window_s: float = 0.05,
-                    min_pause_s: float = 0.3) -> AudioSummary:
+def summarize_audio(
+    waveform: torch.Tensor, sample_rate: int, timeline: Timeline, window_s: float = 0.05, min_pause_s: float = 0.3
+) -> AudioSummary:
     """Measure duration, per-clip RMS energy (dBFS) and pauses (>= ``min_pause_s`` s) of ``waveform`` [C, T]."""
-    mono = waveform.float() if waveform.dim() == 1 else waveform[0].float() if len(waveform) == 1 \
+    mono = (
+        waveform.float()
+        if waveform.dim() == 1
+        else waveform[0].float()
+        if len(waveform) == 1
         else waveform.float().mean(0)
+    )
     power = mono.cpu().square()  # one pass over the audio; everything below reads it
     scale = sample_rate / timeline.sample_rate  # the waveform may be at another rate than the timeline
 
@@ -110,7 +121,7 @@ def summarize_audio(waveform: torch.Tensor, sample_rate: int, timeline: Timeline
     n = mono.numel() // w
     pauses: list[tuple[float, float]] = []
     if n:
-        win = db(power[:n * w].view(n, w).mean(1))
+        win = db(power[: n * w].view(n, w).mean(1))
         threshold = max(-55.0, float(torch.quantile(win, 0.9)) - 30.0)
         quiet = (win < threshold).tolist() + [False]
         start = None
@@ -125,6 +136,7 @@ def summarize_audio(waveform: torch.Tensor, sample_rate: int, timeline: Timeline
 
 
 # -- the passes ---------------------------------------------------------------------
+
 
 def _unwrap(obj: object, key: str) -> object:
     """``{"storyline": {...}}`` -> ``{...}``; also finds ``obj[key]`` one level down."""
@@ -179,8 +191,9 @@ def _read_shots(obj: object, batch: list[SubClip], rules: Storyline, warnings: l
             errors.append(f"shots[{pos}].index: {idx} appears twice (overlapping shots)")
         else:
             try:
-                got[idx] = shot_from_dict({**item, "index": idx, "source": "director"}, by_index[idx], warnings,
-                                          missing)
+                got[idx] = shot_from_dict(
+                    {**item, "index": idx, "source": "director"}, by_index[idx], warnings, missing
+                )
             except InputError as exc:
                 errors.append(exc.problem)
     for name, where in missing.items():  # optional fields the model left out: take the rules' value
@@ -204,8 +217,9 @@ def _ask(mllm: MLLM, prompt: str, image, budget: int, seed: int, system: str, re
             runtime.check_interrupt()
             prompt = _template("director_retry.txt").substitute(prompt=prompt, error=error, reply=reply[:600])
         reply, stats = mllm.generate(prompt, image, budget, seed, system)
-        log.debug("director pass (try %d): %s tokens in, %s out", attempt + 1, stats.get("tokens_in"),
-                  stats.get("tokens_out"))
+        log.debug(
+            "director pass (try %d): %s tokens in, %s out", attempt + 1, stats.get("tokens_in"), stats.get("tokens_out")
+        )
         try:
             part, error = read(parse_model_json(reply))
         except ValueError as exc:
@@ -220,11 +234,19 @@ def _ask(mllm: MLLM, prompt: str, image, budget: int, seed: int, system: str, re
 def _to_pil(image: torch.Tensor):
     from PIL import Image
 
-    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[-1] not in (3, 4) \
-            or (image.dim() == 4 and image.shape[0] < 1):
+    if (
+        not isinstance(image, torch.Tensor)
+        or image.dim() not in (3, 4)
+        or image.shape[-1] not in (3, 4)
+        or (image.dim() == 4 and image.shape[0] < 1)
+    ):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise InputError("image", shape, "must be an IMAGE [H, W, 3] (or [B, H, W, 3]) with values 0..1",
-                         "connect the reference image (a Load Image node)")
+        raise InputError(
+            "image",
+            shape,
+            "must be an IMAGE [H, W, 3] (or [B, H, W, 3]) with values 0..1",
+            "connect the reference image (a Load Image node)",
+        )
     if image.dim() == 4:
         image = image[0]
     arr = (image[..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
@@ -240,16 +262,30 @@ def _check_audio(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         waveform = waveform[None]
     if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2 or waveform.shape[-1] == 0:
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-        raise InputError("audio", shape, "the waveform must be [channels, samples] with at least one sample",
-                         "connect the same audio as the Audio Aligner")
+        raise InputError(
+            "audio",
+            shape,
+            "the waveform must be [channels, samples] with at least one sample",
+            "connect the same audio as the Audio Aligner",
+        )
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise InputError("sample_rate", sample_rate, "must be a positive whole number of Hz", "pass the audio's rate")
     return waveform
 
 
-def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sample_rate: int, instruction: str,
-           timeline: Timeline, runtime: Runtime, seed: int = 0, shots_per_batch: int = 16,
-           max_new_tokens: int = 512, tokens_per_shot: int = TOKENS_PER_SHOT) -> Storyline:
+def direct(
+    mllm: MLLM | None,
+    image: torch.Tensor,
+    waveform: torch.Tensor,
+    sample_rate: int,
+    instruction: str,
+    timeline: Timeline,
+    runtime: Runtime,
+    seed: int = 0,
+    shots_per_batch: int = 16,
+    max_new_tokens: int = 512,
+    tokens_per_shot: int = TOKENS_PER_SHOT,
+) -> Storyline:
     """Write the storyline: a global description and one shot per sub-clip of ``timeline``.
 
     Args:
@@ -283,16 +319,37 @@ def direct(mllm: MLLM | None, image: torch.Tensor, waveform: torch.Tensor, sampl
         log.info("Director without a model: rule-based storyline for %d shots", len(timeline.clips))
         story = rules
     else:
-        story = _plan_with_model(mllm, pil, summary, instruction, timeline, runtime, rules, seed, shots_per_batch,
-                                 max_new_tokens, tokens_per_shot)
+        story = _plan_with_model(
+            mllm,
+            pil,
+            summary,
+            instruction,
+            timeline,
+            runtime,
+            rules,
+            seed,
+            shots_per_batch,
+            max_new_tokens,
+            tokens_per_shot,
+        )
     return apply_artist_instructions(story, instruction, timeline)
 
 
-def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, timeline: Timeline,
-                     runtime: Runtime, rules: Storyline, seed: int, per_batch: int, max_new_tokens: int,
-                     tokens_per_shot: int) -> Storyline:
+def _plan_with_model(
+    mllm: MLLM,
+    pil,
+    summary: AudioSummary,
+    instruction: str,
+    timeline: Timeline,
+    runtime: Runtime,
+    rules: Storyline,
+    seed: int,
+    per_batch: int,
+    max_new_tokens: int,
+    tokens_per_shot: int,
+) -> Storyline:
     clips = timeline.clips
-    batches = [clips[i:i + per_batch] for i in range(0, len(clips), per_batch)]
+    batches = [clips[i : i + per_batch] for i in range(0, len(clips), per_batch)]
     system = _template("director_system.txt").substitute()
     warnings: list[str] = []
     bar = runtime.progress(1 + len(batches), "director")
@@ -300,9 +357,12 @@ def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, t
         runtime.check_interrupt()
         prompt = _template("director_global.txt").substitute(
             instruction=instruction.strip() or "(none: choose what fits the image and the audio)",
-            audio=summary.describe(timeline), n_shots=len(clips))
-        glob, error = _ask(mllm, prompt, pil, max_new_tokens, seed, system,
-                           lambda obj: _read_global(obj, warnings), runtime)
+            audio=summary.describe(timeline),
+            n_shots=len(clips),
+        )
+        glob, error = _ask(
+            mllm, prompt, pil, max_new_tokens, seed, system, lambda obj: _read_global(obj, warnings), runtime
+        )
         filled = [k for k in (*GLOBAL_FIELDS, "global_negative") if k not in glob]
         if [k for k in filled if k != "global_negative"]:
             warnings.append(f"global {', '.join(filled)} planned by rules (the MLLM's reply was unusable: {error})")
@@ -314,12 +374,24 @@ def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, t
         for batch in batches:
             runtime.check_interrupt()
             prompt = _template("director_shots.txt").substitute(
-                global_json=json.dumps(glob, ensure_ascii=False), instruction=instruction.strip() or "(none)",
+                global_json=json.dumps(glob, ensure_ascii=False),
+                instruction=instruction.strip() or "(none)",
                 shot_lines="\n".join(summary.clip_line(c, timeline, levels[c.index]) for c in batch),
-                count=len(batch), first=batch[0].index, last=batch[-1].index)
+                count=len(batch),
+                first=batch[0].index,
+                last=batch[-1].index,
+            )
             budget = max(max_new_tokens, tokens_per_shot * len(batch))
-            got, error = _ask(mllm, prompt, None, budget, seed, system,
-                              lambda obj, b=batch: _read_shots(obj, b, rules, warnings), runtime)
+            got, error = _ask(
+                mllm,
+                prompt,
+                None,
+                budget,
+                seed,
+                system,
+                lambda obj, b=batch: _read_shots(obj, b, rules, warnings),
+                runtime,
+            )
             shots.update(got)
             if error is not None and any(c.index not in got for c in batch):
                 errors.append(error)
@@ -328,8 +400,10 @@ def _plan_with_model(mllm: MLLM, pil, summary: AudioSummary, instruction: str, t
         bar.close()
     by_rules = [c.index for c in clips if c.index not in shots]
     if by_rules:
-        warnings.append(f"shots {format_indices(by_rules)} were planned by rules (the MLLM's reply was unusable: "
-                        f"{errors[0][:FIELD_MAX_CHARS] if errors else 'no reply'})")
+        warnings.append(
+            f"shots {format_indices(by_rules)} were planned by rules (the MLLM's reply was unusable: "
+            f"{errors[0][:FIELD_MAX_CHARS] if errors else 'no reply'})"
+        )
     for w in warnings:
         log.warning("director: %s", w)
     return Storyline(shots=[shots.get(c.index, rules.shots[c.index]) for c in clips], warnings=warnings, **glob)

@@ -173,10 +173,15 @@ def extract_keyframes(
         lifted = match_colour(lifted, ref_full, colour_match)[0]
         images.append(lifted)
         sources.append(lo + best)
-        scores.append({
-            "sharpness": float(sharp[best]), "colour": float(col[best]), "centre": float(cen[best]),
-            "total": float(total[best]), "candidates": len(cand),
-        })
+        scores.append(
+            {
+                "sharpness": float(sharp[best]),
+                "colour": float(col[best]),
+                "centre": float(cen[best]),
+                "total": float(total[best]),
+                "candidates": len(cand),
+            }
+        )
         bar.update(1)
     bar.close()
     kf = Keyframes(images=torch.stack(images), frame_indices=list(seams), source_indices=sources, scores=scores)
@@ -190,6 +195,8 @@ def keyframes_from_images(images: torch.Tensor, frame_indices: list[int], width:
         raise InputError("images", tuple(images.shape), "needs a batch of at least two keyframes", "batch 2+ images")
     u8 = (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8)
     return Keyframes(
-        images=resize_uint8(u8, height, width), frame_indices=list(frame_indices),
-        source_indices=[None] * len(frame_indices), scores=[{"source": "image"}] * len(frame_indices),
+        images=resize_uint8(u8, height, width),
+        frame_indices=list(frame_indices),
+        source_indices=[None] * len(frame_indices),
+        scores=[{"source": "image"}] * len(frame_indices),
     )

@@ -50,8 +50,9 @@ _ARCHITECTURES = {
     "Qwen2_5OmniForConditionalGeneration": "qwen2_5_omni",
     "Qwen2_5OmniThinkerForConditionalGeneration": "qwen2_5_omni_thinker",
 }
-SUPPORTED = ("Qwen2.5-VL (qwen2_5_vl), Qwen2-VL (qwen2_vl), Qwen3-VL (qwen3_vl, qwen3_vl_moe), "
-             "Qwen2.5-Omni (qwen2_5_omni)")
+SUPPORTED = (
+    "Qwen2.5-VL (qwen2_5_vl), Qwen2-VL (qwen2_vl), Qwen3-VL (qwen3_vl, qwen3_vl_moe), Qwen2.5-Omni (qwen2_5_omni)"
+)
 
 
 @dataclass
@@ -80,8 +81,14 @@ class MLLM:
         gen.max_length = None
         return gen
 
-    def generate(self, messages_text: str, image: Any | None = None, max_new_tokens: int = 512, seed: int = 0,
-                 system: str | None = None) -> tuple[str, dict]:
+    def generate(
+        self,
+        messages_text: str,
+        image: Any | None = None,
+        max_new_tokens: int = 512,
+        seed: int = 0,
+        system: str | None = None,
+    ) -> tuple[str, dict]:
         """Answer one user turn (optional PIL image + text) greedily.
 
         Runs on whatever device the model is on (place it with ``runtime.use_models``).
@@ -89,7 +96,7 @@ class MLLM:
         """
         content: list[dict] = [{"type": "image"}] if image is not None else []
         content.append({"type": "text", "text": messages_text})
-        messages = ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else [])
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
         messages.append({"role": "user", "content": content})
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         kwargs: dict = {"text": [prompt], "return_tensors": "pt"}
@@ -98,8 +105,11 @@ class MLLM:
         inputs = self.processor(**kwargs)
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
-        inputs = {k: (v.to(device, dtype) if torch.is_floating_point(v) else v.to(device))
-                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        inputs = {
+            k: (v.to(device, dtype) if torch.is_floating_point(v) else v.to(device))
+            for k, v in inputs.items()
+            if isinstance(v, torch.Tensor)
+        }
         n_in = int(inputs["input_ids"].shape[1])
         t0 = time.perf_counter()
         devices = [device.index or 0] if device.type == "cuda" else []
@@ -115,17 +125,26 @@ class MLLM:
 
 def _read_config(folder: Path, input_name: str) -> dict:
     if not folder.is_dir():
-        raise ModelFileError(input_name, folder, "is not a folder",
-                             "choose a Hugging Face model folder under models/LLM (with config.json and *.safetensors)")
+        raise ModelFileError(
+            input_name,
+            folder,
+            "is not a folder",
+            "choose a Hugging Face model folder under models/LLM (with config.json and *.safetensors)",
+        )
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
-        raise ModelFileError(input_name, folder, "has no config.json",
-                             "download the whole Hugging Face folder (config, tokenizer, processor, safetensors)")
+        raise ModelFileError(
+            input_name,
+            folder,
+            "has no config.json",
+            "download the whole Hugging Face folder (config, tokenizer, processor, safetensors)",
+        )
     try:
         return json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFileError(input_name, cfg_path, f"config.json is unreadable ({exc})",
-                             "re-download the folder") from exc
+        raise ModelFileError(
+            input_name, cfg_path, f"config.json is unreadable ({exc})", "re-download the folder"
+        ) from exc
 
 
 def detect_family(config: dict) -> str | None:
@@ -163,20 +182,31 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
     config = _read_config(folder, input_name)
     model_type = detect_family(config)
     if model_type is None:
-        raise ModelFileError(input_name, folder,
-                             f"model_type {config.get('model_type')!r} is not a supported multimodal LLM",
-                             f"use one of: {SUPPORTED}")
+        raise ModelFileError(
+            input_name,
+            folder,
+            f"model_type {config.get('model_type')!r} is not a supported multimodal LLM",
+            f"use one of: {SUPPORTED}",
+        )
     family, class_name = FAMILIES[model_type]
     cls = getattr(transformers, class_name, None)
     if cls is None:
-        raise ModelFileError(input_name, folder, f"transformers {transformers.__version__} has no {class_name}",
-                             "upgrade transformers (pip install -U transformers)")
+        raise ModelFileError(
+            input_name,
+            folder,
+            f"transformers {transformers.__version__} has no {class_name}",
+            "upgrade transformers (pip install -U transformers)",
+        )
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
         found = f" (found {', '.join(others)})" if others else ""
-        raise ModelFileError(input_name, folder, f"has no .safetensors weights{found}",
-                             "only safetensors are loaded: download the safetensors version of the model")
+        raise ModelFileError(
+            input_name,
+            folder,
+            f"has no .safetensors weights{found}",
+            "only safetensors are loaded: download the safetensors version of the model",
+        )
     kwargs: dict = {"local_files_only": True, "use_safetensors": True, "dtype": dtype if dtype is not None else "auto"}
     if model_type == "qwen2_5_omni":  # full Omni folder: build the thinker alone from its sub-config
         full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True)
@@ -188,14 +218,18 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
         model = cls.from_pretrained(folder, **kwargs)
         processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
-        raise ModelFileError(input_name, folder, f"could not be loaded as {class_name}: {exc}",
-                             "check that the folder is complete (weights, tokenizer, processor files) and not corrupted"
-                             ) from exc
+        raise ModelFileError(
+            input_name,
+            folder,
+            f"could not be loaded as {class_name}: {exc}",
+            "check that the folder is complete (weights, tokenizer, processor files) and not corrupted",
+        ) from exc
     model.eval()
     identity = _identity(folder, family, weights)
     log.info("loaded MLLM %s (%s)", identity, class_name)
-    return MLLM(model=model, processor=processor, family=family, identity=identity,
-                accepts_audio=family == "qwen2_5_omni")
+    return MLLM(
+        model=model, processor=processor, family=family, identity=identity, accepts_audio=family == "qwen2_5_omni"
+    )
 
 
 # -- JSON from model replies --------------------------------------------------------------
@@ -219,7 +253,9 @@ def _read_string(text: str, i: int) -> tuple[str, int]:
         c = text[i]
         if c == "\\" and i + 1 < len(text):
             try:
-                out.append(json.loads(f'"\\{text[i + 1]}"') if text[i + 1] != "u" else chr(int(text[i + 2:i + 6], 16)))
+                out.append(
+                    json.loads(f'"\\{text[i + 1]}"') if text[i + 1] != "u" else chr(int(text[i + 2 : i + 6], 16))
+                )
                 i += 6 if text[i + 1] == "u" else 2
             except ValueError:
                 out.append(text[i + 1])
@@ -355,7 +391,7 @@ def _extract(text: str) -> str | None:
         elif c in "}]":
             depth -= 1
             if depth == 0:
-                return text[start:j + 1]
+                return text[start : j + 1]
     return text[start:]
 
 

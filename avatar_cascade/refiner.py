@@ -121,12 +121,18 @@ def refine_clips(
     tl = aligned.timeline
     if len(keyframes.images) != len(tl.clips) + 1:
         raise InputError(
-            "keyframes", len(keyframes.images), f"the timeline has {len(tl.clips)} clips and needs "
-            f"{len(tl.clips) + 1} keyframes", "connect the keyframes made from this timeline",
+            "keyframes",
+            len(keyframes.images),
+            f"the timeline has {len(tl.clips)} clips and needs {len(tl.clips) + 1} keyframes",
+            "connect the keyframes made from this timeline",
         )
     if dit.in_channels != 36:
-        raise InputError("dit", dit.variant, "the refiner needs a first-last-frame capable DiT (36 input channels)",
-                         "load a Wan 2.1 FLF2V / I2V or Wan 2.2 I2V checkpoint")
+        raise InputError(
+            "dit",
+            dit.variant,
+            "the refiner needs a first-last-frame capable DiT (36 input channels)",
+            "load a Wan 2.1 FLF2V / I2V or Wan 2.2 I2V checkpoint",
+        )
     reroll = reroll or {}
     h, w = keyframes.height, keyframes.width
     kf = keyframes.as_model_frames()
@@ -137,11 +143,19 @@ def refine_clips(
     for c in tl.clips:
         seed = derive_seed(settings.seed, c.index, salt=reroll.get(c.index, 0))
         prompt, negative = storyline.shot_prompt(c.index), storyline.shot_negative(c.index)
-        key = content_key({
-            "models": model_ids, "first": keyframes.images[c.index], "last": keyframes.images[c.index + 1],
-            "prompt": prompt, "negative": negative, "seed": seed, "frames": c.num_frames,
-            "sampler": vars(settings.sampler), "size": [w, h],
-        })
+        key = content_key(
+            {
+                "models": model_ids,
+                "first": keyframes.images[c.index],
+                "last": keyframes.images[c.index + 1],
+                "prompt": prompt,
+                "negative": negative,
+                "seed": seed,
+                "frames": c.num_frames,
+                "sampler": vars(settings.sampler),
+                "size": [w, h],
+            }
+        )
         rec = ClipRecord(c.index, cache_dir / f"clip_{c.index:05d}_{key}.safetensors", c.num_frames, key)
         records.append(rec)
         if rec.path.is_file() and load_tensors(rec.path) is not None:
@@ -175,8 +189,12 @@ def refine_clips(
 def _render_batch(batch, kf, prompts, dit, vae, settings, runtime, h, w) -> None:
     reqs = [
         ClipRequest(
-            num_frames=rec.num_frames, first_frame=kf[rec.index], last_frame=kf[rec.index + 1],
-            prompt_embeds=prompts.get(p), negative_embeds=prompts.get(n), seed=seed,
+            num_frames=rec.num_frames,
+            first_frame=kf[rec.index],
+            last_frame=kf[rec.index + 1],
+            prompt_embeds=prompts.get(p),
+            negative_embeds=prompts.get(n),
+            seed=seed,
         )
         for rec, seed, p, n in batch
     ]
@@ -184,6 +202,6 @@ def _render_batch(batch, kf, prompts, dit, vae, settings, runtime, h, w) -> None
     idx = ",".join(str(rec.index) for rec, *_ in batch)
     lat = sample_clips(dit.transformer, cond, reqs, settings.sampler, runtime, desc=f"clips {idx}")
     frames = decode_to_uint8(vae, lat)
-    for (rec, seed, p, n), fr in zip(batch, frames):
+    for (rec, seed, p, _), fr in zip(batch, frames):
         atomic_save_tensors(rec.path, {"frames": fr}, {"index": str(rec.index), "seed": str(seed), "prompt": p[:500]})
         runtime.emit_preview("clip", fr)

@@ -45,9 +45,13 @@ class SamplerSettings:
 
     def check(self) -> SamplerSettings:
         if self.scheduler not in SCHEDULERS:
-            raise InputError("scheduler", self.scheduler, "is not a known sampler", f"choose one of {', '.join(SCHEDULERS)}")
+            raise InputError(
+                "scheduler", self.scheduler, "is not a known sampler", f"choose one of {', '.join(SCHEDULERS)}"
+            )
         if not 1 <= self.steps <= 1000:
-            raise InputError("steps", self.steps, "must be between 1 and 1000", "use 20-40 for full quality, 4-8 for drafts")
+            raise InputError(
+                "steps", self.steps, "must be between 1 and 1000", "use 20-40 for full quality, 4-8 for drafts"
+            )
         if not 0.0 <= self.guidance <= 30.0:
             raise InputError("guidance", self.guidance, "must be between 0 and 30", "use 4-6 for Wan")
         if not 0.0 < self.shift <= 50.0:
@@ -217,8 +221,10 @@ def sample_clips(
                     pred = uncond + settings.guidance * (cond - uncond)
                 else:
                     pred = transformer(
-                        hidden_states=x, timestep=t.expand(x.shape[0]).to(device),
-                        encoder_hidden_states=pos, return_dict=False,
+                        hidden_states=x,
+                        timestep=t.expand(x.shape[0]).to(device),
+                        encoder_hidden_states=pos,
+                        return_dict=False,
                     )[0].float()
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
             bar.update(1)
@@ -245,7 +251,7 @@ def image_to_model_space(image: torch.Tensor, height: int, width: int) -> torch.
     x = image.permute(2, 0, 1)[None].float()
     if x.shape[-2:] != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return (x[0].clamp(0, 1) * 2 - 1)
+    return x[0].clamp(0, 1) * 2 - 1
 
 
 def check_resolution(width: int, height: int, prefix: str = "") -> tuple[int, int]:

@@ -72,8 +72,16 @@ class Storyline:
         s = self.shots[i]
         local = [
             _clean(s.prompt),
-            *(f"{k}: {_clean(v)}" for k, v in (("emotion", s.emotion), ("expression", s.expression),
-                                               ("action", s.action), ("camera", s.camera)) if v.strip()),
+            *(
+                f"{k}: {_clean(v)}"
+                for k, v in (
+                    ("emotion", s.emotion),
+                    ("expression", s.expression),
+                    ("action", s.action),
+                    ("camera", s.camera),
+                )
+                if v.strip()
+            ),
         ]
         return self.global_prompt() + " " + ". ".join(p for p in local if p) + "."
 
@@ -95,9 +103,10 @@ class Storyline:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            excerpt = text[max(0, exc.pos - 40): exc.pos + 40]
-            raise InputError("storyline", excerpt, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                             FIX) from exc
+            excerpt = text[max(0, exc.pos - 40) : exc.pos + 40]
+            raise InputError(
+                "storyline", excerpt, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", FIX
+            ) from exc
         return cls.validate(data, timeline)
 
     @classmethod
@@ -115,8 +124,12 @@ class Storyline:
             raise InputError("storyline", shots_in, "shots: missing or not a list", FIX)
         clips = timeline.clips
         if len(shots_in) != len(clips):
-            raise InputError("storyline", f"{len(shots_in)} shots",
-                             f"shots: has {len(shots_in)} shots but the timeline has {len(clips)} sub-clips", FIX)
+            raise InputError(
+                "storyline",
+                f"{len(shots_in)} shots",
+                f"shots: has {len(shots_in)} shots but the timeline has {len(clips)} sub-clips",
+                FIX,
+            )
         shots = [shot_from_dict(item, clip, warnings, missing) for item, clip in zip(shots_in, clips, strict=True)]
         for name, where in missing.items():
             warnings.append(f"{name} missing in shots {format_indices(where)}: set to ''")
@@ -125,8 +138,13 @@ class Storyline:
         return cls(shots=shots, warnings=warnings, **texts)
 
 
-def shot_from_dict(item: object, clip: SubClip, warnings: list[str], missing: dict[str, list[int]] | None = None,
-                   source: str = "director") -> Shot:
+def shot_from_dict(
+    item: object,
+    clip: SubClip,
+    warnings: list[str],
+    missing: dict[str, list[int]] | None = None,
+    source: str = "director",
+) -> Shot:
     """Validate one shot against its sub-clip; raises InputError naming ``shots[i].field``.
 
     Missing ``index``/``frame_start``/``frame_end`` are taken from ``clip``; given
@@ -150,8 +168,9 @@ def shot_from_dict(item: object, clip: SubClip, warnings: list[str], missing: di
             raise InputError("storyline", got, f"{where}.{key}: {got} {clash} ({span})", FIX)
     if not isinstance(item.get("prompt"), (str, int, float, list)) or not str(item["prompt"]).strip():
         raise InputError("storyline", item.get("prompt"), f"{where}.prompt: missing", FIX)
-    texts = {k: read_text_field(item, k, f"{where}.{k}", warnings, missing, clip.index)
-             for k in ("prompt", *SHOT_FIELDS)}
+    texts = {
+        k: read_text_field(item, k, f"{where}.{k}", warnings, missing, clip.index) for k in ("prompt", *SHOT_FIELDS)
+    }
     src = item.get("source", source)
     if src not in SOURCES:
         warnings.append(f"{where}.source: {src!r} is not one of {', '.join(SOURCES)}; set to {source!r}")
@@ -184,8 +203,14 @@ def _clean(text: str) -> str:
     return text.strip().rstrip(".;, ")
 
 
-def read_text_field(d: dict, key: str, where: str, warnings: list[str], missing: dict[str, list[int]] | None = None,
-                    index: int | None = None) -> str:
+def read_text_field(
+    d: dict,
+    key: str,
+    where: str,
+    warnings: list[str],
+    missing: dict[str, list[int]] | None = None,
+    index: int | None = None,
+) -> str:
     """Read text field ``d[key]``: coerce numbers / lists of scalars, cap the length, default "".
 
     A missing field is recorded in ``missing[key]`` when ``missing`` and ``index``
@@ -213,12 +238,33 @@ def read_text_field(d: dict, key: str, where: str, warnings: list[str], missing:
 
 # -- the rule-based plan ------------------------------------------------------------
 
-_MOODS = {"happ": "happy", "joy": "joyful", "cheer": "cheerful", "smil": "happy", "excit": "excited",
-          "sad": "sad", "melanchol": "melancholic", "angr": "angry", "serious": "serious", "calm": "calm",
-          "confiden": "confident", "warm": "warm", "friendly": "friendly", "energ": "energetic",
-          "passion": "passionate", "tender": "tender", "nervous": "nervous", "surpris": "surprised"}
-_GESTURES = ("open-palm hand gesture", "nodding for emphasis", "leaning slightly towards the camera",
-             "one hand raised for emphasis", "shoulders moving with the rhythm of speech")
+_MOODS = {
+    "happ": "happy",
+    "joy": "joyful",
+    "cheer": "cheerful",
+    "smil": "happy",
+    "excit": "excited",
+    "sad": "sad",
+    "melanchol": "melancholic",
+    "angr": "angry",
+    "serious": "serious",
+    "calm": "calm",
+    "confiden": "confident",
+    "warm": "warm",
+    "friendly": "friendly",
+    "energ": "energetic",
+    "passion": "passionate",
+    "tender": "tender",
+    "nervous": "nervous",
+    "surpris": "surprised",
+}
+_GESTURES = (
+    "open-palm hand gesture",
+    "nodding for emphasis",
+    "leaning slightly towards the camera",
+    "one hand raised for emphasis",
+    "shoulders moving with the rhythm of speech",
+)
 _CAMERAS = ("static medium close-up", "slow push-in, medium close-up", "static medium shot")
 RULES_NEGATIVE = "blurry face, distorted mouth, deformed hands, identity change, flicker"
 RULES_GLOBAL_NEGATIVE = "low quality, worst quality, jpeg artefacts, watermark, text, extra limbs, static frame"
@@ -271,27 +317,56 @@ def rule_based_storyline(instruction: str, timeline: Timeline, energy: list[floa
             gestures; quiet ones a calm face with the mouth closed), or None.
     """
     if energy is not None and len(energy) != len(timeline.clips):
-        raise InputError("energy", f"{len(energy)} values", f"needs one value per sub-clip ({len(timeline.clips)})",
-                         "pass the per-clip energy of this timeline")
+        raise InputError(
+            "energy",
+            f"{len(energy)} values",
+            f"needs one value per sub-clip ({len(timeline.clips)})",
+            "pass the per-clip energy of this timeline",
+        )
     mood = _mood(strip_timed_instructions(instruction))
     levels = energy_levels(energy, len(timeline.clips))
     shots = []
     for clip, level in zip(timeline.clips, levels, strict=True):
         if level == "quiet":
-            emo, expr, act, cam = f"{mood}, at rest", "relaxed face, mouth closed, soft gaze at the camera", \
-                "still, gentle breathing, small head movement", _CAMERAS[0]
+            emo, expr, act, cam = (
+                f"{mood}, at rest",
+                "relaxed face, mouth closed, soft gaze at the camera",
+                "still, gentle breathing, small head movement",
+                _CAMERAS[0],
+            )
         elif level == "calm":
-            emo, expr, act, cam = mood, "natural speaking expression, clear lip movement, eyes on the camera", \
-                "subtle head movement", _CAMERAS[0]
+            emo, expr, act, cam = (
+                mood,
+                "natural speaking expression, clear lip movement, eyes on the camera",
+                "subtle head movement",
+                _CAMERAS[0],
+            )
         else:
             emo, expr = f"{mood}, animated", "expressive face, wide mouth movements, raised eyebrows"
             act, cam = _GESTURES[clip.index % len(_GESTURES)], _CAMERAS[clip.index % len(_CAMERAS)]
-        shots.append(Shot(clip.index, clip.frame_start, clip.frame_end, emo, expr, act, cam,
-                          f"the person speaks to the camera, {expr}, {act}", RULES_NEGATIVE, "rules"))
+        shots.append(
+            Shot(
+                clip.index,
+                clip.frame_start,
+                clip.frame_end,
+                emo,
+                expr,
+                act,
+                cam,
+                f"the person speaks to the camera, {expr}, {act}",
+                RULES_NEGATIVE,
+                "rules",
+            )
+        )
     scene = " ".join(strip_timed_instructions(instruction).split())[:FIELD_MAX_CHARS] or "speaking to the camera"
-    return Storyline(character="the person in the reference image, same face, hair and clothes",
-                     scene=scene, style="photorealistic video, natural lighting, sharp focus, steady framing",
-                     emotional_arc=_arc(levels, mood), shots=shots, global_negative=RULES_GLOBAL_NEGATIVE)
+    return Storyline(
+        character="the person in the reference image, same face, hair and clothes",
+        scene=scene,
+        style="photorealistic video, natural lighting, sharp focus, steady framing",
+        emotional_arc=_arc(levels, mood),
+        shots=shots,
+        global_negative=RULES_GLOBAL_NEGATIVE,
+    )
 
 
 # -- artist control: timed instructions --------------------------------------------
@@ -300,9 +375,24 @@ _T = r"(\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?|\d+(?:\.\d+)?(?:\s*(?:s|secs?|seconds
 _RANGE = re.compile(rf"\b(?:during|from|between)?\s*{_T}\s*(?:-|\u2013|to|and|until)\s*{_T}", re.I)
 _POINT = re.compile(rf"\b(?:at|@|around)\s+{_T}", re.I)
 _CLAUSE = re.compile(r"[;,\n]|\.(?!\d)|\b(?:and then|then|and)\b(?=\s+(?:at|during|from|between)\b)", re.I)
-_EXPRESSION_WORDS = {"smil": "happy", "laugh": "joyful", "grin": "happy", "frown": "displeased", "cry": "sad",
-                     "tear": "sad", "wink": "playful", "surpris": "surprised", "shock": "shocked", "sad": "sad",
-                     "angr": "angry", "serious": "serious", "blink": "", "mouth": "", "eyebrow": "", "pout": "sulky"}
+_EXPRESSION_WORDS = {
+    "smil": "happy",
+    "laugh": "joyful",
+    "grin": "happy",
+    "frown": "displeased",
+    "cry": "sad",
+    "tear": "sad",
+    "wink": "playful",
+    "surpris": "surprised",
+    "shock": "shocked",
+    "sad": "sad",
+    "angr": "angry",
+    "serious": "serious",
+    "blink": "",
+    "mouth": "",
+    "eyebrow": "",
+    "pout": "sulky",
+}
 
 
 @dataclass
@@ -338,7 +428,7 @@ def parse_timed_instructions(instruction: str) -> list[TimedInstruction]:
             if not m:
                 continue
             a, b = _seconds(m.group(1)), None
-        text = (clause[: m.start()] + " " + clause[m.end():]).strip(" .,;:-")
+        text = (clause[: m.start()] + " " + clause[m.end() :]).strip(" .,;:-")
         text = re.sub(r"^(?:and|then|please)\s+", "", " ".join(text.split()), flags=re.I)
         if text:
             found.append(TimedInstruction(a, b, text[:FIELD_MAX_CHARS]))
@@ -369,8 +459,10 @@ def apply_artist_instructions(storyline: Storyline, instruction: str, timeline: 
         f0 = int(Fraction(ti.start_s).limit_denominator(1000) * fps)
         f1 = f0 if ti.end_s is None else max(f0, int(Fraction(ti.end_s).limit_denominator(1000) * fps) - 1)
         if f0 >= timeline.num_frames:
-            warnings.append(f"'{ti.text}' at {format_time(ti.start_s)} is after the end of the audio "
-                            f"({format_time(timeline.duration_s)}): ignored")
+            warnings.append(
+                f"'{ti.text}' at {format_time(ti.start_s)} is after the end of the audio "
+                f"({format_time(timeline.duration_s)}): ignored"
+            )
             continue
         first, last = _owning_clip(timeline, f0), _owning_clip(timeline, min(f1, timeline.num_frames - 1))
         hits = [k for k in _EXPRESSION_WORDS if k in ti.text.lower()]

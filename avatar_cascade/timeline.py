@@ -55,7 +55,9 @@ def parse_fps(value: float | int | str | Fraction) -> Fraction:
         if fps != exact and abs(fps - exact) < Fraction(1, 500):
             fps = exact
     if fps <= 0 or fps > MAX_FPS:
-        raise InputError("fps", value, f"must be > 0 and <= {MAX_FPS}", "use a video rate such as 16, 24, 25 or 30000/1001")
+        raise InputError(
+            "fps", value, f"must be > 0 and <= {MAX_FPS}", "use a video rate such as 16, 24, 25 or 30000/1001"
+        )
     return fps
 
 
@@ -203,7 +205,9 @@ def plan_timeline(
     fps_q = parse_fps(fps)
     check_clip_frames(clip_frames)
     if num_samples <= 0:
-        raise InputError("audio", f"{num_samples} samples", "the audio is empty (0 s)", "give a speech or singing track with sound")
+        raise InputError(
+            "audio", f"{num_samples} samples", "the audio is empty (0 s)", "give a speech or singing track with sound"
+        )
     if sample_rate <= 0:
         raise InputError("sample_rate", sample_rate, "must be positive", "pass the audio's real sample rate")
 

@@ -15,9 +15,20 @@ from pathlib import Path
 import torch
 
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 # Qwen2-VL / Qwen2.5-VL's own chat template.
@@ -38,13 +49,28 @@ CHAT_TEMPLATE = (
 
 # text model: 32 hidden / 2 heads = head_dim 16; mrope_section must sum to head_dim / 2
 _ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}
-_VISION = {"depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "patch_size": 14,
-           "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": 32,
-           "fullatt_block_indexes": [1]}
+_VISION = {
+    "depth": 2,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_heads": 2,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 56,
+    "out_hidden_size": 32,
+    "fullatt_block_indexes": [1],
+}
 _PIXELS = 56 * 56  # every image becomes 4x4 patches of 14 px = 4 image tokens
-OMNI_TOKENS = {"audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
-               "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
-               "vision_eos_token": "<|vision_eos|>"}
+OMNI_TOKENS = {
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+}
 
 _CORPUS = [
     '{"character": "a young woman with short dark hair", "scene": "a bright studio", "style": "photorealistic"}',
@@ -63,8 +89,12 @@ def _train_tokenizer(vocab_size: int = 384):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_CORPUS * 4, trainer)
     return tok
 
@@ -88,29 +118,44 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tok = _train_tokenizer()
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        chat_template=CHAT_TEMPLATE, model_max_length=8192)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=8192,
+    )
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=_PIXELS, max_pixels=_PIXELS, patch_size=14,
-                                              temporal_patch_size=2, merge_size=2),
-        video_processor=Qwen2VLVideoProcessor(min_pixels=_PIXELS, max_pixels=2 * _PIXELS, patch_size=14,
-                                              temporal_patch_size=2, merge_size=2),
-        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+        image_processor=Qwen2VLImageProcessor(
+            min_pixels=_PIXELS, max_pixels=_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+        ),
+        video_processor=Qwen2VLVideoProcessor(
+            min_pixels=_PIXELS, max_pixels=2 * _PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+        ),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(folder)
 
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "vocab_size": tok.get_vocab_size(),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
             "max_position_embeddings": 8192,
             "rope_parameters": _ROPE,
-            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config=_VISION,
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -145,27 +190,53 @@ def write_tiny_qwen25_omni(folder: Path, seed: int = 0) -> Path:
     tok = _train_tokenizer()
     tok.add_special_tokens(list(OMNI_TOKENS.values()))
     ids = {k: tok.token_to_id(v) for k, v in OMNI_TOKENS.items()}
-    template = CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>",
-                                     "<|vision_bos|><|IMAGE|><|vision_eos|>")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        chat_template=template, extra_special_tokens=OMNI_TOKENS)
+    template = CHAT_TEMPLATE.replace(
+        "<|vision_start|><|image_pad|><|vision_end|>", "<|vision_bos|><|IMAGE|><|vision_eos|>"
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=template,
+        extra_special_tokens=OMNI_TOKENS,
+    )
     Qwen2_5OmniProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=_PIXELS, max_pixels=_PIXELS),
         video_processor=Qwen2VLVideoProcessor(min_pixels=_PIXELS, max_pixels=2 * _PIXELS),
-        feature_extractor=WhisperFeatureExtractor(feature_size=16), tokenizer=tokenizer, chat_template=template,
+        feature_extractor=WhisperFeatureExtractor(feature_size=16),
+        tokenizer=tokenizer,
+        chat_template=template,
     ).save_pretrained(folder)
     eos = tok.token_to_id("<|im_end|>")
     thinker = Qwen2_5OmniThinkerConfig(
-        audio_config={"num_mel_bins": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
-                      "d_model": 16, "output_dim": 32},
+        audio_config={
+            "num_mel_bins": 16,
+            "encoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 32,
+            "d_model": 16,
+            "output_dim": 32,
+        },
         vision_config=_VISION,
-        text_config={"vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                     "rope_parameters": _ROPE, "eos_token_id": eos, "pad_token_id": tok.token_to_id("<|endoftext|>")},
-        audio_token_index=ids["audio_token"], image_token_index=ids["image_token"],
-        video_token_index=ids["video_token"], audio_start_token_id=ids["audio_bos_token"],
-        audio_end_token_id=ids["audio_eos_token"], vision_start_token_id=ids["vision_bos_token"],
-        vision_end_token_id=ids["vision_eos_token"], user_token_id=tok.token_to_id("<|im_start|>"),
+        text_config={
+            "vocab_size": tok.get_vocab_size(),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "rope_parameters": _ROPE,
+            "eos_token_id": eos,
+            "pad_token_id": tok.token_to_id("<|endoftext|>"),
+        },
+        audio_token_index=ids["audio_token"],
+        image_token_index=ids["image_token"],
+        video_token_index=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"],
+        vision_start_token_id=ids["vision_bos_token"],
+        vision_end_token_id=ids["vision_eos_token"],
+        user_token_id=tok.token_to_id("<|im_start|>"),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -7,14 +7,18 @@ from .validation import validate_widgets
 
 
 class AvatarCascadeAudioAligner:
-    DESCRIPTION = ("Owns the timeline every other stage uses: exact frame<->sample mapping, sub-clips of Wan lengths "
-                   "(4n+1 frames) sharing one keyframe per seam, each clip's audio range and feature window; "
-                   "extracts wav2vec2 features once when an audio encoder is connected.")
+    DESCRIPTION = (
+        "Owns the timeline every other stage uses: exact frame<->sample mapping, sub-clips of Wan lengths "
+        "(4n+1 frames) sharing one keyframe per seam, each clip's audio range and feature window; "
+        "extracts wav2vec2 features once when an audio encoder is connected."
+    )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_TIMELINE", "AUDIO")
     RETURN_NAMES = ("timeline", "audio")
-    OUTPUT_TOOLTIPS = ("The master timeline (frames, clips, seams, audio windows, features).",
-                       "The validated audio, for muxing or other nodes.")
+    OUTPUT_TOOLTIPS = (
+        "The master timeline (frames, clips, seams, audio windows, features).",
+        "The validated audio, for muxing or other nodes.",
+    )
     FUNCTION = "align"
 
     @classmethod
@@ -22,11 +26,27 @@ class AvatarCascadeAudioAligner:
         return {
             "required": {
                 "audio": ("AUDIO", {"tooltip": "Speech or singing track (ComfyUI AUDIO, batch of one)."}),
-                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.001,
-                                  "tooltip": "Output video frame rate. 29.97 / 23.976 map to exact NTSC rates. "
-                                             "InfiniteTalk-style models are trained at 25, Wan 2.1 at 16."}),
-                "clip_frames": ("INT", {"default": 81, "min": 5, "max": 257, "step": 4,
-                                        "tooltip": "Sub-clip length in frames, 4n+1 (Wan: 81)."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 25.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "step": 0.001,
+                        "tooltip": "Output video frame rate. 29.97 / 23.976 map to exact NTSC rates. "
+                        "InfiniteTalk-style models are trained at 25, Wan 2.1 at 16.",
+                    },
+                ),
+                "clip_frames": (
+                    "INT",
+                    {
+                        "default": 81,
+                        "min": 5,
+                        "max": 257,
+                        "step": 4,
+                        "tooltip": "Sub-clip length in frames, 4n+1 (Wan: 81).",
+                    },
+                ),
             },
             "optional": {
                 "audio_encoder": ("AVATAR_AUDIO_ENCODER", {"tooltip": "wav2vec2 encoder for lip-sync features."}),

@@ -100,8 +100,12 @@ def output_path(filename_prefix: str, ext: str) -> Path:
     base = output_dir().resolve()
     target = (base / filename_prefix).resolve()
     if not target.is_relative_to(base) or not filename_prefix.strip():
-        raise InputError("filename_prefix", filename_prefix, "must stay inside the output folder",
-                         "use a plain name such as avatar_cascade/video")
+        raise InputError(
+            "filename_prefix",
+            filename_prefix,
+            "must stay inside the output folder",
+            "use a plain name such as avatar_cascade/video",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     stem = target.name
     existing = [p.name for p in target.parent.glob(f"{stem}_*.{ext}")]
@@ -221,5 +225,13 @@ def ui_video(path: Path) -> dict:
     """The ``ui`` payload that shows a saved video in the node (as SaveVideo does)."""
     base = output_dir().resolve()
     rel = path.resolve().relative_to(base)
-    return {"images": [{"filename": rel.name, "subfolder": rel.parent.as_posix() if rel.parent != Path(".") else "",
-                        "type": "output"}], "animated": (True,)}
+    return {
+        "images": [
+            {
+                "filename": rel.name,
+                "subfolder": rel.parent.as_posix() if rel.parent != Path(".") else "",
+                "type": "output",
+            }
+        ],
+        "animated": (True,),
+    }

@@ -6,15 +6,19 @@ from . import comfy_bridge as bridge
 
 
 class AvatarCascadeDirector:
-    DESCRIPTION = ("Reads the reference image, the audio and your instruction with a local multimodal LLM and writes "
-                   "the storyline: a global description and one shot per sub-clip (emotion, expression, action, "
-                   "camera, positive and negative prompt). Timed instructions such as 'smile at 0:30' win over the "
-                   "model; without a model, or when its output cannot be repaired, a rule-based plan fills in.")
+    DESCRIPTION = (
+        "Reads the reference image, the audio and your instruction with a local multimodal LLM and writes "
+        "the storyline: a global description and one shot per sub-clip (emotion, expression, action, "
+        "camera, positive and negative prompt). Timed instructions such as 'smile at 0:30' win over the "
+        "model; without a model, or when its output cannot be repaired, a rule-based plan fills in."
+    )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_STORYLINE", "STRING")
     RETURN_NAMES = ("storyline", "storyline_json")
-    OUTPUT_TOOLTIPS = ("The validated storyline.", "The same storyline as JSON: copy it into a Storyline Edit node "
-                                                   "to edit and pin it.")
+    OUTPUT_TOOLTIPS = (
+        "The validated storyline.",
+        "The same storyline as JSON: copy it into a Storyline Edit node to edit and pin it.",
+    )
     FUNCTION = "direct"
 
     @classmethod
@@ -23,13 +27,28 @@ class AvatarCascadeDirector:
             "required": {
                 "image": ("IMAGE", {"tooltip": "The reference image of the avatar."}),
                 "timeline": ("AVATAR_TIMELINE", {"tooltip": "From the Audio Aligner."}),
-                "instruction": ("STRING", {"multiline": True, "default": "A presenter talks warmly to the camera.",
-                                           "tooltip": "What should happen. Timed cues like 'smile at 0:30' or "
-                                                      "'look left during 0:10-0:20' are applied exactly."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Director seed (greedy "
-                                                                                      "decoding is deterministic)."}),
-                "max_new_tokens": ("INT", {"default": 512, "min": 64, "max": 8192,
-                                           "tooltip": "Token budget of each Director pass."}),
+                "instruction": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "A presenter talks warmly to the camera.",
+                        "tooltip": "What should happen. Timed cues like 'smile at 0:30' or "
+                        "'look left during 0:10-0:20' are applied exactly.",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 2**63 - 1,
+                        "tooltip": "Director seed (greedy decoding is deterministic).",
+                    },
+                ),
+                "max_new_tokens": (
+                    "INT",
+                    {"default": 512, "min": 64, "max": 8192, "tooltip": "Token budget of each Director pass."},
+                ),
             },
             "optional": {"mllm": ("AVATAR_MLLM", {"tooltip": "Director model; leave empty for the rule-based plan."})},
         }
@@ -45,14 +64,25 @@ class AvatarCascadeDirector:
             story = direct(None, ref, a.waveform, a.sample_rate, instruction, timeline.timeline, runtime, seed=seed)
         else:
             with runtime.use_models(mllm.model):
-                story = direct(mllm, ref, a.waveform, a.sample_rate, instruction, timeline.timeline, runtime,
-                               seed=seed, max_new_tokens=max_new_tokens)
+                story = direct(
+                    mllm,
+                    ref,
+                    a.waveform,
+                    a.sample_rate,
+                    instruction,
+                    timeline.timeline,
+                    runtime,
+                    seed=seed,
+                    max_new_tokens=max_new_tokens,
+                )
         return (story, story.to_json())
 
 
 class AvatarCascadeStorylineEdit:
-    DESCRIPTION = ("Storyline as editable JSON: paste the Director's JSON, change any shot, and the validated "
-                   "storyline drives the cascade. Errors name the field and the shot.")
+    DESCRIPTION = (
+        "Storyline as editable JSON: paste the Director's JSON, change any shot, and the validated "
+        "storyline drives the cascade. Errors name the field and the shot."
+    )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_STORYLINE", "STRING")
     RETURN_NAMES = ("storyline", "storyline_json")
@@ -61,11 +91,19 @@ class AvatarCascadeStorylineEdit:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "timeline": ("AVATAR_TIMELINE", {"tooltip": "The timeline the storyline must cover."}),
-            "storyline_json": ("STRING", {"multiline": True, "default": "",
-                                          "tooltip": "Storyline JSON (from the Director's storyline_json output)."}),
-        }}
+        return {
+            "required": {
+                "timeline": ("AVATAR_TIMELINE", {"tooltip": "The timeline the storyline must cover."}),
+                "storyline_json": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "Storyline JSON (from the Director's storyline_json output).",
+                    },
+                ),
+            }
+        }
 
     def edit(self, timeline, storyline_json):
         from avatar_cascade.storyline import Storyline
@@ -74,7 +112,11 @@ class AvatarCascadeStorylineEdit:
         return (story, story.to_json())
 
 
-NODE_CLASS_MAPPINGS = {"AvatarCascadeDirector": AvatarCascadeDirector,
-                       "AvatarCascadeStorylineEdit": AvatarCascadeStorylineEdit}
-NODE_DISPLAY_NAME_MAPPINGS = {"AvatarCascadeDirector": "Avatar Cascade: MLLM Director",
-                              "AvatarCascadeStorylineEdit": "Avatar Cascade: Storyline Edit"}
+NODE_CLASS_MAPPINGS = {
+    "AvatarCascadeDirector": AvatarCascadeDirector,
+    "AvatarCascadeStorylineEdit": AvatarCascadeStorylineEdit,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AvatarCascadeDirector": "Avatar Cascade: MLLM Director",
+    "AvatarCascadeStorylineEdit": "Avatar Cascade: Storyline Edit",
+}

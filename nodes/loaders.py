@@ -12,8 +12,10 @@ def _file_input(kind: str, tooltip: str) -> tuple:
 
 
 class AvatarCascadeDiTLoader:
-    DESCRIPTION = ("Loads a Wan video DiT (Wan 2.1 I2V / FLF2V / T2V, Wan 2.2) single-file safetensors from "
-                   "models/diffusion_models — original, ComfyUI-repackaged or diffusers key layout.")
+    DESCRIPTION = (
+        "Loads a Wan video DiT (Wan 2.1 I2V / FLF2V / T2V, Wan 2.2) single-file safetensors from "
+        "models/diffusion_models — original, ComfyUI-repackaged or diffusers key layout."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("AVATAR_DIT",)
     RETURN_NAMES = ("dit",)
@@ -77,8 +79,9 @@ class AvatarCascadeAudioEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"audio_encoder_name": _file_input("audio_encoders",
-                                                                "wav2vec2 file in models/audio_encoders.")}}
+        return {
+            "required": {"audio_encoder_name": _file_input("audio_encoders", "wav2vec2 file in models/audio_encoders.")}
+        }
 
     def load(self, audio_encoder_name):
         from avatar_cascade.models.audio_encoder import load_audio_encoder
@@ -88,8 +91,10 @@ class AvatarCascadeAudioEncoderLoader:
 
 
 class AvatarCascadeMLLMLoader:
-    DESCRIPTION = ("Loads a local multimodal LLM folder from models/LLM for the Director: Qwen2.5-Omni (thinker), "
-                   "Qwen2.5-VL or Qwen3-VL. No downloads, no remote code.")
+    DESCRIPTION = (
+        "Loads a local multimodal LLM folder from models/LLM for the Director: Qwen2.5-Omni (thinker), "
+        "Qwen2.5-VL or Qwen3-VL. No downloads, no remote code."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("AVATAR_MLLM",)
     RETURN_NAMES = ("mllm",)
@@ -98,8 +103,14 @@ class AvatarCascadeMLLMLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"mllm_name": (bridge.list_models("LLM", folders=True),
-                                           {"tooltip": "A Hugging Face model folder inside models/LLM."})}}
+        return {
+            "required": {
+                "mllm_name": (
+                    bridge.list_models("LLM", folders=True),
+                    {"tooltip": "A Hugging Face model folder inside models/LLM."},
+                )
+            }
+        }
 
     def load(self, mllm_name):
         from avatar_cascade.mllm import load_mllm

@@ -20,7 +20,10 @@ from nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 
 # ComfyUI core nodes used by our workflows: widget inputs and outputs.
 CORE_NODES = {
-    "LoadImage": {"widgets": [("image", "COMBO"), ("upload", "IMAGEUPLOAD")], "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")]},
+    "LoadImage": {
+        "widgets": [("image", "COMBO"), ("upload", "IMAGEUPLOAD")],
+        "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+    },
     "LoadAudio": {"widgets": [("audio", "COMBO"), ("upload", "AUDIOUPLOAD")], "outputs": [("AUDIO", "AUDIO")]},
 }
 
@@ -42,36 +45,95 @@ def demo_graph() -> dict:
         "2": {"class_type": "LoadAudio", "inputs": {"audio": SAMPLE_AUDIO}, "_meta": {"title": "Speech"}},
         "3": {"class_type": "AvatarCascadeDiTLoader", "inputs": {"dit_name": DEMO_MODELS["dit"]}},
         "4": {"class_type": "AvatarCascadeVAELoader", "inputs": {"vae_name": DEMO_MODELS["vae"]}},
-        "5": {"class_type": "AvatarCascadeTextEncoderLoader", "inputs": {"text_encoder_name": DEMO_MODELS["text_encoder"]}},
-        "6": {"class_type": "AvatarCascadeAudioEncoderLoader",
-              "inputs": {"audio_encoder_name": DEMO_MODELS["audio_encoder"]}},
+        "5": {
+            "class_type": "AvatarCascadeTextEncoderLoader",
+            "inputs": {"text_encoder_name": DEMO_MODELS["text_encoder"]},
+        },
+        "6": {
+            "class_type": "AvatarCascadeAudioEncoderLoader",
+            "inputs": {"audio_encoder_name": DEMO_MODELS["audio_encoder"]},
+        },
         "7": {"class_type": "AvatarCascadeMLLMLoader", "inputs": {"mllm_name": DEMO_MODELS["mllm"]}},
-        "8": {"class_type": "AvatarCascadeAudioAligner",
-              "inputs": {"audio": ["2", 0], "fps": 16.0, "clip_frames": 17, "audio_encoder": ["6", 0]}},
-        "9": {"class_type": "AvatarCascadeDirector",
-              "inputs": {"image": ["1", 0], "timeline": ["8", 0], "mllm": ["7", 0], "seed": 0, "max_new_tokens": 96,
-                         "instruction": "A friendly presenter talks to the camera. Smile at 0:02."}},
-        "10": {"class_type": "AvatarCascadeBlueprintSampler",
-               "inputs": {"dit": ["3", 0], "vae": ["4", 0], "text_encoder": ["5", 0], "image": ["1", 0],
-                          "timeline": ["8", 0], "storyline": ["9", 0], "width": 32, "height": 32,
-                          "blueprint_fps": 8.0, "window_frames": 17, "steps": 4, "guidance": 3.0, "shift": 3.0,
-                          "scheduler": "unipc", "seed": 0}},
-        "11": {"class_type": "AvatarCascadeKeyframeExtractor",
-               "inputs": {"blueprint": ["10", 0], "timeline": ["8", 0], "image": ["1", 0], "width": 64, "height": 64,
-                          "search_radius_s": 0.25, "colour_match": 1.0}},
-        "12": {"class_type": "AvatarCascadeFLFRefiner",
-               "inputs": {"dit": ["3", 0], "vae": ["4", 0], "text_encoder": ["5", 0], "keyframes": ["11", 0],
-                          "timeline": ["8", 0], "storyline": ["9", 0], "steps": 4, "guidance": 3.0, "shift": 3.0,
-                          "scheduler": "unipc", "seed": 0, "batch_size": 2, "cache_folder": "demo_clips"}},
-        "13": {"class_type": "AvatarCascadeClipStitcher",
-               "inputs": {"clips": ["12", 0], "timeline": ["8", 0], "filename_prefix": "avatar_cascade/demo",
-                          "crf": 23}},
+        "8": {
+            "class_type": "AvatarCascadeAudioAligner",
+            "inputs": {"audio": ["2", 0], "fps": 16.0, "clip_frames": 17, "audio_encoder": ["6", 0]},
+        },
+        "9": {
+            "class_type": "AvatarCascadeDirector",
+            "inputs": {
+                "image": ["1", 0],
+                "timeline": ["8", 0],
+                "mllm": ["7", 0],
+                "seed": 0,
+                "max_new_tokens": 96,
+                "instruction": "A friendly presenter talks to the camera. Smile at 0:02.",
+            },
+        },
+        "10": {
+            "class_type": "AvatarCascadeBlueprintSampler",
+            "inputs": {
+                "dit": ["3", 0],
+                "vae": ["4", 0],
+                "text_encoder": ["5", 0],
+                "image": ["1", 0],
+                "timeline": ["8", 0],
+                "storyline": ["9", 0],
+                "width": 32,
+                "height": 32,
+                "blueprint_fps": 8.0,
+                "window_frames": 17,
+                "steps": 4,
+                "guidance": 3.0,
+                "shift": 3.0,
+                "scheduler": "unipc",
+                "seed": 0,
+            },
+        },
+        "11": {
+            "class_type": "AvatarCascadeKeyframeExtractor",
+            "inputs": {
+                "blueprint": ["10", 0],
+                "timeline": ["8", 0],
+                "image": ["1", 0],
+                "width": 64,
+                "height": 64,
+                "search_radius_s": 0.25,
+                "colour_match": 1.0,
+            },
+        },
+        "12": {
+            "class_type": "AvatarCascadeFLFRefiner",
+            "inputs": {
+                "dit": ["3", 0],
+                "vae": ["4", 0],
+                "text_encoder": ["5", 0],
+                "keyframes": ["11", 0],
+                "timeline": ["8", 0],
+                "storyline": ["9", 0],
+                "steps": 4,
+                "guidance": 3.0,
+                "shift": 3.0,
+                "scheduler": "unipc",
+                "seed": 0,
+                "batch_size": 2,
+                "cache_folder": "demo_clips",
+            },
+        },
+        "13": {
+            "class_type": "AvatarCascadeClipStitcher",
+            "inputs": {"clips": ["12", 0], "timeline": ["8", 0], "filename_prefix": "avatar_cascade/demo", "crf": 23},
+        },
     }
 
 
 WORKFLOWS = {"avatar_cascade_demo": (demo_graph, DEMO_MODELS)}
-MODEL_FOLDERS = {"dit": "diffusion_models", "vae": "vae", "text_encoder": "text_encoders",
-                 "audio_encoder": "audio_encoders", "mllm": "LLM"}
+MODEL_FOLDERS = {
+    "dit": "diffusion_models",
+    "vae": "vae",
+    "text_encoder": "text_encoders",
+    "audio_encoder": "audio_encoders",
+    "mllm": "LLM",
+}
 
 
 def node_spec(class_type: str) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str]]]:
@@ -121,16 +183,25 @@ def api_to_ui(api: dict, models: list[dict]) -> dict:
                     entry["link"] = link_id
                     pending.append((link_id, val[0], val[1], nid, len(ui_inputs), typ))
                 ui_inputs.append(entry)
-        nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [40 + 330 * (order[nid] % 5), 60 + 420 * (order[nid] // 5)],
-            "size": [300, 120 + 26 * len(widgets)], "flags": {}, "order": order[nid], "mode": 0,
-            "inputs": ui_inputs,
-            "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs],
-            "properties": {"Node name for S&R": node["class_type"],
-                           **({"cnr_id": "avatar-cascade"} if node["class_type"] not in CORE_NODES else {})},
-            "widgets_values": widgets,
-            "title": node.get("_meta", {}).get("title"),
-        })
+        nodes.append(
+            {
+                "id": int(nid),
+                "type": node["class_type"],
+                "pos": [40 + 330 * (order[nid] % 5), 60 + 420 * (order[nid] // 5)],
+                "size": [300, 120 + 26 * len(widgets)],
+                "flags": {},
+                "order": order[nid],
+                "mode": 0,
+                "inputs": ui_inputs,
+                "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs],
+                "properties": {
+                    "Node name for S&R": node["class_type"],
+                    **({"cnr_id": "avatar-cascade"} if node["class_type"] not in CORE_NODES else {}),
+                },
+                "widgets_values": widgets,
+                "title": node.get("_meta", {}).get("title"),
+            }
+        )
         if nodes[-1]["title"] is None:
             del nodes[-1]["title"]
     by_id = {str(n["id"]): n for n in nodes}
@@ -138,8 +209,14 @@ def api_to_ui(api: dict, models: list[dict]) -> dict:
         links.append([lid, int(src), slot, int(dst), dst_slot, typ])
         by_id[str(src)]["outputs"][slot]["links"].append(lid)
     return {
-        "last_node_id": max(int(k) for k in api), "last_link_id": link_id, "nodes": nodes, "links": links,
-        "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        "last_node_id": max(int(k) for k in api),
+        "last_link_id": link_id,
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "version": 0.4,
         "models": models,
     }
 

@@ -44,8 +44,13 @@ def test_rerun_reuses_every_finished_clip(demo_run, caplog):
 def _run(tmp_path, **over):
     from avatar_cascade.media import sample_audio_path, sample_image_path
 
-    args = {"--image": str(sample_image_path()), "--audio": str(sample_audio_path()), "--prompt": "hello",
-            "--models": str(tmp_path / "models"), "--out": str(tmp_path / "o.mp4")}
+    args = {
+        "--image": str(sample_image_path()),
+        "--audio": str(sample_audio_path()),
+        "--prompt": "hello",
+        "--models": str(tmp_path / "models"),
+        "--out": str(tmp_path / "o.mp4"),
+    }
     args.update(over)
     return main(["run", *[x for kv in args.items() for x in kv]])
 

@@ -15,8 +15,13 @@ from avatar_cascade.models.text_encoder import load_text_encoder
 from avatar_cascade.models.wan_dit import load_wan_dit, to_diffusers_layout
 from avatar_cascade.models.wan_vae import load_wan_vae
 
-FOLDERS = {"dit": "diffusion_models", "vae": "vae", "text_encoder": "text_encoders",
-           "audio_encoder": "audio_encoders", "mllm": "LLM"}
+FOLDERS = {
+    "dit": "diffusion_models",
+    "vae": "vae",
+    "text_encoder": "text_encoders",
+    "audio_encoder": "audio_encoders",
+    "mllm": "LLM",
+}
 HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.tiny_mllm") is not None
 
 

@@ -19,8 +19,10 @@ from avatar_cascade.timeline import plan_timeline
 from avatar_cascade.tiny_mllm import write_tiny_qwen25_omni, write_tiny_qwen25_vl
 
 SR = 16000
-GLOBAL = ('{"character": "a woman with red hair", "scene": "a studio", "style": "photorealistic", '
-          '"emotional_arc": "calm then excited", "global_negative": "blurry"}')
+GLOBAL = (
+    '{"character": "a woman with red hair", "scene": "a studio", "style": "photorealistic", '
+    '"emotional_arc": "calm then excited", "global_negative": "blurry"}'
+)
 
 
 class ScriptedMLLM:
@@ -46,8 +48,18 @@ class ScriptedMLLM:
 def good_shots(prompt: str, drop: tuple[str, ...] = ()) -> str:
     """A valid shot-pass reply for the shots a prompt asks for."""
     a, b = map(int, re.search(r"Plan shots (\d+) to (\d+)", prompt).groups())
-    shots = [{"index": i, "emotion": "happy", "expression": "smiling", "action": "nods", "camera": "close-up",
-              "prompt": f"shot {i}: she talks", "negative_prompt": "blur"} for i in range(a, b + 1)]
+    shots = [
+        {
+            "index": i,
+            "emotion": "happy",
+            "expression": "smiling",
+            "action": "nods",
+            "camera": "close-up",
+            "prompt": f"shot {i}: she talks",
+            "negative_prompt": "blur",
+        }
+        for i in range(a, b + 1)
+    ]
     return json.dumps({"shots": [{k: v for k, v in s.items() if k not in drop} for s in shots]})
 
 
@@ -58,8 +70,9 @@ def scripted(shots=good_shots, global_reply=GLOBAL):
 def run(mllm, seconds=9.0, instruction="talk warmly", **kw):
     tl = plan_timeline(int(seconds * SR), SR, 25, 81)
     wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * 0.05)[None]
-    story = direct(mllm, torch.rand(32, 24, 3), wav, SR, instruction, tl, Runtime(torch.device("cpu"),
-                   show_progress=False), **kw)
+    story = direct(
+        mllm, torch.rand(32, 24, 3), wav, SR, instruction, tl, Runtime(torch.device("cpu"), show_progress=False), **kw
+    )
     return story, tl
 
 
@@ -69,6 +82,7 @@ def assert_covers(story: Storyline, tl) -> None:
 
 
 # -- the real tiny Qwen2.5-VL -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
@@ -158,16 +172,20 @@ def test_full_omni_folder_loads_the_thinker_only(tmp_path):
 
 # -- JSON helpers -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('Sure! Here is the plan: {"a": 1, "b": [1, 2]} Hope it helps {"c": 3}', {"a": 1, "b": [1, 2]}),
-    ('```json\n{"a": "x"}\n```\nanything after', {"a": "x"}),
-    ("{'a': 'it is', b: True, 'c': None,}", {"a": "it is", "b": True, "c": None}),
-    ('{"shots": [{"index": 0, "prompt": "she smi', {"shots": [{"index": 0, "prompt": "she smi"}]}),
-    ('{"a": 1 "b": 2, // comment\n "c": [1, 2,],}', {"a": 1, "b": 2, "c": [1, 2]}),
-    ('{"a": {"b": 1]}', {"a": {"b": 1}}),
-    ('{"emotion": happy, "n": 1e2, "key"', {"emotion": "happy", "n": 100.0, "key": None}),
-    ('[{"index": 3}, {"index": 4', [{"index": 3}, {"index": 4}]),
-])
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('Sure! Here is the plan: {"a": 1, "b": [1, 2]} Hope it helps {"c": 3}', {"a": 1, "b": [1, 2]}),
+        ('```json\n{"a": "x"}\n```\nanything after', {"a": "x"}),
+        ("{'a': 'it is', b: True, 'c': None,}", {"a": "it is", "b": True, "c": None}),
+        ('{"shots": [{"index": 0, "prompt": "she smi', {"shots": [{"index": 0, "prompt": "she smi"}]}),
+        ('{"a": 1 "b": 2, // comment\n "c": [1, 2,],}', {"a": 1, "b": 2, "c": [1, 2]}),
+        ('{"a": {"b": 1]}', {"a": {"b": 1}}),
+        ('{"emotion": happy, "n": 1e2, "key"', {"emotion": "happy", "n": 100.0, "key": None}),
+        ('[{"index": 3}, {"index": 4', [{"index": 3}, {"index": 4}]),
+    ],
+)
 def test_parse_model_json(text, expected):
     assert parse_model_json(text) == expected
 
@@ -180,9 +198,12 @@ def test_repair_json_output_is_strict_json():
 
 # -- the Director with scripted replies --------------------------------------------
 
+
 def test_prose_and_code_fences_are_accepted_without_retry():
-    m = scripted(shots=lambda p: "Here you go:\n```json\n" + good_shots(p) + "\n```\nEnjoy!",
-                 global_reply="Of course. " + GLOBAL + " Let me know.")
+    m = scripted(
+        shots=lambda p: "Here you go:\n```json\n" + good_shots(p) + "\n```\nEnjoy!",
+        global_reply="Of course. " + GLOBAL + " Let me know.",
+    )
     story, tl = run(m)
     assert len(m.calls) == 2 and m.calls[0]["image"] is not None and m.calls[1]["image"] is None
     assert_covers(story, tl)
@@ -243,8 +264,7 @@ def test_wrong_shot_count_retries_then_keeps_good_shots_and_fills_the_rest():
     shot_calls = [c for c in m.calls if "Plan shots" in c["prompt"]]
     assert len(shot_calls) == 2 and "2 shots for 3 sub-clips" in shot_calls[1]["prompt"]
     assert [s.source for s in story.shots] == ["director", "director", "rules"]
-    assert any(w.startswith("shots 2 were planned by rules") and "2 shots for 3 sub-clips" in w
-               for w in story.warnings)
+    assert any(w.startswith("shots 2 were planned by rules") and "2 shots for 3 sub-clips" in w for w in story.warnings)
     assert_covers(story, tl)
 
 
@@ -274,8 +294,11 @@ def test_thirty_minutes_planned_in_batches():
         def update(self, n=1, preview=None):
             updates.append(n)
 
-    rt = Runtime(torch.device("cpu"), show_progress=False,
-                 progress_factory=lambda total, desc: totals.append((total, desc)) or Count())
+    rt = Runtime(
+        torch.device("cpu"),
+        show_progress=False,
+        progress_factory=lambda total, desc: totals.append((total, desc)) or Count(),
+    )
     m = scripted()
     wav = torch.zeros(1, tl.num_samples)
     wav[0, : 60 * SR] = 0.1
@@ -319,8 +342,8 @@ def test_bad_inputs_name_the_input():
 def test_audio_summary_finds_loudness_and_pauses():
     tl = plan_timeline(10 * SR, SR, 25, 81)
     wav = 0.3 * torch.sin(torch.arange(tl.num_samples) * 0.07)[None].repeat(2, 1)
-    wav[:, int(4.0 * SR): int(5.0 * SR)] = 0
-    wav[:, int(6.4 * SR):] *= 0.05
+    wav[:, int(4.0 * SR) : int(5.0 * SR)] = 0
+    wav[:, int(6.4 * SR) :] *= 0.05
     s = summarize_audio(wav, SR, tl)
     assert s.duration_s == pytest.approx(10.0)
     assert len(s.pauses) == 1 and s.pauses[0][0] == pytest.approx(4.0, abs=0.06)

@@ -61,9 +61,19 @@ def test_tiny_dit_round_trips_in_every_layout(tmp_path, tiny_dit_diffusers, layo
 
 def test_original_layout_uses_wan_key_names(tiny_dit_diffusers):
     keys = set(W.to_original_layout(tiny_dit_diffusers))
-    for k in ("patch_embedding.weight", "blocks.0.self_attn.q.weight", "blocks.1.cross_attn.o.bias",
-              "blocks.0.norm3.weight", "blocks.0.modulation", "blocks.0.ffn.0.weight", "text_embedding.0.weight",
-              "time_embedding.2.weight", "time_projection.1.weight", "head.head.weight", "head.modulation"):
+    for k in (
+        "patch_embedding.weight",
+        "blocks.0.self_attn.q.weight",
+        "blocks.1.cross_attn.o.bias",
+        "blocks.0.norm3.weight",
+        "blocks.0.modulation",
+        "blocks.0.ffn.0.weight",
+        "text_embedding.0.weight",
+        "time_embedding.2.weight",
+        "time_projection.1.weight",
+        "head.head.weight",
+        "head.modulation",
+    ):
         assert k in keys
     assert not any(k.startswith("condition_embedder") or ".attn1." in k for k in keys)
 
@@ -181,9 +191,12 @@ def test_full_size_vae_variants_are_detected():
     assert V.detect_vae_variant(V.to_original_layout(wan21)) == "wan2.1-vae"
     wan22 = _meta_shapes(AutoencoderKLWan, V.load_bundled_config("wan2.2-vae"))
     assert V.detect_vae_variant(wan22) == "wan2.2-vae"
-    original22 = {"conv1.weight": (96, 96, 1, 1, 1), "encoder.conv1.weight": (160, 12, 3, 3, 3),
-                  "decoder.middle.0.residual.0.gamma": (1024, 1, 1, 1),
-                  "decoder.upsamples.0.upsamples.0.residual.2.weight": (1024, 1024, 3, 3, 3)}
+    original22 = {
+        "conv1.weight": (96, 96, 1, 1, 1),
+        "encoder.conv1.weight": (160, 12, 3, 3, 3),
+        "decoder.middle.0.residual.0.gamma": (1024, 1, 1, 1),
+        "decoder.upsamples.0.upsamples.0.residual.2.weight": (1024, 1024, 3, 3, 3),
+    }
     with pytest.raises(ModelFileError, match="vae_name.*Wan 2.2 VAE in the original layout"):
         V.detect_vae_variant(original22)
 
@@ -234,9 +247,18 @@ def test_full_size_umt5_is_detected_and_t5_is_refused():
     cfg.pop("architectures")
     shapes = _meta_shapes(lambda **c: UMT5EncoderModel(UMT5Config(**c)), cfg)
     assert T.detect_umt5_variant(shapes) == "umt5-xxl"
-    t5 = _meta_shapes(lambda **c: T5EncoderModel(T5Config(**c)), {"d_model": 16, "d_ff": 32, "num_layers": 2,
-                                                                  "num_heads": 2, "d_kv": 8, "vocab_size": 50,
-                                                                  "feed_forward_proj": "gated-gelu"})
+    t5 = _meta_shapes(
+        lambda **c: T5EncoderModel(T5Config(**c)),
+        {
+            "d_model": 16,
+            "d_ff": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "d_kv": 8,
+            "vocab_size": 50,
+            "feed_forward_proj": "gated-gelu",
+        },
+    )
     with pytest.raises(ModelFileError, match="text_encoder_name.*T5-XXL.*not UMT5"):
         T.detect_umt5_variant(t5)
 
@@ -271,8 +293,12 @@ def test_wav2vec2_weight_norm_names_are_accepted(tmp_path):
 
     sd = tiny_wav2vec2_state_dict(0)
     pre = "encoder.pos_conv_embed.conv.parametrizations.weight."
-    old = {k.replace(pre + "original0", "encoder.pos_conv_embed.conv.weight_g")
-           .replace(pre + "original1", "encoder.pos_conv_embed.conv.weight_v"): v for k, v in sd.items()}
+    old = {
+        k.replace(pre + "original0", "encoder.pos_conv_embed.conv.weight_g").replace(
+            pre + "original1", "encoder.pos_conv_embed.conv.weight_v"
+        ): v
+        for k, v in sd.items()
+    }
     old["lm_head.weight"] = torch.zeros(4, 32)  # a CTC head is ignored
     enc = A.load_audio_encoder(_save(tmp_path / "w2v_old.safetensors", old))
     assert torch.equal(enc.model.state_dict()[pre + "original1"], sd[pre + "original1"])
@@ -288,7 +314,8 @@ def test_full_size_wav2vec2_is_detected(variant):
     assert A.detect_wav2vec2_variant(shapes, path="audio_encoders/w2v.safetensors") == variant
     if variant == "wav2vec2-base":
         assert A.detect_wav2vec2_variant(shapes, path="chinese-wav2vec2-base-fp16.safetensors") == (
-            "chinese-wav2vec2-base")
+            "chinese-wav2vec2-base"
+        )
 
 
 # ---------------------------------------------------------------- clear errors
@@ -341,9 +368,9 @@ def test_resolve_model_path_stays_inside_the_folder(tmp_path):
         resolve_model_path([root], "../../secret.safetensors", "dit_name")
     with pytest.raises(ModelFileError, match="dit_name = .*absolute paths"):
         resolve_model_path([root], str(tmp_path / "secret.safetensors"), "dit_name")
+    # A link the artist put in the model folder is followed (models often live on another disk).
     os.symlink(tmp_path / "secret.safetensors", root / "link.safetensors")
-    with pytest.raises(ModelFileError, match="dit_name = 'link.safetensors'.*outside the model folders"):
-        resolve_model_path([root], "link.safetensors", "dit_name")
+    assert resolve_model_path([root], "link.safetensors", "dit_name") == (tmp_path / "secret.safetensors").resolve()
     with pytest.raises(ModelFileError, match=r"dit_name = 'nope\.safetensors'.*holds: a\.safetensors, link"):
         resolve_model_path([root], "nope.safetensors", "dit_name")
 
@@ -380,8 +407,10 @@ def test_hugging_face_folders_load(tmp_path, tiny_te):
 @pytest.mark.parametrize(
     ("keys", "said"),
     [
-        (["vision_model.embeddings.patch_embedding.weight", "vision_model.post_layernorm.weight"],
-         "a CLIP vision encoder"),
+        (
+            ["vision_model.embeddings.patch_embedding.weight", "vision_model.post_layernorm.weight"],
+            "a CLIP vision encoder",
+        ),
         (["diffusion_model.blocks.0.self_attn.q.lora_A.weight"], "a LoRA"),
         (["audio_proj.proj1.weight", "blocks.0.audio_cross_attn.q_linear.weight"], "an InfiniteTalk/MultiTalk"),
         (["wav2vec2.feature_extractor.conv_layers.0.conv.weight"], "an audio encoder"),

@@ -9,8 +9,12 @@ import torch
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 STAGES = [
-    "AvatarCascadeAudioAligner", "AvatarCascadeDirector", "AvatarCascadeBlueprintSampler",
-    "AvatarCascadeKeyframeExtractor", "AvatarCascadeFLFRefiner", "AvatarCascadeClipStitcher",
+    "AvatarCascadeAudioAligner",
+    "AvatarCascadeDirector",
+    "AvatarCascadeBlueprintSampler",
+    "AvatarCascadeKeyframeExtractor",
+    "AvatarCascadeFLFRefiner",
+    "AvatarCascadeClipStitcher",
 ]
 ROOT = Path(__file__).resolve().parents[1]
 

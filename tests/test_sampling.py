@@ -23,18 +23,32 @@ def transformer():
 
     torch.manual_seed(0)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
-        text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=36,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     ).eval()
 
 
 def _requests(n, frames=5, seed0=10):
     g = torch.Generator().manual_seed(1)
     return [
-        ClipRequest(num_frames=frames, first_frame=None, last_frame=None,
-                    prompt_embeds=torch.randn(8, TEXT_DIM, generator=g), negative_embeds=torch.randn(8, TEXT_DIM, generator=g),
-                    seed=seed0 + i)
+        ClipRequest(
+            num_frames=frames,
+            first_frame=None,
+            last_frame=None,
+            prompt_embeds=torch.randn(8, TEXT_DIM, generator=g),
+            negative_embeds=torch.randn(8, TEXT_DIM, generator=g),
+            seed=seed0 + i,
+        )
         for i in range(n)
     ]
 
@@ -76,8 +90,14 @@ def test_interrupt_raises_between_steps(transformer):
     rt = Runtime(device=torch.device("cpu"), show_progress=False, interrupt_check=check)
     steps_done = []
     with pytest.raises(Interrupted):
-        sample_clips(transformer, _cond(1), _requests(1), SamplerSettings(steps=10), rt,
-                     on_step=lambda i, n, x: steps_done.append(i))
+        sample_clips(
+            transformer,
+            _cond(1),
+            _requests(1),
+            SamplerSettings(steps=10),
+            rt,
+            on_step=lambda i, n, x: steps_done.append(i),
+        )
     assert steps_done == [0, 1]  # stopped before the third step
 
 

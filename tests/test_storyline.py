@@ -138,11 +138,18 @@ def test_rules_follow_energy():
 
 
 def test_parse_timed_instructions():
-    found = parse_timed_instructions("Be warm. Smile at 0:30 and at 1:05 look left, look right during 0:10-0:20; "
-                                     "wave at 45s. Nod from 12.5 s to 14 s")
+    found = parse_timed_instructions(
+        "Be warm. Smile at 0:30 and at 1:05 look left, look right during 0:10-0:20; "
+        "wave at 45s. Nod from 12.5 s to 14 s"
+    )
     got = [(t.start_s, t.end_s, t.text) for t in found]
-    assert got == [(30.0, None, "Smile"), (65.0, None, "look left"), (10.0, 20.0, "look right"),
-                   (45.0, None, "wave"), (12.5, 14.0, "Nod")]
+    assert got == [
+        (30.0, None, "Smile"),
+        (65.0, None, "look left"),
+        (10.0, 20.0, "look right"),
+        (45.0, None, "wave"),
+        (12.5, 14.0, "Nod"),
+    ]
     assert strip_timed_instructions("Be warm. Smile at 0:30, speak slowly") == "Be warm, speak slowly"
 
 
@@ -158,8 +165,9 @@ def test_smile_at_30s_lands_on_the_shot_covering_30s():
 
 def test_timed_range_covers_every_overlapping_shot_and_late_times_warn():
     tl = _timeline(60)
-    story = apply_artist_instructions(rule_based_storyline("", tl, None), "look left during 0:10-0:20. "
-                                      "wave at 5:00", tl)
+    story = apply_artist_instructions(
+        rule_based_storyline("", tl, None), "look left during 0:10-0:20. wave at 5:00", tl
+    )
     hit = [s.index for s in story.shots if s.source == "artist"]
     assert hit == [3, 4, 5, 6]  # clips start every 3.2 s: 9.6, 12.8, 16.0, 19.2
     assert story.shots[3].action == "look left"

@@ -87,8 +87,9 @@ def test_ui_twin_describes_the_same_graph(path):
         assert un["widgets_values"] == expected, f"node {nid} ({ct}): widget values differ"
 
 
-@pytest.mark.parametrize("path", [p for p in sorted(WF.glob("*.json")) if not p.name.endswith("_api.json")],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in sorted(WF.glob("*.json")) if not p.name.endswith("_api.json")], ids=lambda p: p.name
+)
 def test_ui_workflows_list_their_models(path):
     ui = json.loads(path.read_text())
     assert ui["models"], "the frontend's models list tells users what to download"
@@ -101,6 +102,7 @@ def test_readme_node_reference_is_in_sync():
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "scripts" / "node_reference.py"), "--check"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "node_reference.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -198,6 +198,7 @@ class VideoWriter:
                 self._container.mux(self._astream.encode(None))
             self._container.close()
             self._container = None
+            os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished video is a normal file
             os.replace(self._tmp, self.path)
             self._tmp = None
         except BaseException:
@@ -262,3 +263,9 @@ def probe_media(path: str | os.PathLike) -> dict:
     info.update(video_frames=v.get("frames"), fps=v.get("fps"), width=v.get("width"), height=v.get("height"))
     info.update(audio_samples=a.get("samples"), sample_rate=a.get("sample_rate"))
     return info
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

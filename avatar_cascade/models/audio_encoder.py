@@ -72,8 +72,12 @@ class AudioEncoder:
         if x.ndim == 2 and x.shape[0] == 1:
             x = x[0]
         if x.ndim != 1 or x.numel() < 400:
-            raise InputError("audio", tuple(x.shape), "expected one mono waveform of at least 400 samples (25 ms)",
-                             "pass a [T] tensor at 16 kHz")
+            raise InputError(
+                "audio",
+                tuple(x.shape),
+                "expected one mono waveform of at least 400 samples (25 ms)",
+                "pass a [T] tensor at 16 kHz",
+            )
         x = x.float()
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
@@ -109,7 +113,10 @@ def detect_wav2vec2_variant(
     for variant in WAV2VEC2_VARIANTS:
         c = load_bundled_config(variant)
         if (c["hidden_size"], c["num_hidden_layers"], c["conv_dim"][0], c["feat_extract_norm"] == "layer") == (
-            hidden, layers, conv_dim, layer_norm
+            hidden,
+            layers,
+            conv_dim,
+            layer_norm,
         ):
             matches.append(variant)
     if not matches:
@@ -167,8 +174,12 @@ def _load_folder(folder: Path, input_name: str, dtype: torch.dtype | None) -> Au
             folder, local_files_only=True, use_safetensors=True, dtype=dtype or "auto"
         )
     except (OSError, ValueError) as err:
-        raise ModelFileError(input_name, folder, f"cannot load this folder as wav2vec2 ({err})",
-                             "use a wav2vec2 folder with .safetensors weights") from err
+        raise ModelFileError(
+            input_name,
+            folder,
+            f"cannot load this folder as wav2vec2 ({err})",
+            "use a wav2vec2 folder with .safetensors weights",
+        ) from err
     pre = folder / "preprocessor_config.json"
     normalize = bool(json.loads(pre.read_text()).get("do_normalize", True)) if pre.is_file() else True
     model.eval().requires_grad_(False)

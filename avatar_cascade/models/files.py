@@ -75,8 +75,10 @@ def _fix_pick(folder: str) -> str:
 def resolve_model_path(folder_roots: Iterable[str | Path], name: str, input_name: str) -> Path:
     """Resolve a model file or folder ``name`` strictly inside one of ``folder_roots``.
 
-    Absolute paths, ``..`` components and symlinks that lead outside every root are
-    refused; a missing name lists what the folder does hold.
+    Absolute paths and ``..`` components are refused, so a name can only point
+    inside a model folder. A symlink the artist placed in a model folder is
+    followed (ComfyUI does the same; models often live on another disk). A
+    missing name lists what the folder does hold.
     """
     roots = [Path(r).expanduser().resolve() for r in folder_roots]
     folder = roots[0].name if roots else "<folder>"
@@ -92,12 +94,7 @@ def resolve_model_path(folder_roots: Iterable[str | Path], name: str, input_name
         candidate = root / name
         if not candidate.exists():
             continue
-        resolved = candidate.resolve()
-        if not any(resolved.is_relative_to(r) for r in roots):
-            raise ModelFileError(
-                input_name, name, f"it is a link that leads outside the model folders (to {resolved})", fix
-            )
-        return resolved
+        return candidate.resolve()
     present: list[str] = []
     for root in roots:
         if root.is_dir():
@@ -114,7 +111,9 @@ def _check_file(path: Path, input_name: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ModelFileError(
-            input_name, path, "this is a folder; this loader reads one .safetensors file",
+            input_name,
+            path,
+            "this is a folder; this loader reads one .safetensors file",
             "pick the single-file checkpoint (ComfyUI's repackaged .safetensors) instead of a folder",
         )
     if path.suffix.lower() != ".safetensors":
@@ -133,9 +132,7 @@ def _check_file(path: Path, input_name: str) -> Path:
 
 
 def _corrupt(input_name: str, path: Path, err: Exception) -> ModelFileError:
-    return ModelFileError(
-        input_name, path, f"truncated or not a safetensors file ({err})", "re-download the file"
-    )
+    return ModelFileError(input_name, path, f"truncated or not a safetensors file ({err})", "re-download the file")
 
 
 def read_safetensors_header(path: str | Path, input_name: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
@@ -217,9 +214,7 @@ def check_kind(keys: Iterable[str], expected: str, input_name: str, path: Path) 
         return
     wanted = KIND_NAMES[expected][0]
     if found is None:
-        raise ModelFileError(
-            input_name, path, f"this file is not recognised as {wanted}", f"choose {wanted} file here"
-        )
+        raise ModelFileError(input_name, path, f"this file is not recognised as {wanted}", f"choose {wanted} file here")
     what, where = KIND_NAMES[found]
     raise ModelFileError(
         input_name, path, f"this looks like {what}, not {wanted}", f"choose it in {where}, and pick {wanted} here"

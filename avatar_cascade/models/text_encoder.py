@@ -103,11 +103,11 @@ def detect_umt5_variant(
     """Bundled config folder name for a UMT5 key -> shape table (HF T5 key layout)."""
     shapes = strip_prefix(shapes, _PREFIXES)
     if "encoder.block.0.layer.1.DenseReluDense.wi.weight" in shapes:
-        raise ModelFileError(input_name, path, "this looks like an original T5 (v1.0) text encoder, not UMT5",
-                             _FIX_UMT5)
+        raise ModelFileError(
+            input_name, path, "this looks like an original T5 (v1.0) text encoder, not UMT5", _FIX_UMT5
+        )
     if "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" not in shapes:
-        raise ModelFileError(input_name, path, "this looks like a T5-XXL text encoder (Flux/SD3), not UMT5",
-                             _FIX_UMT5)
+        raise ModelFileError(input_name, path, "this looks like a T5-XXL text encoder (Flux/SD3), not UMT5", _FIX_UMT5)
     try:
         d_model = shapes["shared.weight"][1]
         inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
@@ -143,7 +143,9 @@ def _load_single_file(path: Path, input_name: str, dtype: torch.dtype | None) ->
     spiece = state_dict.pop("spiece_model", None)
     if spiece is None:
         raise ModelFileError(
-            input_name, path, "this file does not carry its tokenizer (no 'spiece_model' tensor)",
+            input_name,
+            path,
+            "this file does not carry its tokenizer (no 'spiece_model' tensor)",
             "use ComfyUI's umt5_xxl_*.safetensors, or a Hugging Face folder with the tokenizer files",
         )
     dropped = [k for k in state_dict if k.startswith(("decoder.", "lm_head."))]
@@ -173,21 +175,32 @@ def _load_folder(folder: Path, input_name: str, dtype: torch.dtype | None) -> Te
     if not (folder / "config.json").is_file():
         raise ModelFileError(input_name, folder, "this folder has no config.json", "pick a Hugging Face model folder")
     tok_dir = next(
-        (d for d in (folder, folder / "tokenizer", folder.parent / "tokenizer")
-         if any((d / f).is_file() for f in _TOKENIZER_FILES)),
+        (
+            d
+            for d in (folder, folder / "tokenizer", folder.parent / "tokenizer")
+            if any((d / f).is_file() for f in _TOKENIZER_FILES)
+        ),
         None,
     )
     if tok_dir is None:
-        raise ModelFileError(input_name, folder, "no tokenizer files (spiece.model / tokenizer.json) found",
-                             "put the tokenizer files in the folder or in a 'tokenizer' folder beside it")
+        raise ModelFileError(
+            input_name,
+            folder,
+            "no tokenizer files (spiece.model / tokenizer.json) found",
+            "put the tokenizer files in the folder or in a 'tokenizer' folder beside it",
+        )
     try:
         model = UMT5EncoderModel.from_pretrained(
             folder, local_files_only=True, use_safetensors=True, dtype=dtype or "auto"
         )
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise ModelFileError(input_name, folder, f"cannot load this folder as UMT5 ({err})",
-                             "use a UMT5 folder with .safetensors weights") from err
+        raise ModelFileError(
+            input_name,
+            folder,
+            f"cannot load this folder as UMT5 ({err})",
+            "use a UMT5 folder with .safetensors weights",
+        ) from err
     model.eval().requires_grad_(False)
     return TextEncoder(model=model, tokenizer=tokenizer, identity=folder_identity(folder))
 

@@ -241,7 +241,9 @@ def _check_supported(keys: list[str], input_name: str, path: Path) -> None:
     for marker, what in _UNSUPPORTED.items():
         if any(marker in k for k in keys):
             raise ModelFileError(
-                input_name, path, f"this is {what}, which the cascade does not drive",
+                input_name,
+                path,
+                f"this is {what}, which the cascade does not drive",
                 "choose a plain Wan 2.1 / 2.2 T2V, I2V, FLF2V or TI2V DiT file",
             )
 
@@ -279,4 +281,3 @@ def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dt
     transformer.eval().requires_grad_(False)
     log.info("loaded Wan DiT %s (%s, %s) from %s", variant, dtype, len(state_dict), path.name)
     return WanDiT(transformer=transformer, variant=variant, identity=file_identity(path), path=path)
-

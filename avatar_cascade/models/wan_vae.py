@@ -92,8 +92,12 @@ class WanVAE:
         """Video ``[B,3,T,H,W]`` in [-1, 1] -> normalised latents ``[B,z,(T-1)//4+1,H/f,W/f]`` (posterior mode)."""
         f = self.spatial_factor
         if video.ndim != 5 or video.shape[1] != 3 or video.shape[3] % f or video.shape[4] % f:
-            raise InputError("video", tuple(video.shape), f"expected [B,3,T,H,W] with H and W multiples of {f}",
-                             f"resize to a multiple of {f} pixels")
+            raise InputError(
+                "video",
+                tuple(video.shape),
+                f"expected [B,3,T,H,W] with H and W multiples of {f}",
+                f"resize to a multiple of {f} pixels",
+            )
         p = next(self.vae.parameters())
         posterior = self.vae.encode(video.to(p.device, p.dtype)).latent_dist
         z = posterior.mode()
@@ -104,8 +108,12 @@ class WanVAE:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents ``[B,z,t,h,w]`` -> video ``[B,3,(t-1)*4+1,h*f,w*f]`` in [-1, 1]."""
         if latents.ndim != 5 or latents.shape[1] != self.z_dim:
-            raise InputError("latents", tuple(latents.shape), f"expected [B,{self.z_dim},t,h,w] for this VAE",
-                             "decode latents made for this VAE (Wan 2.1 VAE: 16 channels, Wan 2.2 VAE: 48)")
+            raise InputError(
+                "latents",
+                tuple(latents.shape),
+                f"expected [B,{self.z_dim},t,h,w] for this VAE",
+                "decode latents made for this VAE (Wan 2.1 VAE: 16 channels, Wan 2.2 VAE: 48)",
+            )
         p = next(self.vae.parameters())
         z = latents.to(p.device, p.dtype)
         mean, std = self._stats(z)
@@ -131,13 +139,15 @@ def detect_vae_variant(
     quant = shapes.get("conv1.weight" if original else "quant_conv.weight")
     conv_in = shapes.get("encoder.conv1.weight" if original else "encoder.conv_in.weight")
     if quant is None or conv_in is None:
-        raise ModelFileError(input_name, path, "this Wan VAE file lacks its quant/input convolutions",
-                             "re-download the file")
+        raise ModelFileError(
+            input_name, path, "this Wan VAE file lacks its quant/input convolutions", "re-download the file"
+        )
     z_dim, base_dim = quant[0] // 2, conv_in[0]
     if z_dim == 48 or any(".upsamples.0.upsamples." in k for k in shapes):
         if original:
             raise ModelFileError(
-                input_name, path,
+                input_name,
+                path,
                 "this is the Wan 2.2 VAE in the original layout, which cannot be converted here yet",
                 "use the diffusers-layout Wan 2.2 VAE (vae/diffusion_pytorch_model.safetensors of "
                 "Wan2.2-TI2V-5B-Diffusers), or the Wan 2.1 VAE for 16-channel models",
@@ -147,8 +157,12 @@ def detect_vae_variant(
         cfg = load_bundled_config(variant)
         if cfg["z_dim"] == z_dim and cfg["base_dim"] == base_dim:
             return variant
-    raise ModelFileError(input_name, path, f"unknown Wan VAE (z_dim={z_dim}, base_dim={base_dim})",
-                         "use the Wan 2.1 VAE (wan_2.1_vae.safetensors) or the Wan 2.2 VAE")
+    raise ModelFileError(
+        input_name,
+        path,
+        f"unknown Wan VAE (z_dim={z_dim}, base_dim={base_dim})",
+        "use the Wan 2.1 VAE (wan_2.1_vae.safetensors) or the Wan 2.2 VAE",
+    )
 
 
 def to_original_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
