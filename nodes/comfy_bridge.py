@@ -45,9 +45,8 @@ def _register_folders() -> None:
     global _registered
     if _registered or not HAS_COMFY:
         return
-    for name in EXTRA_FOLDERS:
-        if name not in folder_paths.folder_names_and_paths:
-            folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+    for name in EXTRA_FOLDERS:  # models/<name> is always searched, besides extra_model_paths entries
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
     _registered = True
 
 
