@@ -8,7 +8,9 @@ on the next run. The ComfyUI nodes call the same stage functions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,17 +81,33 @@ def pick_model(models_dir: Path, role: str, name: str | None, required: bool = T
     return resolve_model_path([folder], name, input_name=f"--{role.replace('_', '-')}")
 
 
-def run_cascade(cfg: CascadeConfig, runtime: Runtime) -> Path:
-    """Run all six stages; returns the written mp4 path."""
-    from .director import direct
+class StageTimer:
+    """Wall time per stage (seconds), logged and kept for benchmarks."""
+
+    def __init__(self, timings: dict[str, float] | None = None) -> None:
+        self.timings = timings if timings is not None else {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.timings[stage] = self.timings.get(stage, 0.0) + dt
+            log.info("stage %s: %.2f s", stage, dt)
+
+
+def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] | None = None) -> Path:
+    """Run all six stages; returns the written mp4 path (per-stage seconds go to ``timings``)."""
     from .media import load_audio, load_image
-    from .mllm import load_mllm
     from .models.audio_encoder import load_audio_encoder
     from .models.text_encoder import load_text_encoder
     from .models.wan_dit import load_wan_dit
     from .models.wan_vae import load_wan_vae
     from .stitcher import stitch_clips
 
+    stage = StageTimer(timings)
     check_resolution(cfg.width, cfg.height)
     wd = cfg.workdir
     wd.mkdir(parents=True, exist_ok=True)
@@ -101,9 +119,54 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime) -> Path:
         for r in MODEL_FOLDERS
     }
 
-    audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
-    aligned = align_audio(audio, cfg.fps, cfg.clip_frames, runtime, audio_encoder=audio_encoder)
-    aligned.save(wd)
+    with stage("audio_aligner"):
+        audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
+        aligned = align_audio(audio, cfg.fps, cfg.clip_frames, runtime, audio_encoder=audio_encoder)
+        aligned.save(wd)
+
+    with stage("director"):
+        storyline = _direct(cfg, paths, reference, audio, aligned, runtime)
+    (wd / "storyline.json").write_text(storyline.to_json())
+
+    with stage("load_models"):
+        dit = load_wan_dit(paths["dit"], input_name="--dit")
+        vae = load_wan_vae(paths["vae"], input_name="--vae")
+        te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
+
+    with stage("blueprint"):
+        blueprint = render_blueprint(dit, vae, te, reference, aligned, storyline, cfg.blueprint, runtime)
+        blueprint.save(wd)
+        _write_preview_video(blueprint.frames, blueprint.fps, wd / "blueprint.mp4")
+
+    with stage("keyframes"):
+        keyframes = extract_keyframes(blueprint, aligned, reference, cfg.width, cfg.height, runtime)
+        keyframes.save(wd)
+
+    with stage("refiner"):
+        clips = refine_clips(dit, vae, te, keyframes, aligned, storyline, cfg.refiner, runtime, wd / "clips")
+    log.info(
+        "refiner: %d clips rendered, %d reused from %s",
+        clips.computed,
+        len(clips.records) - clips.computed,
+        wd / "clips",
+    )
+
+    with stage("stitcher"):
+        result = stitch_clips(
+            clips.iter_frames(),
+            aligned.timeline,
+            audio,
+            cfg.out,
+            runtime,
+            metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
+        )
+    return result.path
+
+
+def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime: Runtime):
+    """The Director stage: the MLLM when one is configured, else the rule-based storyline."""
+    from .director import direct
+    from .mllm import load_mllm
 
     mllm = load_mllm(paths["mllm"]) if paths["mllm"] else None
     if mllm is not None:
@@ -123,39 +186,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime) -> Path:
         storyline = direct(
             None, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline, runtime, seed=cfg.seed
         )
-    (wd / "storyline.json").write_text(storyline.to_json())
-    for w in storyline.warnings:
-        log.warning("director: %s", w)
-    del mllm
-
-    dit = load_wan_dit(paths["dit"], input_name="--dit")
-    vae = load_wan_vae(paths["vae"], input_name="--vae")
-    te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
-
-    blueprint = render_blueprint(dit, vae, te, reference, aligned, storyline, cfg.blueprint, runtime)
-    blueprint.save(wd)
-    _write_preview_video(blueprint.frames, blueprint.fps, wd / "blueprint.mp4")
-
-    keyframes = extract_keyframes(blueprint, aligned, reference, cfg.width, cfg.height, runtime)
-    keyframes.save(wd)
-
-    clips = refine_clips(dit, vae, te, keyframes, aligned, storyline, cfg.refiner, runtime, wd / "clips")
-    log.info(
-        "refiner: %d clips rendered, %d reused from %s",
-        clips.computed,
-        len(clips.records) - clips.computed,
-        wd / "clips",
-    )
-
-    result = stitch_clips(
-        clips.iter_frames(),
-        aligned.timeline,
-        audio,
-        cfg.out,
-        runtime,
-        metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
-    )
-    return result.path
+    return storyline
 
 
 def _write_preview_video(frames, fps, path: Path) -> None:
@@ -182,4 +213,5 @@ def demo_config(out: Path, workdir: Path, models_dir: Path, image: Path, audio: 
         height=64,
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),
         refiner=RefinerSettings(batch_size=2, sampler=fast),
+        director_tokens=128,
     )

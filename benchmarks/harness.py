@@ -72,8 +72,12 @@ def run_case(case: Case, timeout_s: float = 3600) -> dict:
 def machine() -> dict:
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or "?",
-            "cores": __import__("os").cpu_count()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or "?",
+        "cores": __import__("os").cpu_count(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
