@@ -7,28 +7,43 @@ looks finished. Keys hash everything that determines the result.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
 def content_key(parts: dict) -> str:
-    """A short stable hash of ``parts`` (JSON-serialisable; tensors hashed by bytes)."""
+    """A short stable hash of ``parts``.
+
+    Accepts JSON-like values, tensors and numpy arrays (hashed by shape, dtype
+    and bytes), dataclasses (by their fields) and bytes; anything else is hashed
+    by ``str()``, which must then describe it completely.
+    """
     h = hashlib.sha256()
 
     def feed(obj) -> None:
+        if isinstance(obj, np.ndarray):
+            obj = torch.from_numpy(np.ascontiguousarray(obj))
         if isinstance(obj, torch.Tensor):
             t = obj.detach().cpu().contiguous()
             h.update(f"T{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            h.update(f"D{type(obj).__name__}".encode())
+            feed({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+        elif isinstance(obj, (bytes, bytearray)):
+            h.update(b"B%d:" % len(obj))
+            h.update(bytes(obj))
         elif isinstance(obj, dict):
             h.update(b"{")
-            for k in sorted(obj):
-                h.update(json.dumps(k).encode())
+            for k in sorted(obj, key=str):
+                h.update(json.dumps(str(k)).encode())
                 feed(obj[k])
             h.update(b"}")
         elif isinstance(obj, (list, tuple)):
@@ -41,6 +56,19 @@ def content_key(parts: dict) -> str:
 
     feed(parts)
     return h.hexdigest()[:24]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -71,3 +99,29 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
         return load_file(str(path))
     except Exception:  # a damaged cache entry is recomputed, never trusted
         return None
+
+
+def tensor_file_ok(path: Path, required: tuple[str, ...] = ()) -> bool:
+    """Cheap completeness check of a safetensors file: header parses, ``required`` tensors
+    are listed and the file is exactly as long as the header says (no data is read)."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > min(size, 100_000_000):
+                return False
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return False
+    return all(k in header for k in required) and size == 8 + n + max(ends, default=0)
+
+
+def model_identity(handle: object) -> str | None:
+    """Identity of a loaded model for cache keys: ``cache_identity()`` (model + LoRAs + adapter) if it has one."""
+    if handle is None:
+        return None
+    fn = getattr(handle, "cache_identity", None)
+    return fn() if callable(fn) else getattr(handle, "identity", None)

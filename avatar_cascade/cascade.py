@@ -18,6 +18,7 @@ from .audio_aligner import align_audio
 from .blueprint import BlueprintSettings, render_blueprint
 from .errors import InputError
 from .keyframes import extract_keyframes
+from .keyframes_lift import LiftSettings
 from .refiner import RefinerSettings, refine_clips
 from .runtime import Runtime
 from .sampling import SamplerSettings, check_resolution
@@ -30,7 +31,9 @@ MODEL_FOLDERS = {
     "text_encoder": "text_encoders",
     "audio_encoder": "audio_encoders",
     "mllm": "LLM",
+    "clip_vision": "clip_vision",
 }
+OPTIONAL_ROLES = ("audio_encoder", "mllm", "clip_vision")
 
 
 @dataclass
@@ -57,6 +60,12 @@ class CascadeConfig:
     refiner: RefinerSettings = field(default_factory=RefinerSettings)
     max_audio_s: float = 3600.0
     director_tokens: int = 512
+    clip_vision: str | None = None
+    audio_adapter: str | None = None
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    reroll: str | None = None
+    colour_match: float = 1.0
+    lift: LiftSettings = field(default_factory=LiftSettings)
 
 
 def pick_model(models_dir: Path, role: str, name: str | None, required: bool = True) -> Path | None:
@@ -102,48 +111,70 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
     """Run all six stages; returns the written mp4 path (per-stage seconds go to ``timings``)."""
     from .media import load_audio, load_image
     from .models.audio_encoder import load_audio_encoder
-    from .models.text_encoder import load_text_encoder
-    from .models.wan_dit import load_wan_dit
-    from .models.wan_vae import load_wan_vae
     from .stitcher import stitch_clips
 
     stage = StageTimer(timings)
     check_resolution(cfg.width, cfg.height)
     wd = cfg.workdir
     wd.mkdir(parents=True, exist_ok=True)
-    # Inputs first: a bad image or audio fails before any model is loaded.
+    # Inputs first: a bad image, audio or model name fails before any model is loaded.
     reference = load_image(cfg.image, input_name="--image")
     audio = load_audio(cfg.audio, input_name="--audio", max_duration_s=cfg.max_audio_s)
-    paths = {
-        r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r in ("dit", "vae", "text_encoder"))
-        for r in MODEL_FOLDERS
-    }
+    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
+    extra = _extra_model_paths(cfg)
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
         aligned = align_audio(audio, cfg.fps, cfg.clip_frames, runtime, audio_encoder=audio_encoder)
         aligned.save(wd)
+        _write_timeline_png(aligned, None, wd / "timeline.png")
 
     with stage("director"):
         storyline = _direct(cfg, paths, reference, audio, aligned, runtime)
     (wd / "storyline.json").write_text(storyline.to_json())
+    _write_timeline_png(aligned, storyline, wd / "timeline.png")
 
     with stage("load_models"):
-        dit = load_wan_dit(paths["dit"], input_name="--dit")
-        vae = load_wan_vae(paths["vae"], input_name="--vae")
-        te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
+        dit, vae, te, clip_vision = _load_generators(cfg, paths, extra, aligned)
 
     with stage("blueprint"):
-        blueprint = render_blueprint(dit, vae, te, reference, aligned, storyline, cfg.blueprint, runtime)
+        blueprint = render_blueprint(
+            dit, vae, te, reference, aligned, storyline, cfg.blueprint, runtime, work_dir=wd, image_encoder=clip_vision
+        )
         blueprint.save(wd)
-        _write_preview_video(blueprint.frames, blueprint.fps, wd / "blueprint.mp4")
+        blueprint.write_video(wd / "blueprint.mp4")
 
     with stage("keyframes"):
-        keyframes = extract_keyframes(blueprint, aligned, reference, cfg.width, cfg.height, runtime)
-        keyframes.save(wd)
+        keyframes = extract_keyframes(
+            blueprint,
+            aligned,
+            reference,
+            cfg.width,
+            cfg.height,
+            runtime,
+            clip_vision=clip_vision,
+            lift=cfg.lift,
+            storyline=storyline,
+            dit=dit,
+            vae=vae,
+            text_encoder=te,
+            work_dir=wd,
+        )
 
     with stage("refiner"):
-        clips = refine_clips(dit, vae, te, keyframes, aligned, storyline, cfg.refiner, runtime, wd / "clips")
+        clips = refine_clips(
+            dit,
+            vae,
+            te,
+            keyframes,
+            aligned,
+            storyline,
+            cfg.refiner,
+            runtime,
+            wd / "clips",
+            reroll=cfg.reroll,
+            image_encoder=clip_vision,
+        )
     log.info(
         "refiner: %d clips rendered, %d reused from %s",
         clips.computed,
@@ -159,8 +190,61 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
             cfg.out,
             runtime,
             metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
+            keyframes=clips.keyframes,
+            colour_match=cfg.colour_match,
         )
     return result.path
+
+
+def _extra_model_paths(cfg: CascadeConfig) -> dict:
+    """Resolve the audio adapter and LoRA names (inside their model folders only)."""
+    from .models.files import resolve_model_path
+
+    out: dict = {"audio_adapter": None, "loras": []}
+    if cfg.audio_adapter:
+        roots = [cfg.models_dir / "model_patches", cfg.models_dir / "diffusion_models"]
+        out["audio_adapter"] = resolve_model_path(roots, cfg.audio_adapter, input_name="--audio-adapter")
+    for name, strength in cfg.loras:
+        out["loras"].append((resolve_model_path([cfg.models_dir / "loras"], name, input_name="--lora"), strength))
+    return out
+
+
+def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
+    """DiT (+ LoRAs, + audio adapter), VAE, text encoder and optional CLIP vision."""
+    from .models.clip_vision import load_clip_vision
+    from .models.text_encoder import load_text_encoder
+    from .models.wan_dit import load_wan_dit
+    from .models.wan_vae import load_wan_vae
+
+    dit = load_wan_dit(paths["dit"], input_name="--dit")
+    if extra["loras"]:
+        from .models.lora import apply_loras, lora_spec, stack_loras
+
+        stack = None
+        for path, strength in extra["loras"]:
+            stack = stack_loras(stack, lora_spec(path, strength, input_name="--lora"))
+        dit = apply_loras(dit, stack, input_name="--lora")
+    if extra["audio_adapter"] is not None:
+        from .models.audio_adapter import load_audio_adapter
+
+        if aligned.features is None:
+            raise InputError(
+                "--audio-encoder",
+                None,
+                "the audio adapter needs audio features",
+                "name a wav2vec2 file with --audio-encoder (chinese-wav2vec2-base for InfiniteTalk)",
+            )
+        dit = load_audio_adapter(extra["audio_adapter"], dit, input_name="--audio-adapter").attach(dit)
+    vae = load_wan_vae(paths["vae"], input_name="--vae")
+    te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
+    clip_vision = load_clip_vision(paths["clip_vision"], input_name="--clip-vision") if paths["clip_vision"] else None
+    return dit, vae, te, clip_vision
+
+
+def _write_timeline_png(aligned, storyline, path: Path) -> None:
+    from .timeline_plot import render_timeline
+
+    render_timeline(aligned, storyline).save(path)
 
 
 def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime: Runtime):
@@ -168,7 +252,7 @@ def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime:
     from .director import direct
     from .mllm import load_mllm
 
-    mllm = load_mllm(paths["mllm"]) if paths["mllm"] else None
+    mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
     if mllm is not None:
         with runtime.use_models(mllm.model):
             storyline = direct(
@@ -189,14 +273,6 @@ def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime:
     return storyline
 
 
-def _write_preview_video(frames, fps, path: Path) -> None:
-    from .media import VideoWriter
-
-    h, w = frames.shape[1:3]
-    with VideoWriter(path, fps, w, h) as vw:
-        vw.write(frames)
-
-
 def demo_config(out: Path, workdir: Path, models_dir: Path, image: Path, audio: Path, prompt: str) -> CascadeConfig:
     """Settings for the tiny demo: every stage runs in seconds on 2 CPU cores (output is noise)."""
     fast = SamplerSettings(steps=4, guidance=3.0, shift=3.0)
@@ -209,6 +285,7 @@ def demo_config(out: Path, workdir: Path, models_dir: Path, image: Path, audio: 
         workdir=workdir,
         fps="16",
         clip_frames=17,
+        audio_adapter="avatar_cascade_tiny_infinitetalk.safetensors",
         width=64,
         height=64,
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),

@@ -29,6 +29,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", help="file in models/text_encoders")
     p.add_argument("--audio-encoder", help="file in models/audio_encoders (optional)")
     p.add_argument("--mllm", help="folder in models/LLM (optional; rule-based storyline without)")
+    p.add_argument("--clip-vision", help="file in models/clip_vision (needed by Wan 2.1 I2V / FLF2V)")
+    p.add_argument("--audio-adapter", help="InfiniteTalk adapter in models/model_patches or diffusion_models")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]", help="LoRA in models/loras")
+    p.add_argument("--reroll", help="re-render these clips with new seeds, e.g. '3, 7-9'")
     p.add_argument("--fps", default="25", help="output frame rate, e.g. 25 or 30000/1001")
     p.add_argument("--clip-frames", type=int, default=81, help="sub-clip length, 4n+1")
     p.add_argument("--width", type=int, default=832)
@@ -67,6 +71,16 @@ def copy_sample_inputs(folder: Path) -> list[Path]:
         shutil.copyfile(src, folder / name)
         out.append(folder / name)
     return out
+
+
+def _lora_arg(text: str) -> tuple[str, float]:
+    from .errors import InputError
+
+    name, _, strength = text.rpartition(":") if ":" in text else (text, "", "1.0")
+    try:
+        return name, float(strength)
+    except ValueError:
+        raise InputError("--lora", text, "the strength after ':' is not a number", "write NAME or NAME:0.8") from None
 
 
 def _workdir(out: Path, workdir: Path | None) -> Path:
@@ -133,6 +147,10 @@ def _dispatch(args) -> int:
             width=args.width,
             height=args.height,
             seed=args.seed,
+            clip_vision=args.clip_vision,
+            audio_adapter=args.audio_adapter,
+            loras=[_lora_arg(x) for x in args.lora],
+            reroll=args.reroll,
             refiner=RefinerSettings(seed=args.seed, sampler=SamplerSettings(steps=args.steps)),
         )
     out = run_cascade(cfg, Runtime())

@@ -21,8 +21,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 DIT_FILE = "avatar_cascade_tiny_wan_flf.safetensors"
+AUDIO_ADAPTER_FILE = "avatar_cascade_tiny_infinitetalk.safetensors"
 VAE_FILE = "avatar_cascade_tiny_wan_vae.safetensors"
 TEXT_ENCODER_FILE = "avatar_cascade_tiny_umt5.safetensors"
 AUDIO_ENCODER_FILE = "avatar_cascade_tiny_wav2vec2.safetensors"
@@ -180,7 +181,15 @@ _FILES = {
     "vae": ("vae", VAE_FILE, tiny_vae_state_dict),
     "text_encoder": ("text_encoders", TEXT_ENCODER_FILE, tiny_umt5_state_dict),
     "audio_encoder": ("audio_encoders", AUDIO_ENCODER_FILE, tiny_wav2vec2_state_dict),
+    "audio_adapter": ("model_patches", AUDIO_ADAPTER_FILE, lambda seed: tiny_audio_adapter(seed)),
 }
+
+
+def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny InfiniteTalk-layout audio adapter for the tiny DiT (reads the tiny wav2vec2's features)."""
+    from .models.audio_adapter import tiny_audio_adapter_state_dict
+
+    return tiny_audio_adapter_state_dict(_bundled("avatar-cascade-tiny-wan"), seed)
 
 
 def _write_mllm(models_dir: Path, seed: int) -> str | None:

@@ -1,9 +1,16 @@
 """The MLLM Director: reference image + audio + instruction -> STORYLINE.
 
 Top-down: measure the audio (duration, per-clip loudness, pauses) -> global pass
-(image + instruction + audio summary -> identity, scene, style, emotional arc) ->
-shot passes, ``shots_per_batch`` sub-clips at a time so hundreds of shots never
+(image + instruction + audio -> identity, scene, style, emotional arc) -> shot
+passes, ``shots_per_batch`` sub-clips at a time so hundreds of shots never
 overflow the context -> validate -> apply the artist's timed instructions.
+
+How the model gets the audio (:mod:`avatar_cascade.director_audio`): every model
+reads what the Director measured (duration, loudness contour, per-shot loudness,
+pauses); a model that hears (Qwen2.5-Omni) also gets the real audio, resampled to
+16 kHz, at most ``audio_seconds`` per pass: the global pass hears the whole track
+when it fits, else excerpts from its beginning, middle and end; each shot pass
+hears its batch's own time span when it fits, else one excerpt from each shot.
 
 The model's output is never trusted: JSON is extracted from chatter and code
 fences, common defects are repaired, the result is validated, a failed pass is
@@ -19,29 +26,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from string import Template
 
-import numpy as np
 import torch
 
+from .artist_cues import apply_artist_instructions
+from .director_audio import AudioSummary, check_audio, cut_excerpts, excerpt_spans, shot_span, summarize_audio
 from .errors import InputError
-from .mllm import MLLM, parse_model_json, repair_json
+from .json_repair import parse_model_json, repair_json
+from .mllm import MLLM, AudioExcerpt
 from .runtime import Runtime
-from .storyline import (
-    FIELD_MAX_CHARS,
-    GLOBAL_FIELDS,
-    Shot,
-    Storyline,
-    apply_artist_instructions,
-    energy_levels,
-    format_indices,
-    format_time,
-    read_text_field,
-    rule_based_storyline,
-    shot_from_dict,
-)
+from .storyline import FIELD_MAX_CHARS, GLOBAL_FIELDS, Shot, Storyline, format_indices, read_text_field, shot_from_dict
+from .storyline_rules import energy_levels, rule_based_storyline
 from .timeline import SubClip, Timeline
 
 __all__ = ["AudioSummary", "direct", "parse_model_json", "repair_json", "summarize_audio"]
@@ -50,7 +48,7 @@ log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).parent / "prompts"
 TOKENS_PER_SHOT = 96  # a shot pass may write at least this many tokens per shot
-MAX_PAUSES_LISTED = 24
+AUDIO_SECONDS = 30.0  # real audio a hearing model gets per pass (Qwen2.5-Omni: ~25 tokens per second)
 IMAGE_MAX_SIDE = 768  # pixels; the reference image is shrunk to this before the model sees it
 
 
@@ -58,84 +56,7 @@ def _template(name: str) -> Template:
     return Template((PROMPTS / name).read_text(encoding="utf-8"))
 
 
-# -- the audio, as the model is told about it -------------------------------------------
-
-
-@dataclass
-class AudioSummary:
-    """What the Director measures in the audio (seconds, dBFS)."""
-
-    duration_s: float
-    clip_db: list[float]  # RMS energy of each sub-clip's own audio, dBFS
-    pauses: list[tuple[float, float]]  # low-energy spans (start, end), seconds
-
-    def describe(self, timeline: Timeline) -> str:
-        """The whole track in a few lines (for the global pass)."""
-        n = len(self.clip_db)
-        parts = min(10, n)
-        chunks = [self.clip_db[k * n // parts : (k + 1) * n // parts] for k in range(parts)]  # none empty
-        curve = [sum(c) / len(c) for c in chunks]
-        shown = ", ".join(f"{format_time(a)}-{format_time(b)}" for a, b in self.pauses[:MAX_PAUSES_LISTED])
-        more = f" (first {MAX_PAUSES_LISTED} listed)" if len(self.pauses) > MAX_PAUSES_LISTED else ""
-        return (
-            f"duration {format_time(self.duration_s)} ({self.duration_s:.1f} s), {n} shots of about "
-            f"{float(timeline.clip_frames / timeline.fps):.1f} s\n"
-            f"loudness over time in {parts} equal parts (dBFS): {', '.join(f'{v:.0f}' for v in curve)}\n"
-            f"{len(self.pauses)} pauses{more}: {shown or 'none'}"
-        )
-
-    def clip_line(self, clip: SubClip, timeline: Timeline, level: str) -> str:
-        """One line per shot (for the shot passes)."""
-        a, b = timeline.frame_time(clip.frame_start), timeline.frame_time(clip.frame_end + 1)
-        inside = [f"{format_time(p)}-{format_time(q)}" for p, q in self.pauses if p < b and q > a]
-        return (
-            f"shot {clip.index}: {format_time(a)}-{format_time(b)}, loudness {self.clip_db[clip.index]:.0f} dBFS "
-            f"({level}), pauses: {', '.join(inside) or 'none'}"
-        )
-
-
-def summarize_audio(
-    waveform: torch.Tensor, sample_rate: int, timeline: Timeline, window_s: float = 0.05, min_pause_s: float = 0.3
-) -> AudioSummary:
-    """Measure duration, per-clip RMS energy (dBFS) and pauses (>= ``min_pause_s`` s) of ``waveform`` [C, T]."""
-    mono = (
-        waveform.float()
-        if waveform.dim() == 1
-        else waveform[0].float()
-        if len(waveform) == 1
-        else waveform.float().mean(0)
-    )
-    power = mono.cpu().square()  # one pass over the audio; everything below reads it
-    scale = sample_rate / timeline.sample_rate  # the waveform may be at another rate than the timeline
-
-    def db(mean_square: torch.Tensor) -> torch.Tensor:
-        return 10.0 * torch.log10(mean_square.clamp_min(1e-10))
-
-    # owned sample ranges tile the audio: one reduceat sums every clip in a single pass
-    bounds = [min(int(c.sample_range[0] * scale), power.numel() - 1) for c in timeline.clips]
-    end = max(bounds[-1] + 1, min(int(timeline.clips[-1].sample_range[1] * scale), power.numel()))
-    sums = np.add.reduceat(power[:end].numpy(), bounds).astype(np.float64)
-    counts = np.maximum(np.diff(np.array(bounds + [end])), 1)
-    clip_db = db(torch.from_numpy(sums / counts)).tolist()
-    w = max(1, int(window_s * sample_rate))
-    n = mono.numel() // w
-    pauses: list[tuple[float, float]] = []
-    if n:
-        win = db(power[: n * w].view(n, w).mean(1))
-        threshold = max(-55.0, float(torch.quantile(win, 0.9)) - 30.0)
-        quiet = (win < threshold).tolist() + [False]
-        start = None
-        for k, q in enumerate(quiet):
-            if q and start is None:
-                start = k
-            elif not q and start is not None:
-                if (k - start) * w / sample_rate >= min_pause_s:
-                    pauses.append((start * w / sample_rate, min(k * w, mono.numel()) / sample_rate))
-                start = None
-    return AudioSummary(duration_s=mono.numel() / sample_rate, clip_db=clip_db, pauses=pauses)
-
-
-# -- the passes ---------------------------------------------------------------------
+# -- reading the model's replies ------------------------------------------------------
 
 
 def _unwrap(obj: object, key: str) -> object:
@@ -205,30 +126,46 @@ def _read_shots(obj: object, batch: list[SubClip], rules: Storyline, warnings: l
     return got, "; ".join(errors[:6]) or None
 
 
-def _ask(mllm: MLLM, prompt: str, image, budget: int, seed: int, system: str, read, runtime: Runtime):
-    """One pass: generate, parse, read; on error retry once with a correction prompt naming it.
+class _Pass:
+    """Asks the model one question: generate, parse, read; on error retry once naming the error.
 
-    Returns the usable part (merged over both tries, the retry's winning) and the last error (None if usable).
+    Keeps the Director's totals (passes, tokens in/out, audio tokens, generate seconds).
     """
-    got: dict = {}
-    error, reply = None, ""
-    for attempt in range(2):
-        if attempt:
-            runtime.check_interrupt()
-            prompt = _template("director_retry.txt").substitute(prompt=prompt, error=error, reply=reply[:600])
-        reply, stats = mllm.generate(prompt, image, budget, seed, system)
-        log.debug(
-            "director pass (try %d): %s tokens in, %s out", attempt + 1, stats.get("tokens_in"), stats.get("tokens_out")
-        )
-        try:
-            part, error = read(parse_model_json(reply))
-        except ValueError as exc:
-            part, error = {}, str(exc)
-        got.update(part)
-        if error is None:
-            return got, None
-        log.info("director: unusable reply (try %d): %s", attempt + 1, error)
-    return got, error
+
+    def __init__(self, mllm: MLLM, system: str, seed: int, runtime: Runtime) -> None:
+        self.mllm, self.system, self.seed, self.runtime = mllm, system, seed, runtime
+        self.totals = {"calls": 0, "tokens_in": 0, "audio_tokens": 0, "tokens_out": 0, "generate_s": 0.0}
+
+    def __call__(self, prompt: str, image, audio: list[AudioExcerpt], budget: int, read) -> tuple[dict, str | None]:
+        """Returns the usable part (merged over both tries, the retry's winning) and the last error (None if usable)."""
+        got: dict = {}
+        error, reply = None, ""
+        extra = {"audio": audio} if audio else {}
+        for attempt in range(2):
+            if attempt:
+                self.runtime.check_interrupt()
+                prompt = _template("director_retry.txt").substitute(prompt=prompt, error=error, reply=reply[:600])
+            reply, stats = self.mllm.generate(prompt, image, budget, self.seed, self.system, **extra)
+            self.totals["calls"] += 1
+            for k in ("tokens_in", "audio_tokens", "tokens_out"):
+                self.totals[k] += int(stats.get(k, 0))
+            self.totals["generate_s"] += float(stats.get("seconds", 0.0))
+            log.debug(
+                "director pass (try %d): %s tokens in (%s audio), %s out",
+                attempt + 1,
+                stats.get("tokens_in"),
+                stats.get("audio_tokens", 0),
+                stats.get("tokens_out"),
+            )
+            try:
+                part, error = read(parse_model_json(reply))
+            except ValueError as exc:
+                part, error = {}, str(exc)
+            got.update(part)
+            if error is None:
+                return got, None
+            log.info("director: unusable reply (try %d): %s", attempt + 1, error)
+        return got, error
 
 
 def _to_pil(image: torch.Tensor):
@@ -255,24 +192,6 @@ def _to_pil(image: torch.Tensor):
     return pil
 
 
-def _check_audio(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    if isinstance(waveform, torch.Tensor) and waveform.dim() == 3:
-        waveform = waveform[0]
-    if isinstance(waveform, torch.Tensor) and waveform.dim() == 1:
-        waveform = waveform[None]
-    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2 or waveform.shape[-1] == 0:
-        shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-        raise InputError(
-            "audio",
-            shape,
-            "the waveform must be [channels, samples] with at least one sample",
-            "connect the same audio as the Audio Aligner",
-        )
-    if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise InputError("sample_rate", sample_rate, "must be a positive whole number of Hz", "pass the audio's rate")
-    return waveform
-
-
 def direct(
     mllm: MLLM | None,
     image: torch.Tensor,
@@ -285,6 +204,7 @@ def direct(
     shots_per_batch: int = 16,
     max_new_tokens: int = 512,
     tokens_per_shot: int = TOKENS_PER_SHOT,
+    audio_seconds: float = AUDIO_SECONDS,
 ) -> Storyline:
     """Write the storyline: a global description and one shot per sub-clip of ``timeline``.
 
@@ -293,15 +213,20 @@ def direct(
         image: reference image [H, W, 3], float 0..1.
         waveform: audio [C, T] at ``sample_rate`` Hz (the audio of ``timeline``).
         instruction: the artist's text; timed parts ("smile at 0:30", "look left during
-            0:10-0:20") override the model on the shots covering those times.
+            0:10-0:20", "wave at 45s") override the model on the shots covering those
+            times. Only explicit times are applied: "during the chorus" stays part of the
+            general instruction (nothing here finds choruses or words in the audio).
         timeline: the master timeline from the Audio Aligner.
         runtime: progress / interrupt hooks. The model runs where it is: the caller places
             it, e.g. ``with runtime.use_models(mllm.model): direct(...)``.
         seed: generation seed (decoding is greedy, so the result is deterministic).
         shots_per_batch: sub-clips planned per shot pass (keeps long videos within context).
-        max_new_tokens: tokens the model may write in a pass; a shot pass may write at
-            least ``tokens_per_shot`` per shot of its batch.
+        max_new_tokens: tokens the model may write in the global pass; a shot pass may
+            write ``max(max_new_tokens, tokens_per_shot x shots in its batch)``.
         tokens_per_shot: see ``max_new_tokens`` (a real model needs about 60-90 per shot).
+        audio_seconds: seconds of real audio a model that hears (Qwen2.5-Omni) gets per
+            pass (see :mod:`avatar_cascade.director_audio`); 0 = text description only.
+            Ignored for models that cannot hear.
 
     Returns:
         A validated storyline; ``warnings`` lists what was repaired or planned by rules.
@@ -309,36 +234,63 @@ def direct(
     if not isinstance(shots_per_batch, int) or shots_per_batch < 1:
         raise InputError("shots_per_batch", shots_per_batch, "must be at least 1", "use 8 to 32")
     for name, value in (("max_new_tokens", max_new_tokens), ("tokens_per_shot", tokens_per_shot)):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InputError(name, value, "must be at least 1", f"use the default ({512 if 'max' in name else 96})")
+    if not isinstance(audio_seconds, (int, float)) or not 0 <= audio_seconds <= 600:
+        raise InputError("audio_seconds", audio_seconds, "must be 0 to 600 seconds", f"use {AUDIO_SECONDS:g}")
     instruction = instruction or ""
     pil = _to_pil(image)
-    summary = summarize_audio(_check_audio(waveform, sample_rate), sample_rate, timeline)
+    waveform = check_audio(waveform, sample_rate)
+    summary = summarize_audio(waveform, sample_rate, timeline)
     rules = rule_based_storyline(instruction, timeline, summary.clip_db)
     if mllm is None:
         log.info("Director without a model: rule-based storyline for %d shots", len(timeline.clips))
         story = rules
     else:
+        hearing = _Hearing(mllm, waveform, sample_rate, timeline, float(audio_seconds))
         story = _plan_with_model(
-            mllm,
-            pil,
-            summary,
-            instruction,
-            timeline,
-            runtime,
-            rules,
-            seed,
-            shots_per_batch,
-            max_new_tokens,
-            tokens_per_shot,
-        )
+            mllm, pil, summary, hearing, instruction, timeline, runtime, rules, seed, shots_per_batch,
+            max_new_tokens, tokens_per_shot,
+        )  # fmt: skip
     return apply_artist_instructions(story, instruction, timeline)
+
+
+class _Hearing:
+    """The audio excerpts each pass hears (none for a model that cannot hear)."""
+
+    def __init__(self, mllm: MLLM, waveform: torch.Tensor, sample_rate: int, timeline: Timeline, budget_s: float):
+        self.on = bool(mllm.accepts_audio and mllm.audio_rate and budget_s > 0)
+        self.mllm, self.waveform, self.sample_rate, self.timeline = mllm, waveform, sample_rate, timeline
+        self.budget_s = budget_s
+
+    def _cut(self, spans: list[tuple[float, float]], parts: int) -> list[AudioExcerpt]:
+        if not self.on:
+            return []
+        chosen = excerpt_spans(spans, self.budget_s, self.mllm.max_audio_s, parts)
+        return cut_excerpts(self.waveform, self.sample_rate, chosen, self.mllm.audio_rate)
+
+    def whole(self) -> list[AudioExcerpt]:
+        return self._cut([(0.0, self.waveform.shape[-1] / self.sample_rate)], 3)
+
+    def shots(self, batch: list[SubClip]) -> list[AudioExcerpt]:
+        return self._cut([shot_span(c, self.timeline) for c in batch], 1)
+
+    @staticmethod
+    def note(excerpts: list[AudioExcerpt]) -> str:
+        """The line telling the model what it hears."""
+        if not excerpts:
+            return ""
+        return (
+            f"You also hear the audio itself: {len(excerpts)} excerpt(s) attached above, each labelled with its "
+            "time span. Let the voice (emotion, energy, rhythm) guide the performance."
+        )
 
 
 def _plan_with_model(
     mllm: MLLM,
     pil,
     summary: AudioSummary,
+    hearing: _Hearing,
     instruction: str,
     timeline: Timeline,
     runtime: Runtime,
@@ -350,19 +302,19 @@ def _plan_with_model(
 ) -> Storyline:
     clips = timeline.clips
     batches = [clips[i : i + per_batch] for i in range(0, len(clips), per_batch)]
-    system = _template("director_system.txt").substitute()
+    ask = _Pass(mllm, _template("director_system.txt").substitute(), seed, runtime)
     warnings: list[str] = []
     bar = runtime.progress(1 + len(batches), "director")
     try:
         runtime.check_interrupt()
+        heard = hearing.whole()
         prompt = _template("director_global.txt").substitute(
             instruction=instruction.strip() or "(none: choose what fits the image and the audio)",
             audio=summary.describe(timeline),
+            hearing=_Hearing.note(heard),
             n_shots=len(clips),
         )
-        glob, error = _ask(
-            mllm, prompt, pil, max_new_tokens, seed, system, lambda obj: _read_global(obj, warnings), runtime
-        )
+        glob, error = ask(prompt, pil, heard, max_new_tokens, lambda obj: _read_global(obj, warnings))
         filled = [k for k in (*GLOBAL_FIELDS, "global_negative") if k not in glob]
         if [k for k in filled if k != "global_negative"]:
             warnings.append(f"global {', '.join(filled)} planned by rules (the MLLM's reply was unusable: {error})")
@@ -373,31 +325,29 @@ def _plan_with_model(
         errors: list[str] = []
         for batch in batches:
             runtime.check_interrupt()
+            heard = hearing.shots(batch)
             prompt = _template("director_shots.txt").substitute(
                 global_json=json.dumps(glob, ensure_ascii=False),
                 instruction=instruction.strip() or "(none)",
                 shot_lines="\n".join(summary.clip_line(c, timeline, levels[c.index]) for c in batch),
+                hearing=_Hearing.note(heard),
                 count=len(batch),
                 first=batch[0].index,
                 last=batch[-1].index,
             )
             budget = max(max_new_tokens, tokens_per_shot * len(batch))
-            got, error = _ask(
-                mllm,
-                prompt,
-                None,
-                budget,
-                seed,
-                system,
-                lambda obj, b=batch: _read_shots(obj, b, rules, warnings),
-                runtime,
-            )
+            got, error = ask(prompt, None, heard, budget, lambda obj, b=batch: _read_shots(obj, b, rules, warnings))
             shots.update(got)
             if error is not None and any(c.index not in got for c in batch):
                 errors.append(error)
             bar.update(1)
     finally:
         bar.close()
+    t = ask.totals
+    log.info(
+        "director: %d model calls, %d tokens in (%d audio), %d out, %.1f s generating",
+        t["calls"], t["tokens_in"], t["audio_tokens"], t["tokens_out"], t["generate_s"],
+    )  # fmt: skip
     by_rules = [c.index for c in clips if c.index not in shots]
     if by_rules:
         warnings.append(

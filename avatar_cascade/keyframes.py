@@ -1,40 +1,68 @@
 """Keyframe Extractor: one keyframe per seam, taken from the blueprint.
 
-For every seam of the timeline, candidate blueprint frames within
-``search_radius_s`` of the seam time are scored and the best is kept, then
-lifted to the refine resolution (resize + colour matching to the reference).
-The first seam uses the reference image itself, so the video opens on the
-artist's picture.
+check inputs -> reuse a saved result with the same content key, or: for every
+seam, score the blueprint frames of its window (:mod:`.keyframe_scores`) and
+keep the best -> lift the chosen frames to the refine resolution (resize, an
+optional DiT refinement anchored on the reference, :mod:`.keyframes_lift`, and
+colour matching to the reference) -> package :class:`Keyframes` (every score
+kept) and a contact sheet.
 
-Scores (each in roughly [0, 1], higher is better; all kept in the artefact):
-
-* ``sharpness``: variance of the Laplacian of the luma, squashed by x/(x+c).
-* ``colour``: 1 - mean absolute difference of per-channel mean/std to the
-  reference (a cheap identity/colour-consistency proxy until an image encoder
-  is used).
-* ``centre``: closeness to the exact seam time.
+The first seam is the reference image itself, so the video opens on the
+artist's picture. Seam ``k``'s candidates are the blueprint frames within
+``search_radius_s`` of the seam time that lie strictly between the neighbour
+seams' times (the frame nearest the seam is always a candidate). The total
+score is the weighted mean of the scores; weights default to
+:data:`~avatar_cascade.keyframe_scores.DEFAULT_WEIGHTS`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .audio_aligner import AlignedAudio
-from .blueprint import Blueprint
+from .blueprint_store import Blueprint
+from .cache import atomic_write_text, content_key, model_identity
 from .errors import InputError
+from .frame_ops import match_colour, reference_uint8, resize_uint8
+from .keyframe_scores import (
+    DEFAULT_WEIGHTS,
+    AudioEnergy,
+    check_weights,
+    colour_score,
+    diversity_score,
+    face_score,
+    identity_clip,
+    identity_proxy,
+    lower_face_motion,
+    mouth_score,
+    sharpness,
+)
+from .keyframes_lift import LiftSettings, lift_keyframes
 from .runtime import Runtime
 from .sampling import check_resolution
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = {"sharpness": 1.0, "colour": 1.0, "centre": 0.5}
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "Keyframes",
+    "LiftSettings",
+    "extract_keyframes",
+    "keyframes_key",
+    "match_colour",
+    "reference_uint8",
+    "resize_uint8",
+]
+
+KEY_FORMAT = "keyframes/2"
+CHUNK = 16
 
 
 @dataclass
@@ -45,13 +73,20 @@ class Keyframes:
         images: ``[S, H, W, 3]`` uint8 keyframes at the refine resolution, one per seam.
         frame_indices: output frame index of every seam.
         source_indices: blueprint frame each keyframe came from (None = given image).
-        scores: per-seam score dicts of the chosen frame.
+        scores: per-seam dicts: the chosen frame's scores, ``total``, its time, the
+            candidate window ``[lo, hi]`` and every candidate's ``[index, total]``.
+        weights: score weights used.
+        key: content key of everything that determined them ("" when not computed here).
+        reused: True when loaded from the work folder instead of computed.
     """
 
     images: torch.Tensor
     frame_indices: list[int]
     source_indices: list[int | None]
     scores: list[dict] = field(default_factory=list)
+    weights: dict = field(default_factory=dict)
+    key: str = ""
+    reused: bool = field(default=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -65,62 +100,100 @@ class Keyframes:
         """``[S, 3, H, W]`` in [-1, 1]."""
         return self.images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
+    def contact_sheet(self):
+        """A PIL image of the keyframes with their scores."""
+        from .contact_sheet import render_contact_sheet
+
+        return render_contact_sheet(self.images, self.scores)
+
     def save(self, folder: Path) -> None:
+        """Write ``keyframes/keyframe_NNNNN.png``, ``keyframes/contact_sheet.png`` and ``keyframes.json``."""
         from PIL import Image
 
+        folder = Path(folder)
         kdir = folder / "keyframes"
         kdir.mkdir(parents=True, exist_ok=True)
+        (folder / "keyframes.json").unlink(missing_ok=True)
+        for old in kdir.glob("keyframe_*.png"):
+            old.unlink()
         for i, img in enumerate(self.images):
             Image.fromarray(img.numpy()).save(kdir / f"keyframe_{i:05d}.png")
-        meta = {"frame_indices": self.frame_indices, "source_indices": self.source_indices, "scores": self.scores}
-        (folder / "keyframes.json").write_text(json.dumps(meta, indent=1))
+        self.contact_sheet().save(kdir / "contact_sheet.png")
+        meta = {
+            "format": KEY_FORMAT,
+            "key": self.key,
+            "frame_indices": self.frame_indices,
+            "source_indices": self.source_indices,
+            "weights": self.weights,
+            "scores": self.scores,
+        }
+        atomic_write_text(folder / "keyframes.json", json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> Keyframes | None:
+        """Keyframes saved in ``folder`` by :meth:`save`, or None when absent or incomplete."""
+        import numpy as np
+        from PIL import Image
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "keyframes.json").read_text())
+            paths = [folder / "keyframes" / f"keyframe_{i:05d}.png" for i in range(len(meta["frame_indices"]))]
+            images = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()) for p in paths])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            return None
+        return cls(
+            images=images,
+            frame_indices=meta["frame_indices"],
+            source_indices=meta["source_indices"],
+            scores=meta.get("scores", []),
+            weights=meta.get("weights", {}),
+            key=meta.get("key", ""),
+        )
 
 
-def sharpness(frames: torch.Tensor) -> torch.Tensor:
-    """Laplacian variance of the luma of ``[N,H,W,3]`` uint8 frames, squashed to [0,1)."""
-    x = frames.float().div(255)
-    luma = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])[:, None]
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    lap = F.conv2d(luma, k, padding=1)
-    v = lap.var(dim=(1, 2, 3))
-    return v / (v + 0.01)
+def candidate_window(blueprint: Blueprint, timeline, seam: int, radius: Fraction) -> tuple[int, int, int]:
+    """``(lo, hi, centre)`` blueprint frames (inclusive) allowed for seam number ``seam``."""
+    seams, fps, bf = timeline.seams, timeline.fps, blueprint.fps
+    t = Fraction(seams[seam]) / fps
+    centre = blueprint.index_at(t)
+    lo = max(0, math.ceil((t - radius) * bf))
+    hi = min(len(blueprint) - 1, math.floor((t + radius) * bf))
+    if seam > 0:
+        lo = max(lo, math.floor(Fraction(seams[seam - 1]) / fps * bf) + 1)
+    if seam + 1 < len(seams):
+        hi = min(hi, math.ceil(Fraction(seams[seam + 1]) / fps * bf) - 1)
+    return min(lo, centre), max(hi, centre), centre
 
 
-def colour_stats(frames: torch.Tensor) -> torch.Tensor:
-    """Per-channel mean and std of ``[N,H,W,3]`` uint8 frames in [0,1]: ``[N, 6]``."""
-    x = frames.float().div(255).flatten(1, 2)
-    return torch.cat([x.mean(1), x.std(1)], dim=1)
+def keyframes_key(
+    blueprint, aligned, reference, width, height, radius, weights, colour_match, clip_vision, lift, lift_parts
+):
+    """Content key of everything that determines the keyframes."""
+    return content_key(
+        {
+            "format": KEY_FORMAT,
+            "blueprint": blueprint.key,
+            "reference": reference.float().contiguous(),
+            "timeline": aligned.timeline.to_dict(),
+            "audio": aligned.audio.waveform,
+            "size": [width, height],
+            "radius": str(radius),
+            "weights": weights,
+            "colour_match": colour_match,
+            "clip_vision": model_identity(clip_vision),
+            "lift": lift.key_parts(),
+            "lift_parts": lift_parts,
+        }
+    )
 
 
-def colour_score(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    ref = colour_stats(reference[None])
-    return 1 - (colour_stats(frames) - ref).abs().mean(1).clamp(0, 1)
-
-
-def resize_uint8(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic, antialiased resize of ``[N,H,W,3]`` uint8 frames."""
-    x = frames.permute(0, 3, 1, 2).float()
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def match_colour(frames: torch.Tensor, reference: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """Per-channel mean/std transfer of ``[N,H,W,3]`` uint8 frames toward ``reference`` ``[H,W,3]`` uint8."""
-    if strength <= 0:
-        return frames
-    x = frames.float()
-    ref = reference.float().flatten(0, 1)
-    m, s = x.mean(dim=(1, 2), keepdim=True), x.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)
-    rm, rs = ref.mean(0), ref.std(0).clamp_min(1e-3)
-    y = (x - m) / s * rs + rm
-    return (x + strength * (y - x)).round().clamp(0, 255).to(torch.uint8)
-
-
-def reference_uint8(reference: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Reference ``[H,W,3]`` float 0..1 -> ``[height,width,3]`` uint8."""
-    ref = (reference.clamp(0, 1) * 255).round().to(torch.uint8)
-    return resize_uint8(ref[None], height, width)[0]
+def _lift_prompts(storyline, timeline, n_seams: int) -> list[tuple[str, str]]:
+    """Prompt of every seam 1.. for lifting: the shot starting there (the last seam: the last shot)."""
+    if storyline is None:
+        return [("", "")] * (n_seams - 1)
+    last = len(timeline.clips) - 1
+    return [(storyline.shot_prompt(min(k, last)), storyline.shot_negative(min(k, last))) for k in range(1, n_seams)]
 
 
 def extract_keyframes(
@@ -133,70 +206,163 @@ def extract_keyframes(
     search_radius_s: float = 0.25,
     weights: dict[str, float] | None = None,
     colour_match: float = 1.0,
+    *,
+    clip_vision=None,
+    lift: LiftSettings | None = None,
+    storyline=None,
+    dit=None,
+    vae=None,
+    text_encoder=None,
+    work_dir: Path | None = None,
 ) -> Keyframes:
-    """Pick and lift one keyframe per seam.
+    """Pick, lift and colour-match one keyframe per seam (or reuse them from ``work_dir``).
 
     Args:
         blueprint: the low-res blueprint.
-        aligned: timeline (seams) and audio.
+        aligned: timeline (seams) and audio (mouth-state energy).
         reference: the reference image ``[H,W,3]`` float 0..1.
         width / height: refine resolution (multiples of 16).
+        runtime: device and hooks (one progress step per seam; a ``"keyframes"`` preview
+            of the contact sheet).
         search_radius_s: candidates lie within this many seconds of the seam.
-        weights: score weights (keys of ``DEFAULT_WEIGHTS``).
+        weights: score weights (names of ``DEFAULT_WEIGHTS``; missing ones keep their default).
         colour_match: 0..1 strength of colour matching to the reference.
+        clip_vision: CLIP-vision handle: identity by image embeddings (else the statistics
+            proxy), and the image tokens of the lift for Wan 2.1 I2V/FLF2V DiTs.
+        lift: the optional DiT refinement (``LiftSettings(denoise=0)`` = off).
+        storyline: shot prompts for the lift (else an empty prompt).
+        dit / vae / text_encoder: models of the lift (needed when it is on).
+        work_dir: folder for ``keyframes/``, ``keyframes.json`` and their reuse.
     """
     check_resolution(width, height)
-    if search_radius_s < 0:
-        raise InputError("search_radius_s", search_radius_s, "must be >= 0", "use 0.25")
-    w = dict(DEFAULT_WEIGHTS, **(weights or {}))
+    if search_radius_s < 0 or not math.isfinite(search_radius_s):
+        raise InputError("search_radius_s", search_radius_s, "must be >= 0 seconds", "use 0.25")
+    if not 0 <= colour_match <= 1:
+        raise InputError("colour_match", colour_match, "must be between 0 and 1", "use 1.0")
+    w = check_weights(weights)
+    lift = (lift or LiftSettings()).check()
     tl = aligned.timeline
-    ref_full = reference_uint8(reference, height, width)
-    ref_small = reference_uint8(reference, blueprint.frames.shape[1], blueprint.frames.shape[2])
-    radius = int(Fraction(search_radius_s).limit_denominator(1000) * blueprint.fps)
-
-    images, sources, scores = [ref_full], [None], [{"source": "reference"}]
-    seams = tl.seams
-    bar = runtime.progress(len(seams), "keyframes")
-    bar.update(1)
-    for f in seams[1:]:
-        runtime.check_interrupt()
-        centre = blueprint.index_at(Fraction(f) / tl.fps)
-        lo, hi = max(0, centre - radius), min(len(blueprint.frames) - 1, centre + radius)
-        cand = blueprint.frames[lo : hi + 1]
-        sharp = sharpness(cand)
-        col = colour_score(cand, ref_small)
-        dist = torch.tensor([abs(lo + i - centre) for i in range(len(cand))], dtype=torch.float32)
-        cen = 1 - dist / (radius + 1)
-        total = w["sharpness"] * sharp + w["colour"] * col + w["centre"] * cen
-        best = int(total.argmax())
-        lifted = resize_uint8(cand[best : best + 1], height, width)
-        lifted = match_colour(lifted, ref_full, colour_match)[0]
-        images.append(lifted)
-        sources.append(lo + best)
-        scores.append(
-            {
-                "sharpness": float(sharp[best]),
-                "colour": float(col[best]),
-                "centre": float(cen[best]),
-                "total": float(total[best]),
-                "candidates": len(cand),
-            }
+    if lift.enabled and (dit is None or vae is None or text_encoder is None):
+        raise InputError(
+            "dit", None, "lifting keyframes (lift_denoise > 0) needs the DiT, VAE and text encoder", "connect them"
         )
-        bar.update(1)
-    bar.close()
-    kf = Keyframes(images=torch.stack(images), frame_indices=list(seams), source_indices=sources, scores=scores)
-    runtime.emit_preview("keyframes", kf.images)
+    lift_prompts = _lift_prompts(storyline, tl, len(tl.seams)) if lift.enabled else []
+    lift_parts = None
+    if lift.enabled:
+        models = {n: model_identity(m) for n, m in (("dit", dit), ("vae", vae), ("te", text_encoder))}
+        lift_parts = {"models": models, "prompts": lift_prompts}
+    radius = Fraction(search_radius_s).limit_denominator(1000)
+    key = keyframes_key(
+        blueprint, aligned, reference, width, height, radius, w, colour_match, clip_vision, lift, lift_parts
+    )
+    if work_dir is not None:
+        cached = Keyframes.load(work_dir)
+        if cached is not None and cached.key == key:
+            log.info("keyframes: reusing %d keyframes from %s", len(cached.images), work_dir)
+            cached.reused = True
+            _preview(cached, runtime)
+            return cached
+
+    ref_full = reference_uint8(reference, height, width)
+    sources, scores = select_keyframes(blueprint, aligned, reference, w, radius, runtime, clip_vision=clip_vision)
+    images = [ref_full[None]]
+    if len(sources) > 1:
+        # float copies at the refine size are made CHUNK keyframes at a time (10 minutes = ~190 keyframes)
+        lifted = torch.cat(
+            [
+                resize_uint8(torch.stack([blueprint.frame(i) for i in sources[lo : lo + CHUNK]]), height, width)
+                for lo in range(1, len(sources), CHUNK)
+            ]
+        )
+        if lift.enabled:
+            seams = list(range(1, len(sources)))
+            lifted = lift_keyframes(
+                lifted, seams, lift_prompts, reference, dit, vae, text_encoder, lift, runtime, image_encoder=clip_vision
+            )
+            for sc in scores[1:]:
+                sc["lifted"] = True
+        images += [match_colour(lifted[lo : lo + CHUNK], ref_full, colour_match) for lo in range(0, len(lifted), CHUNK)]
+    kf = Keyframes(
+        images=torch.cat(images),
+        frame_indices=list(tl.seams),
+        source_indices=sources,
+        scores=scores,
+        weights=w,
+        key=key,
+    )
+    if work_dir is not None:
+        kf.save(work_dir)
+    _preview(kf, runtime)
     return kf
 
 
-def keyframes_from_images(images: torch.Tensor, frame_indices: list[int], width: int, height: int) -> Keyframes:
-    """Keyframes from artist images ``[S,H,W,3]`` float 0..1 (ToonCrafter-style in-betweening)."""
-    if images.ndim != 4 or images.shape[0] < 2:
-        raise InputError("images", tuple(images.shape), "needs a batch of at least two keyframes", "batch 2+ images")
-    u8 = (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8)
-    return Keyframes(
-        images=resize_uint8(u8, height, width),
-        frame_indices=list(frame_indices),
-        source_indices=[None] * len(frame_indices),
-        scores=[{"source": "image"}] * len(frame_indices),
-    )
+def _preview(kf: Keyframes, runtime: Runtime) -> None:
+    if runtime.preview is None:
+        return
+    from .contact_sheet import as_uint8_tensor
+
+    runtime.emit_preview("keyframes", as_uint8_tensor(kf.contact_sheet()))
+
+
+def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, runtime: Runtime, clip_vision=None):
+    """Score every seam's candidates and pick the best: ``(source_indices, scores)`` (seam 0 = reference)."""
+    from .keyframe_scores import clip_embedding
+
+    tl = aligned.timeline
+    n = len(blueprint)
+    ref_small = reference_uint8(reference, blueprint.height, blueprint.width)
+    energy = AudioEnergy(aligned.audio.waveform, aligned.audio.sample_rate, 0.5 / float(blueprint.fps))
+    sources: list[int | None] = [None]
+    scores: list[dict] = [{"source": "reference", "seam_frame": tl.seams[0], "time_s": 0.0}]
+    previous = ref_small
+    denom = max(sum(weights.values()), 1e-9)
+    bar = runtime.progress(len(tl.seams), "keyframes")
+    bar.update(1)
+    with runtime.use_models(*([clip_vision.model] if clip_vision is not None else [])):
+        ref_emb = clip_embedding(clip_vision, ref_small[None])[0] if clip_vision is not None else None
+        for k in range(1, len(tl.seams)):
+            runtime.check_interrupt()
+            lo, hi, centre = candidate_window(blueprint, tl, k, radius)
+            a, b = max(0, lo - 1), min(n, hi + 2)
+            block = blueprint.frames(a, b)
+            cand = block[lo - a : hi - a + 1]
+            idx = torch.arange(lo, hi + 1)
+            before = block[(idx - 1).clamp(min=0) - a]
+            after = block[(idx + 1).clamp(max=n - 1) - a]
+            s = {
+                "identity": identity_clip(clip_vision, cand, ref_emb)
+                if clip_vision is not None
+                else identity_proxy(cand, ref_small),
+                "sharpness": sharpness(cand),
+                "face": face_score(cand, ref_small),
+                "mouth": mouth_score(
+                    energy.score([float(Fraction(int(i)) / blueprint.fps) for i in idx]),
+                    lower_face_motion(cand, before, after),
+                ),
+                "colour": colour_score(cand, ref_small),
+                "centre": 1 - (idx - centre).abs().float() / (max(centre - lo, hi - centre) + 1),
+                "diversity": diversity_score(cand, previous),
+            }
+            total = sum(weights[name] * v for name, v in s.items()) / denom
+            best = int(total.argmax())
+            chosen = lo + best
+            sources.append(chosen)
+            scores.append(
+                {
+                    "source": "blueprint",
+                    "blueprint_index": chosen,
+                    "time_s": float(Fraction(chosen) / blueprint.fps),
+                    "seam_frame": tl.seams[k],
+                    "seam_time_s": float(Fraction(tl.seams[k]) / tl.fps),
+                    "window": [lo, hi],
+                    "identity_method": "clip_vision" if clip_vision is not None else "proxy",
+                    **{name: float(v[best]) for name, v in s.items()},
+                    "total": float(total[best]),
+                    "candidates": [[lo + i, round(float(t), 4)] for i, t in enumerate(total)],
+                    "lifted": False,
+                }
+            )
+            previous = cand[best]
+            bar.update(1)
+    bar.close()
+    return sources, scores

@@ -4,14 +4,17 @@ Supported families, detected from ``config.json`` (``model_type`` / ``architectu
 
 * ``qwen2_5_vl`` - Qwen2.5-VL (image + text)
 * ``qwen2_vl`` - Qwen2-VL (image + text)
-* ``qwen3_vl`` / ``qwen3_vl_moe`` - Qwen3-VL (image + text; needs a transformers that has it)
+* ``qwen3_vl`` / ``qwen3_vl_moe`` - Qwen3-VL (image + text)
 * ``qwen2_5_omni`` / ``qwen2_5_omni_thinker`` - Qwen2.5-Omni: only the *thinker* (the
-  part that reads image/audio/text and writes text) is loaded; the talker and the
-  vocoder of a full Omni folder are skipped
+  part that reads image, audio and text and writes text) is loaded; the talker and the
+  vocoder of a full Omni folder are skipped. The thinker hears real audio: pass
+  :class:`AudioExcerpt` s to :meth:`MLLM.generate` (mono, at :attr:`MLLM.audio_rate` Hz).
 
 Nothing is downloaded (``local_files_only=True``) and no repository code is run
-(no ``trust_remote_code``). :func:`parse_model_json` / :func:`repair_json` read the
-JSON out of a model's reply (prose, code fences and common defects tolerated).
+(no ``trust_remote_code``). Weights load on the CPU in the compute dtype
+(bf16 on CUDA, fp32 on CPU unless told otherwise); callers place the model for a
+call with ``runtime.use_models(mllm.model)``, which offloads it afterwards.
+JSON is read out of replies by :mod:`avatar_cascade.json_repair`.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ import copy
 import hashlib
 import json
 import logging
-import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from .errors import ModelFileError
+from .errors import InputError, ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,32 @@ SUPPORTED = (
 
 
 @dataclass
+class AudioExcerpt:
+    """A stretch of the audio track for a model that hears (Qwen2.5-Omni).
+
+    Attributes:
+        start_s / end_s: where the excerpt sits in the track, seconds.
+        samples: mono float32 samples at the model's :attr:`MLLM.audio_rate` Hz.
+    """
+
+    start_s: float
+    end_s: float
+    samples: np.ndarray
+
+    def label(self) -> str:
+        from .storyline import format_time
+
+        return f"\nAudio {format_time(self.start_s)}-{format_time(self.end_s)}: "
+
+
+@dataclass
 class MLLM:
     """A loaded multimodal LLM and its processor.
 
     Attributes:
         model: the transformers model (for Omni: the thinker only).
-        processor: the matching transformers processor (tokenizer + image processor).
+        processor: the matching transformers processor (tokenizer + image processor, and
+            for Omni the Whisper feature extractor).
         family: one of the FAMILIES values, e.g. "qwen2_5_vl".
         identity: stable id of the weights (family, folder name, hash of config and files).
         accepts_audio: True when the model can also hear audio (Qwen2.5-Omni).
@@ -73,6 +97,20 @@ class MLLM:
     identity: str
     accepts_audio: bool
 
+    @property
+    def audio_rate(self) -> int | None:
+        """Sample rate (Hz) the model hears at (16 kHz for Qwen2.5-Omni); None when it cannot hear."""
+        fe = getattr(self.processor, "feature_extractor", None) if self.accepts_audio else None
+        return int(fe.sampling_rate) if fe is not None else None
+
+    @property
+    def max_audio_s(self) -> float:
+        """Longest single excerpt the feature extractor keeps (longer ones are cut), seconds; 0 when deaf."""
+        fe = getattr(self.processor, "feature_extractor", None) if self.accepts_audio else None
+        if fe is None:
+            return 0.0
+        return float(getattr(fe, "n_samples", 30 * fe.sampling_rate)) / float(fe.sampling_rate)
+
     def _greedy(self, max_new_tokens: int) -> Any:
         """The model's generation config made greedy (sampling knobs cleared, so no warnings)."""
         gen = copy.deepcopy(self.model.generation_config)
@@ -81,6 +119,23 @@ class MLLM:
         gen.max_length = None
         return gen
 
+    def _inputs(self, text: str, image: Any, system: str | None, audio: Sequence[AudioExcerpt]) -> dict:
+        """Chat template + processor: token ids, pixel values and (Omni) audio features."""
+        content: list[dict] = [{"type": "image"}] if image is not None else []
+        for excerpt in audio:
+            content += [{"type": "text", "text": excerpt.label()}, {"type": "audio"}]
+        content.append({"type": "text", "text": "\n" + text if audio else text})
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        messages.append({"role": "user", "content": content})
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        kwargs: dict = {"text": [prompt], "return_tensors": "pt"}
+        if image is not None:
+            kwargs["images"] = [image]
+        if audio:
+            kwargs["audio"] = [np.ascontiguousarray(e.samples, dtype=np.float32) for e in audio]
+            kwargs["sampling_rate"] = self.audio_rate
+        return self.processor(**kwargs)
+
     def generate(
         self,
         messages_text: str,
@@ -88,21 +143,24 @@ class MLLM:
         max_new_tokens: int = 512,
         seed: int = 0,
         system: str | None = None,
+        audio: Sequence[AudioExcerpt] | None = None,
     ) -> tuple[str, dict]:
-        """Answer one user turn (optional PIL image + text) greedily.
+        """Answer one user turn (optional PIL image, optional audio excerpts, text) greedily.
 
         Runs on whatever device the model is on (place it with ``runtime.use_models``).
-        Returns the decoded reply and stats: ``tokens_in``, ``tokens_out``, ``seconds``.
+        ``audio`` is only for models with :attr:`accepts_audio`; each excerpt is
+        preceded by its time label in the turn.
+
+        Returns:
+            The decoded reply and stats: ``tokens_in`` (prompt tokens, image and audio
+            placeholders included), ``audio_tokens``, ``tokens_out``, ``seconds``.
         """
-        content: list[dict] = [{"type": "image"}] if image is not None else []
-        content.append({"type": "text", "text": messages_text})
-        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-        messages.append({"role": "user", "content": content})
-        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        kwargs: dict = {"text": [prompt], "return_tensors": "pt"}
-        if image is not None:
-            kwargs["images"] = [image]
-        inputs = self.processor(**kwargs)
+        audio = list(audio or [])
+        if audio and not self.accepts_audio:
+            raise InputError(
+                "mllm", self.identity, f"{self.family} cannot hear audio", "describe the audio in text instead"
+            )
+        inputs = self._inputs(messages_text, image, system, audio)
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
         inputs = {
@@ -110,7 +168,10 @@ class MLLM:
             for k, v in inputs.items()
             if isinstance(v, torch.Tensor)
         }
-        n_in = int(inputs["input_ids"].shape[1])
+        ids = inputs["input_ids"]
+        n_in = int(ids.shape[1])
+        audio_id = getattr(self.processor, "audio_token_id", None) if audio else None
+        n_audio = int((ids == audio_id).sum()) if audio_id is not None else 0
         t0 = time.perf_counter()
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
@@ -118,8 +179,20 @@ class MLLM:
             out = self.model.generate(**inputs, generation_config=self._greedy(max_new_tokens))
         new = out[:, n_in:]
         text = self.processor.batch_decode(new, skip_special_tokens=True)[0]
-        stats = {"tokens_in": n_in, "tokens_out": int(new.shape[1]), "seconds": time.perf_counter() - t0}
-        log.debug("mllm %s: %d tokens in, %d out, %.2f s", self.identity, n_in, stats["tokens_out"], stats["seconds"])
+        stats = {
+            "tokens_in": n_in,
+            "audio_tokens": n_audio,
+            "tokens_out": int(new.shape[1]),
+            "seconds": time.perf_counter() - t0,
+        }
+        log.debug(
+            "mllm %s: %d tokens in (%d audio), %d out, %.2f s",
+            self.identity,
+            n_in,
+            n_audio,
+            stats["tokens_out"],
+            stats["seconds"],
+        )
         return text, stats
 
 
@@ -168,10 +241,15 @@ def _identity(folder: Path, family: str, weights: list[Path]) -> str:
 def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | None = None) -> MLLM:
     """Load a supported multimodal LLM from a local Hugging Face folder (on CPU).
 
+    The weights stay on the CPU; place them for a call with
+    ``with runtime.use_models(mllm.model): ...`` (ComfyUI's model management inside
+    ComfyUI, a move to ``runtime.device`` and back outside it).
+
     Args:
         folder: the model folder (config.json, *.safetensors, tokenizer and processor files).
         input_name: the node input named in error messages.
-        dtype: weights dtype; None keeps the checkpoint's own dtype.
+        dtype: weights dtype; pass ``runtime.dtype``. None picks the default compute dtype of
+            this machine: bf16 when CUDA is present (fp16 on GPUs without bf16), fp32 on CPU.
 
     Raises:
         ModelFileError: the folder is missing, unsupported, not safetensors, or broken.
@@ -207,14 +285,18 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
             f"has no .safetensors weights{found}",
             "only safetensors are loaded: download the safetensors version of the model",
         )
-    kwargs: dict = {"local_files_only": True, "use_safetensors": True, "dtype": dtype if dtype is not None else "auto"}
-    if model_type == "qwen2_5_omni":  # full Omni folder: build the thinker alone from its sub-config
-        full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True)
-        kwargs["config"] = full.thinker_config
-        kwargs["key_mapping"] = {r"^thinker\.": ""}
+    if dtype is None:
+        from .runtime import default_device, default_dtype
+
+        dtype = default_dtype(default_device())
+    kwargs: dict = {"local_files_only": True, "use_safetensors": True, "dtype": dtype}
     from safetensors import SafetensorError
 
     try:
+        if model_type == "qwen2_5_omni":  # full Omni folder: build the thinker alone from its sub-config
+            full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True)
+            kwargs["config"] = full.thinker_config
+            kwargs["key_mapping"] = {r"^thinker\.": ""}
         model = cls.from_pretrained(folder, **kwargs)
         processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
@@ -226,190 +308,7 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
         ) from exc
     model.eval()
     identity = _identity(folder, family, weights)
-    log.info("loaded MLLM %s (%s)", identity, class_name)
+    log.info("loaded MLLM %s (%s, %s)", identity, class_name, dtype)
     return MLLM(
         model=model, processor=processor, family=family, identity=identity, accepts_audio=family == "qwen2_5_omni"
     )
-
-
-# -- JSON from model replies --------------------------------------------------------------
-
-_BARE = re.compile(r"[^\s{}\[\]:,\"']+")
-_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_LITERALS = {"true": "true", "false": "false", "null": "null", "True": "true", "False": "false", "None": "null"}
-
-
-def _number(word: str) -> str:
-    try:
-        return str(int(word))
-    except ValueError:
-        return json.dumps(float(word))
-
-
-def _read_string(text: str, i: int) -> tuple[str, int]:
-    """Read a '...' or "..." string starting at ``i``; returns (decoded, next index). Closes it at EOF."""
-    quote, out, i = text[i], [], i + 1
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            try:
-                out.append(
-                    json.loads(f'"\\{text[i + 1]}"') if text[i + 1] != "u" else chr(int(text[i + 2 : i + 6], 16))
-                )
-                i += 6 if text[i + 1] == "u" else 2
-            except ValueError:
-                out.append(text[i + 1])
-                i += 2
-            continue
-        if c == quote:
-            return "".join(out), i + 1
-        out.append(c)
-        i += 1
-    return "".join(out), i
-
-
-def repair_json(text: str) -> str:
-    """Fix what small models get wrong in JSON; returns text that ``json.loads`` accepts.
-
-    Handles single-quoted strings, unquoted keys and bare-word values, Python
-    literals (True/None), trailing and missing commas, ``//`` comments, stray or
-    mismatched closers, and truncation (open strings, dangling keys and open
-    brackets are closed).
-    """
-    out: list[str] = []
-    stack: list[list] = []  # [bracket, expecting] with expecting in key/colon/value/comma
-    i, done = 0, False
-
-    def value_start() -> None:
-        if stack and stack[-1][1] == "comma":
-            out.append(",")
-            stack[-1][1] = "key" if stack[-1][0] == "{" else "value"
-        if stack and stack[-1][1] == "colon":
-            out.append(":")
-
-    def value_end() -> None:
-        nonlocal done
-        if stack:
-            stack[-1][1] = "comma"
-        else:
-            done = True
-
-    while i < len(text) and not done:
-        c = text[i]
-        if c.isspace():
-            i += 1
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            i = len(text) if j < 0 else j
-        elif c in "{[":
-            value_start()
-            out.append(c)
-            stack.append([c, "key" if c == "{" else "value"])
-            i += 1
-        elif c in "}]":
-            want = "{" if c == "}" else "["
-            if any(b == want for b, _ in stack):
-                while stack:
-                    b, exp = stack.pop()
-                    if out[-1] == ",":
-                        out.pop()
-                    if exp in ("colon", "value") and b == "{" and out[-1] != "{":
-                        out.append(":null" if exp == "colon" else "null")
-                    out.append("}" if b == "{" else "]")
-                    if b == want:
-                        break
-                value_end()
-            i += 1
-        elif c == ",":
-            if stack and stack[-1][1] == "comma":
-                out.append(",")
-                stack[-1][1] = "key" if stack[-1][0] == "{" else "value"
-            i += 1
-        elif c == ":":
-            if stack and stack[-1][1] == "colon":
-                out.append(":")
-                stack[-1][1] = "value"
-            i += 1
-        else:
-            if c in "\"'":
-                s, i = _read_string(text, i)
-                token = json.dumps(s, ensure_ascii=False)
-            else:
-                m = _BARE.match(text, i)
-                word, i = m.group(0), m.end()
-                is_key = bool(stack) and stack[-1][0] == "{" and stack[-1][1] in ("key", "comma")
-                if is_key:
-                    token = json.dumps(word)
-                else:
-                    token = _LITERALS.get(word) or (_number(word) if _NUMBER.fullmatch(word) else json.dumps(word))
-            if stack and stack[-1][0] == "{" and stack[-1][1] in ("key", "comma"):
-                if stack[-1][1] == "comma":
-                    out.append(",")
-                out.append(token)
-                stack[-1][1] = "colon"
-            else:
-                value_start()
-                out.append(token)
-                if stack and stack[-1][1] == "colon":
-                    stack[-1][1] = "value"
-                value_end()
-    while stack:  # truncated: close what is open
-        b, exp = stack.pop()
-        if out[-1] == ",":
-            out.pop()
-        if b == "{" and exp in ("colon", "value") and out[-1] != "{":
-            out.append(":null" if exp == "colon" else "null")
-        out.append("}" if b == "{" else "]")
-        if stack:
-            stack[-1][1] = "comma"
-    return "".join(out)
-
-
-def _extract(text: str) -> str | None:
-    """The first JSON-looking block: inside a code fence if there is one, balanced if possible."""
-    fence = re.search(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", text, re.S)
-    if fence and re.search(r"[{\[]", fence.group(1)):
-        text = fence.group(1)
-    starts = [p for p in (text.find("{"), text.find("[")) if p >= 0]
-    if not starts:
-        return None
-    start = min(starts)
-    depth, in_str, esc = 0, False, False
-    for j in range(start, len(text)):
-        c = text[j]
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-        elif c in "{[":
-            depth += 1
-        elif c in "}]":
-            depth -= 1
-            if depth == 0:
-                return text[start : j + 1]
-    return text[start:]
-
-
-def parse_model_json(text: str) -> object:
-    """Decode the JSON in a model reply (prose, code fences and common defects tolerated).
-
-    Raises:
-        ValueError: naming what is wrong (no JSON found, or where decoding failed).
-    """
-    block = _extract(text)
-    if block is None:
-        raise ValueError("the reply contains no JSON object")
-    try:
-        return json.loads(block)
-    except json.JSONDecodeError:
-        pass
-    fixed = repair_json(block)
-    try:
-        return json.loads(fixed)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the JSON is invalid at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc

@@ -113,6 +113,9 @@ def main(module_name: str, cases: list[Case]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="run only cases whose name contains this")
     args = ap.parse_args()
+    if module_name == "__main__":  # run with -m: the real name is on the module spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module_name = spec.name if spec is not None else Path(sys.argv[0]).stem
     name = module_name.rsplit(".", 1)[-1].removeprefix("bench_")
     rows = []
     for case in cases:

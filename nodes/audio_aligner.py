@@ -1,4 +1,4 @@
-"""Audio Aligner node: AUDIO -> the frame-exact master timeline."""
+"""Audio Aligner node: AUDIO -> the frame-exact master timeline (+ wav2vec2 features)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from .validation import validate_widgets
 class AvatarCascadeAudioAligner:
     DESCRIPTION = (
         "Owns the timeline every other stage uses: exact frame<->sample mapping, sub-clips of Wan lengths "
-        "(4n+1 frames) sharing one keyframe per seam, each clip's audio range and feature window; "
-        "extracts wav2vec2 features once when an audio encoder is connected."
+        "(4n+1 frames) sharing one keyframe per seam, seams optionally moved into pauses so cuts fall between "
+        "words, each clip's audio range and feature window; extracts wav2vec2 features once for the whole track "
+        "at the video frame rate (or takes ComfyUI's own audio encoder output). Shows the timeline as a picture."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_TIMELINE", "AUDIO")
     RETURN_NAMES = ("timeline", "audio")
     OUTPUT_TOOLTIPS = (
-        "The master timeline (frames, clips, seams, audio windows, features).",
-        "The validated audio, for muxing or other nodes.",
+        "The master timeline (frames, clips, seams, audio windows, per-frame features).",
+        "The checked audio (batch of one, float, loudness-normalised if asked), for muxing or other nodes.",
     )
     FUNCTION = "align"
 
@@ -50,20 +51,90 @@ class AvatarCascadeAudioAligner:
             },
             "optional": {
                 "audio_encoder": ("AVATAR_AUDIO_ENCODER", {"tooltip": "wav2vec2 encoder for lip-sync features."}),
+                "audio_encoder_output": (
+                    "AUDIO_ENCODER_OUTPUT",
+                    {
+                        "tooltip": "Instead of audio_encoder: ComfyUI's Audio Encoder Encode output (wav2vec2) "
+                        "made from the same audio."
+                    },
+                ),
+                "snap_seams_frames": (
+                    "INT",
+                    {
+                        "default": 8,
+                        "min": 0,
+                        "max": 64,
+                        "step": 4,
+                        "tooltip": "Move each seam up to this many frames (in steps of 4, clips stay 4n+1) to the "
+                        "quietest nearby point so cuts fall between words. 0 = fixed grid.",
+                    },
+                ),
+                "max_duration_s": (
+                    "FLOAT",
+                    {
+                        "default": 1800.0,
+                        "min": 1.0,
+                        "max": 36000.0,
+                        "step": 1.0,
+                        "tooltip": "Refuse audio longer than this many seconds (a safety limit for memory and time).",
+                    },
+                ),
+                "loudness_lufs": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": -70.0,
+                        "max": 0.0,
+                        "step": 0.5,
+                        "tooltip": "Normalise the track to this loudness (LUFS, e.g. -23 as InfiniteTalk does) "
+                        "before features and muxing. 0 = leave the level as it is.",
+                    },
+                ),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, fps=None, clip_frames=None, **_):
-        return validate_widgets(fps=fps, clip_frames=clip_frames)
+    def VALIDATE_INPUTS(cls, fps=None, clip_frames=None, snap_seams_frames=None, max_duration_s=None, **_):
+        ok = validate_widgets(fps=fps, clip_frames=clip_frames)
+        if ok is not True:
+            return ok
+        from avatar_cascade.errors import InputError
+        from avatar_cascade.seams import check_snap_tolerance
 
-    def align(self, audio, fps, clip_frames, audio_encoder=None):
+        try:
+            if snap_seams_frames is not None:
+                check_snap_tolerance(int(snap_seams_frames))
+            if max_duration_s is not None and not float(max_duration_s) > 0:
+                raise InputError("max_duration_s", max_duration_s, "must be positive seconds", "use e.g. 1800")
+        except InputError as exc:
+            return str(exc)
+        return True
+
+    def align(
+        self,
+        audio,
+        fps,
+        clip_frames,
+        audio_encoder=None,
+        audio_encoder_output=None,
+        snap_seams_frames=8,
+        max_duration_s=1800.0,
+        loudness_lufs=0.0,
+    ):
         from avatar_cascade.audio_aligner import align_audio
-        from avatar_cascade.media import AudioTrack
 
-        track = AudioTrack.from_comfy(audio, input_name="audio")
-        aligned = align_audio(track, fps, clip_frames, bridge.make_runtime(), audio_encoder=audio_encoder)
-        return (aligned, track.to_comfy())
+        aligned = align_audio(
+            audio,
+            fps,
+            clip_frames,
+            bridge.make_runtime(),
+            audio_encoder=audio_encoder,
+            audio_encoder_output=audio_encoder_output,
+            snap_seams_frames=int(snap_seams_frames),
+            max_duration_s=float(max_duration_s),
+            loudness_lufs=float(loudness_lufs) if loudness_lufs else None,
+        )
+        return (aligned, aligned.audio.to_comfy())
 
 
 NODE_CLASS_MAPPINGS = {"AvatarCascadeAudioAligner": AvatarCascadeAudioAligner}

@@ -154,11 +154,24 @@ def patcher_for(module: torch.nn.Module):
     return patcher
 
 
+def compute_device() -> torch.device:
+    """The device models compute on: ComfyUI's torch device, else CUDA when present, else CPU."""
+    if HAS_COMFY:
+        return mm.get_torch_device()
+    from avatar_cascade.runtime import default_device
+
+    return default_device()
+
+
 @contextlib.contextmanager
 def _comfy_model_loader(modules: list[torch.nn.Module]):
-    patchers = [patcher_for(m) for m in modules]
+    from avatar_cascade.models.dit_runtime import is_group_offloaded
+
+    # Group-offloaded DiTs (the DiT loader's low-VRAM modes) place their own blocks: not ComfyUI's to move.
+    patchers = [patcher_for(m) for m in modules if not is_group_offloaded(m)]
     # Our modules are plain torch layers: load them fully (partial lowvram loading needs comfy.ops layers).
-    mm.load_models_gpu(patchers, force_full_load=True)
+    if patchers:
+        mm.load_models_gpu(patchers, force_full_load=True)
     yield
 
 

@@ -9,8 +9,10 @@ class AvatarCascadeDirector:
     DESCRIPTION = (
         "Reads the reference image, the audio and your instruction with a local multimodal LLM and writes "
         "the storyline: a global description and one shot per sub-clip (emotion, expression, action, "
-        "camera, positive and negative prompt). Timed instructions such as 'smile at 0:30' win over the "
-        "model; without a model, or when its output cannot be repaired, a rule-based plan fills in."
+        "camera, positive and negative prompt). Qwen2.5-Omni hears the audio itself (up to 30 s per pass); "
+        "Qwen2.5-VL / Qwen3-VL read what was measured in it (duration, loudness contour, pauses). Timed "
+        "instructions such as 'smile at 0:30' win over the model; without a model, or when its output cannot "
+        "be repaired, a rule-based plan fills in."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_STORYLINE", "STRING")
@@ -32,8 +34,10 @@ class AvatarCascadeDirector:
                     {
                         "multiline": True,
                         "default": "A presenter talks warmly to the camera.",
-                        "tooltip": "What should happen. Timed cues like 'smile at 0:30' or "
-                        "'look left during 0:10-0:20' are applied exactly.",
+                        "tooltip": "What should happen. Timed cues with a real time ('smile at 0:30', 'wave at "
+                        "45s', 'look left during 0:10-0:20') are applied exactly to the shots at that time; a bare "
+                        "number ('look at 2 people') is not a time, and landmarks like 'during the chorus' are not "
+                        "located (they stay part of the general instruction).",
                     },
                 ),
                 "seed": (
@@ -47,7 +51,13 @@ class AvatarCascadeDirector:
                 ),
                 "max_new_tokens": (
                     "INT",
-                    {"default": 512, "min": 64, "max": 8192, "tooltip": "Token budget of each Director pass."},
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 8192,
+                        "tooltip": "Tokens the model may write in the global pass. A shot pass (16 shots) may "
+                        "write max(this, 96 per shot) = 1536 tokens by default.",
+                    },
                 ),
             },
             "optional": {"mllm": ("AVATAR_MLLM", {"tooltip": "Director model; leave empty for the rule-based plan."})},

@@ -33,9 +33,13 @@ DEMO_MODELS = {
     "text_encoder": "avatar_cascade_tiny_umt5.safetensors",
     "audio_encoder": "avatar_cascade_tiny_wav2vec2.safetensors",
     "mllm": "avatar-cascade-tiny-qwen25-vl",
+    "audio_adapter": "avatar_cascade_tiny_infinitetalk.safetensors",
 }
 SAMPLE_IMAGE = "avatar_cascade_sample_portrait.png"
 SAMPLE_AUDIO = "avatar_cascade_sample_speech.flac"
+KEYFRAME_WEIGHTS = (
+    '{"identity": 1.0, "sharpness": 0.5, "face": 0.5, "mouth": 0.5, "colour": 0.5, "centre": 0.25, "diversity": 0.25}'
+)
 
 
 def demo_graph() -> dict:
@@ -43,7 +47,16 @@ def demo_graph() -> dict:
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": SAMPLE_IMAGE}, "_meta": {"title": "Reference image"}},
         "2": {"class_type": "LoadAudio", "inputs": {"audio": SAMPLE_AUDIO}, "_meta": {"title": "Speech"}},
-        "3": {"class_type": "AvatarCascadeDiTLoader", "inputs": {"dit_name": DEMO_MODELS["dit"]}},
+        "3": {
+            "class_type": "AvatarCascadeDiTLoader",
+            "inputs": {
+                "dit_name": DEMO_MODELS["dit"],
+                "low_noise_dit_name": "none",
+                "boundary": 0.9,
+                "attention": "auto",
+                "offload": "none",
+            },
+        },
         "4": {"class_type": "AvatarCascadeVAELoader", "inputs": {"vae_name": DEMO_MODELS["vae"]}},
         "5": {
             "class_type": "AvatarCascadeTextEncoderLoader",
@@ -54,9 +67,22 @@ def demo_graph() -> dict:
             "inputs": {"audio_encoder_name": DEMO_MODELS["audio_encoder"]},
         },
         "7": {"class_type": "AvatarCascadeMLLMLoader", "inputs": {"mllm_name": DEMO_MODELS["mllm"]}},
+        "14": {
+            "class_type": "AvatarCascadeAudioAdapterLoader",
+            "inputs": {"dit": ["3", 0], "adapter_name": DEMO_MODELS["audio_adapter"], "strength": 1.0},
+            "_meta": {"title": "Lip-sync adapter (InfiniteTalk layout)"},
+        },
         "8": {
             "class_type": "AvatarCascadeAudioAligner",
-            "inputs": {"audio": ["2", 0], "fps": 16.0, "clip_frames": 17, "audio_encoder": ["6", 0]},
+            "inputs": {
+                "audio": ["2", 0],
+                "fps": 16.0,
+                "clip_frames": 17,
+                "audio_encoder": ["6", 0],
+                "snap_seams_frames": 4,
+                "max_duration_s": 1800.0,
+                "loudness_lufs": 0.0,
+            },
         },
         "9": {
             "class_type": "AvatarCascadeDirector",
@@ -72,7 +98,7 @@ def demo_graph() -> dict:
         "10": {
             "class_type": "AvatarCascadeBlueprintSampler",
             "inputs": {
-                "dit": ["3", 0],
+                "dit": ["14", 0],
                 "vae": ["4", 0],
                 "text_encoder": ["5", 0],
                 "image": ["1", 0],
@@ -82,11 +108,17 @@ def demo_graph() -> dict:
                 "height": 32,
                 "blueprint_fps": 8.0,
                 "window_frames": 17,
+                "overlap_frames": 1,
+                "reanchor": 0.5,
+                "prompt_mode": "majority",
                 "steps": 4,
                 "guidance": 3.0,
                 "shift": 3.0,
                 "scheduler": "unipc",
                 "seed": 0,
+                "work_folder": "demo",
+                "guidance_low_noise": -1.0,
+                "audio_guidance": 4.0,
             },
         },
         "11": {
@@ -99,12 +131,17 @@ def demo_graph() -> dict:
                 "height": 64,
                 "search_radius_s": 0.25,
                 "colour_match": 1.0,
+                "weights": KEYFRAME_WEIGHTS,
+                "lift_denoise": 0.0,
+                "lift_steps": 4,
+                "seed": 0,
+                "work_folder": "demo",
             },
         },
         "12": {
             "class_type": "AvatarCascadeFLFRefiner",
             "inputs": {
-                "dit": ["3", 0],
+                "dit": ["14", 0],
                 "vae": ["4", 0],
                 "text_encoder": ["5", 0],
                 "keyframes": ["11", 0],
@@ -116,12 +153,28 @@ def demo_graph() -> dict:
                 "scheduler": "unipc",
                 "seed": 0,
                 "batch_size": 2,
+                "negative_frame_strength": 0.0,
+                "reroll": "",
                 "cache_folder": "demo_clips",
+                "guidance_low_noise": -1.0,
+                "audio_guidance": 4.0,
+                "devices": "auto",
             },
         },
         "13": {
             "class_type": "AvatarCascadeClipStitcher",
-            "inputs": {"clips": ["12", 0], "timeline": ["8", 0], "filename_prefix": "avatar_cascade/demo", "crf": 23},
+            "inputs": {
+                "clips": ["12", 0],
+                "timeline": ["8", 0],
+                "filename_prefix": "avatar_cascade/demo",
+                "crf": 23,
+                "codec": "h264",
+                "pix_fmt": "yuv420p",
+                "colour_match": 1.0,
+                "crossfade": True,
+                "double_fps": False,
+                "max_image_frames": 300,
+            },
         },
     }
 
@@ -133,6 +186,7 @@ MODEL_FOLDERS = {
     "text_encoder": "text_encoders",
     "audio_encoder": "audio_encoders",
     "mllm": "LLM",
+    "audio_adapter": "model_patches",
 }
 
 

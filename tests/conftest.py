@@ -11,6 +11,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Tiny models are latency-bound: one intra-op thread is faster and deterministic, and avoids
+# oversubscribing small (2-core) CI machines.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 

@@ -21,6 +21,7 @@ FOLDERS = {
     "text_encoder": "text_encoders",
     "audio_encoder": "audio_encoders",
     "mllm": "LLM",
+    "audio_adapter": "model_patches",
 }
 HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.tiny_mllm") is not None
 
@@ -37,7 +38,9 @@ def _files(root):
 
 def test_roles_point_at_files_in_comfyui_folders(written):
     root, names = written
-    expected = {"dit", "vae", "text_encoder", "audio_encoder"} | ({"mllm"} if HAS_MLLM_WRITER else set())
+    expected = {"dit", "vae", "text_encoder", "audio_encoder", "audio_adapter"} | (
+        {"mllm"} if HAS_MLLM_WRITER else set()
+    )
     assert set(names) == expected
     for role, name in names.items():
         assert (root / FOLDERS[role] / name).exists(), role

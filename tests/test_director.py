@@ -1,4 +1,5 @@
-"""MLLM Director: a real tiny Qwen2.5-VL end to end, and scripted replies for the parsing paths."""
+"""MLLM Director: real tiny Qwen2.5-VL / Qwen3-VL / Qwen2.5-Omni models end to end, and scripted
+replies (a labelled stand-in) for the parsing, repair, retry, fallback and audio-excerpt paths."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from avatar_cascade.director import direct, parse_model_json, repair_json, summarize_audio
+from avatar_cascade.director_audio import excerpt_spans
 from avatar_cascade.errors import InputError, Interrupted, ModelFileError
 from avatar_cascade.mllm import load_mllm
 from avatar_cascade.runtime import Progress, Runtime
 from avatar_cascade.storyline import Storyline
 from avatar_cascade.timeline import plan_timeline
-from avatar_cascade.tiny_mllm import write_tiny_qwen25_omni, write_tiny_qwen25_vl
+from avatar_cascade.tiny_mllm import (
+    write_tiny_qwen3_vl,
+    write_tiny_qwen25_omni,
+    write_tiny_qwen25_omni_thinker,
+    write_tiny_qwen25_vl,
+)
 
 SR = 16000
 GLOBAL = (
@@ -34,13 +42,16 @@ class ScriptedMLLM:
     """
 
     family, identity, accepts_audio, model = "scripted", "scripted-test-stand-in", False, None
+    audio_rate, max_audio_s = None, 0.0
 
-    def __init__(self, replies):
+    def __init__(self, replies, hears: bool = False):
         self.replies = replies
         self.calls: list[dict] = []
+        if hears:  # pretend to be a model that hears, at Qwen2.5-Omni's 16 kHz and 30 s per excerpt
+            self.accepts_audio, self.audio_rate, self.max_audio_s = True, 16000, 30.0
 
-    def generate(self, messages_text, image=None, max_new_tokens=512, seed=0, system=None):
-        self.calls.append({"prompt": messages_text, "image": image, "max_new_tokens": max_new_tokens})
+    def generate(self, messages_text, image=None, max_new_tokens=512, seed=0, system=None, audio=None):
+        self.calls.append({"prompt": messages_text, "image": image, "max_new_tokens": max_new_tokens, "audio": audio})
         reply = self.replies(messages_text) if callable(self.replies) else self.replies[len(self.calls) - 1]
         return reply, {"tokens_in": len(messages_text), "tokens_out": len(reply)}
 
@@ -63,15 +74,15 @@ def good_shots(prompt: str, drop: tuple[str, ...] = ()) -> str:
     return json.dumps({"shots": [{k: v for k, v in s.items() if k not in drop} for s in shots]})
 
 
-def scripted(shots=good_shots, global_reply=GLOBAL):
-    return ScriptedMLLM(lambda p: shots(p) if "Plan shots" in p else global_reply)
+def scripted(shots=good_shots, global_reply=GLOBAL, hears=False):
+    return ScriptedMLLM(lambda p: shots(p) if "Plan shots" in p else global_reply, hears=hears)
 
 
-def run(mllm, seconds=9.0, instruction="talk warmly", **kw):
-    tl = plan_timeline(int(seconds * SR), SR, 25, 81)
-    wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * 0.05)[None]
+def run(mllm, seconds=9.0, instruction="talk warmly", sr=SR, **kw):
+    tl = plan_timeline(int(seconds * sr), sr, 25, 81)
+    wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * (0.05 * SR / sr))[None]
     story = direct(
-        mllm, torch.rand(32, 24, 3), wav, SR, instruction, tl, Runtime(torch.device("cpu"), show_progress=False), **kw
+        mllm, torch.rand(32, 24, 3), wav, sr, instruction, tl, Runtime(torch.device("cpu"), show_progress=False), **kw
     )
     return story, tl
 
@@ -115,21 +126,6 @@ def test_real_generate_with_image_is_deterministic(tiny):
     assert a == b and stats["tokens_out"] == 12 and stats["tokens_in"] > 4
 
 
-def test_real_model_garbage_falls_back_to_rules_for_named_shots(tiny, monkeypatch):
-    replies = []
-
-    def recording(*args, **kwargs):
-        replies.append(type(tiny).generate(tiny, *args, **kwargs)[0])
-        return replies[-1], {}
-
-    monkeypatch.setattr(tiny, "generate", recording)
-    story, tl = run(tiny, seconds=5.0, max_new_tokens=16, tokens_per_shot=8)  # 2 sub-clips
-    assert len(replies) == 4  # global pass and shot pass, each retried once
-    assert_covers(story, tl)
-    assert all(s.source == "rules" for s in story.shots)
-    assert any("shots 0-1 were planned by rules" in w for w in story.warnings), story.warnings
-
-
 def test_unsupported_or_broken_folders_raise_model_file_error(tmp_path, tiny_folder):
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text('{"model_type": "llama"}')
@@ -168,6 +164,78 @@ def test_full_omni_folder_loads_the_thinker_only(tmp_path):
     assert got.keys() == expected.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
     text, stats = m.generate("Plan the video.", Image.new("RGB", (40, 30)), 6, seed=0, system="Director.")
     assert stats["tokens_out"] == 6 and isinstance(text, str)
+
+
+@pytest.fixture(scope="module")
+def omni(tmp_path_factory):
+    folder = write_tiny_qwen25_omni_thinker(tmp_path_factory.mktemp("tiny_omni_thinker"), seed=0)
+    return load_mllm(folder)
+
+
+def test_thinker_only_omni_folder_hears_the_real_audio(omni):
+    from avatar_cascade.mllm import AudioExcerpt
+
+    config = json.loads(Path(omni.model.name_or_path, "config.json").read_text())
+    assert config["model_type"] == "qwen2_5_omni_thinker"
+    assert type(omni.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    assert omni.family == "qwen2_5_omni" and omni.accepts_audio and omni.audio_rate == 16000
+    assert omni.max_audio_s == 30.0 and omni.model.dtype == torch.float32  # fp32 on a CPU machine
+    voice = AudioExcerpt(0.0, 3.0, 0.1 * np.sin(np.arange(3 * 16000) * 0.05).astype(np.float32))
+    inputs = omni._inputs("Plan the video.", None, "Director.", [voice])
+    assert tuple(inputs["input_features"].shape) == (1, 16, 3000)  # Whisper mel frames of the 30 s window
+    assert int(inputs["feature_attention_mask"].sum()) == 300  # 3 s of real audio at 100 frames/s
+    heard = []
+    hook = omni.model.model.audio_tower.register_forward_hook(lambda mod, args, out: heard.append(args[0].shape))
+    try:
+        _, deaf = omni.generate("Plan the video.", None, 2, seed=0, system="Director.")
+        assert heard == []
+        _, hearing = omni.generate("Plan the video.", None, 2, seed=0, system="Director.", audio=[voice])
+    finally:
+        hook.remove()
+    assert heard, "the audio encoder never ran"
+    assert hearing["audio_tokens"] == 75  # 3 s -> 300 mel frames -> 150 -> 75 audio tokens
+    assert hearing["tokens_in"] >= deaf["tokens_in"] + 75 and deaf["audio_tokens"] == 0
+
+
+def test_deaf_model_refuses_audio(tiny):
+    from avatar_cascade.mllm import AudioExcerpt
+
+    with pytest.raises(InputError, match="cannot hear audio"):
+        tiny.generate("x", None, 1, audio=[AudioExcerpt(0.0, 1.0, np.zeros(16000, np.float32))])
+
+
+def test_same_seed_gives_the_same_storyline_from_a_real_model_that_hears(omni, monkeypatch):
+    calls = []
+
+    def recording(*args, **kwargs):
+        text, stats = type(omni).generate(omni, *args, **kwargs)
+        calls.append((text, stats["tokens_in"], stats["audio_tokens"]))
+        return text, stats
+
+    monkeypatch.setattr(omni, "generate", recording)
+    kw = {"seconds": 5.0, "seed": 7, "max_new_tokens": 3, "tokens_per_shot": 1, "instruction": "calm, nod at 0:04"}
+    first, tl = run(omni, **kw)
+    first_calls, calls[:] = list(calls), []
+    second, _ = run(omni, **kw)
+    assert second.to_json() == first.to_json()
+    assert calls == first_calls and len(calls) == 4  # global and shot pass, each retried once, same replies
+    assert all(audio == 125 for _, _, audio in calls)  # every pass heard the 5 s track (25 tokens per second)
+    assert_covers(first, tl)
+    assert [s.source for s in first.shots] == ["rules", "artist"]  # gibberish replies -> rules, then the cue
+    assert any("shots 0-1 were planned by rules" in w for w in first.warnings), first.warnings
+
+
+def test_qwen3_vl_folder_loads_and_generates(tmp_path):
+    from PIL import Image
+
+    folder = write_tiny_qwen3_vl(tmp_path / "qwen3_vl", seed=0)
+    m = load_mllm(folder, dtype=torch.bfloat16)
+    assert type(m.model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert m.family == "qwen3_vl" and not m.accepts_audio and m.model.dtype == torch.bfloat16
+    img = Image.new("RGB", (40, 30), (10, 200, 30))
+    a, stats = m.generate("Describe the person as JSON.", img, 4, seed=1, system="You are a director.")
+    b, _ = m.generate("Describe the person as JSON.", img, 4, seed=1, system="You are a director.")
+    assert a == b and stats["tokens_out"] == 4 and stats["tokens_in"] > 4
 
 
 # -- JSON helpers -----------------------------------------------------------------
@@ -351,3 +419,47 @@ def test_audio_summary_finds_loudness_and_pauses():
     assert s.clip_db[0] == pytest.approx(20 * math.log10(0.3 / math.sqrt(2)), abs=0.5)
     assert s.clip_db[2] < s.clip_db[0] - 20
     assert "1 pauses: 0:04.0-0:05.0" in s.describe(tl)
+
+
+# -- what a model that hears gets ------------------------------------------------------
+
+
+def test_excerpt_spans_stay_within_the_budget():
+    assert excerpt_spans([(0.0, 9.0)], 30.0, 30.0) == [(0.0, 9.0)]
+    assert excerpt_spans([(0.0, 50.0)], 60.0, 30.0) == [(0.0, 25.0), (25.0, 50.0)]  # pieces the extractor keeps
+    assert excerpt_spans([(0.0, 600.0)], 30.0, 30.0, parts_if_long=3) == [(95.0, 105.0), (295.0, 305.0), (495.0, 505.0)]
+    shots = [(3.2 * i, 3.2 * (i + 1)) for i in range(16)]
+    got = excerpt_spans(shots, 32.0, 30.0)
+    assert len(got) == 16 and all(a >= p and b <= q for (a, b), (p, q) in zip(got, shots, strict=True))
+    assert sum(b - a for a, b in got) == pytest.approx(32.0)
+    assert excerpt_spans(shots, 0.0, 30.0) == [] and excerpt_spans(shots, 30.0, 0.0) == []
+
+
+def test_a_model_that_hears_gets_16khz_excerpts_of_each_pass():
+    m = scripted(hears=True)
+    run(m, seconds=9.0, sr=48000, shots_per_batch=2)  # 3 sub-clips -> global + 2 shot passes
+    glob, first, second = m.calls
+    assert [(e.start_s, e.end_s) for e in glob["audio"]] == [(0.0, 9.0)]
+    assert glob["audio"][0].samples.dtype == np.float32 and len(glob["audio"][0].samples) == 9 * 16000
+    assert first["audio"][0].start_s == 0.0 and first["audio"][-1].end_s == pytest.approx(6.44)  # to frame 161
+    assert second["audio"][0].start_s == pytest.approx(6.4) and second["audio"][-1].end_s == pytest.approx(9.0)
+    assert "You also hear the audio itself" in glob["prompt"] and "You also hear" in first["prompt"]
+    deaf = scripted()
+    run(deaf, seconds=9.0)
+    assert all(c["audio"] is None for c in deaf.calls) and "You also hear" not in deaf.calls[0]["prompt"]
+    muted = scripted(hears=True)
+    run(muted, seconds=9.0, audio_seconds=0)
+    assert all(c["audio"] is None for c in muted.calls)
+
+
+def test_long_audio_is_heard_in_bounded_excerpts():
+    m = scripted(hears=True)
+    tl = plan_timeline(10 * 60 * SR, SR, 25, 81)  # 10 minutes, 186 sub-clips
+    wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * 0.05)[None]
+    direct(m, torch.rand(16, 16, 3), wav, SR, "", tl, Runtime(torch.device("cpu"), show_progress=False))
+    glob = m.calls[0]["audio"]
+    assert len(glob) == 3 and all(e.end_s - e.start_s == pytest.approx(10.0) for e in glob)
+    assert glob[0].start_s > 0 and glob[-1].end_s < 600  # one from each third, centred
+    for call in m.calls[1:]:
+        assert sum(e.end_s - e.start_s for e in call["audio"]) <= 30.0 + 1e-6
+    assert len(m.calls[1]["audio"]) == 16  # 16 shots of 3.24 s exceed 30 s: one excerpt per shot

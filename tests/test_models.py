@@ -140,6 +140,111 @@ def test_dequantize_leaves_plain_files_alone():
     assert dequantize(sd, torch.float32) is sd
 
 
+def _tiny_dit_file(tmp_path, tiny_dit_diffusers, name="dit.safetensors", seed=None):
+    if seed is None:
+        return _save(tmp_path / name, W.to_original_layout(tiny_dit_diffusers))
+    from avatar_cascade.demo_models import tiny_dit_state_dict
+
+    return _save(tmp_path / name, tiny_dit_state_dict(seed))
+
+
+def test_wan22_expert_pair_loads_as_one_handle(tmp_path, tiny_dit_diffusers):
+    high = _tiny_dit_file(tmp_path, tiny_dit_diffusers, "high_noise.safetensors")
+    low = _tiny_dit_file(tmp_path, tiny_dit_diffusers, "low_noise.safetensors", seed=1)
+    pair = W.load_wan_experts(high, low, boundary_ratio=0.875)
+    assert pair.transformer is not pair.transformer_2 and pair.boundary_ratio == 0.875
+    assert [name for name, _ in pair.experts()] == ["high_noise", "low_noise"]
+    assert pair.expert_at(875.0)[0] == "high_noise" and pair.expert_at(874.0)[0] == "low_noise"
+    assert pair.modules() == [pair.transformer, pair.transformer_2]
+    single = W.load_wan_dit(high)
+    assert single.expert_at(0.0) == ("all", single.transformer) and single.modules() == [single.transformer]
+    assert pair.cache_identity() != single.cache_identity()
+    import dataclasses
+
+    assert dataclasses.replace(pair, boundary_ratio=0.9).cache_identity() != pair.cache_identity()
+    assert dataclasses.replace(pair, attention="sage").cache_identity() == pair.cache_identity()
+
+
+def test_expert_pair_of_different_shapes_is_refused(tmp_path, tiny_dit_diffusers):
+    from diffusers import WanTransformer3DModel
+
+    high = _tiny_dit_file(tmp_path, tiny_dit_diffusers)
+    flf = WanTransformer3DModel.from_config(W.load_bundled_config("avatar-cascade-tiny-wan-flf2v"))
+    other = _save(tmp_path / "flf.safetensors", W.to_original_layout(flf.state_dict()))
+    with pytest.raises(ModelFileError, match="low_noise_dit_name.*does not have the shape"):
+        W.load_wan_experts(high, other)
+    from avatar_cascade.errors import InputError
+
+    with pytest.raises(InputError, match="boundary"):
+        W.load_wan_experts(high, high, boundary_ratio=1.5)
+
+
+def test_attention_choice_resolves_per_device(monkeypatch):
+    from avatar_cascade.errors import InputError
+    from avatar_cascade.models import dit_runtime as R
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert all(R.resolve_attention(a, cpu) == "sdpa" for a in R.ATTENTION_CHOICES)
+    monkeypatch.setattr(R, "_installed", lambda package: False)
+    assert R.resolve_attention("auto", cuda) == "sdpa"
+    with pytest.raises(InputError, match="attention = 'flash'.*flash_attn"):
+        R.resolve_attention("flash", cuda)
+    monkeypatch.setattr(R, "_installed", lambda package: package == "flash_attn")
+    assert R.resolve_attention("auto", cuda) == "flash"
+    with pytest.raises(InputError, match="sageattention"):
+        R.resolve_attention("sage", cuda)
+    with pytest.raises(InputError, match="offload"):
+        R.check_offload("disk")
+
+
+def test_group_offloading_keeps_results_and_loras(tmp_path, tiny_dit_diffusers):
+    """diffusers group offloading (CPU onload device here) gives the same output, also after a LoRA is added."""
+    from avatar_cascade.models import dit_runtime as R
+    from avatar_cascade.models.lora import apply_loras, lora_spec
+
+    path = _tiny_dit_file(tmp_path, tiny_dit_diffusers)
+    x, text, t = torch.randn(1, 36, 5, 8, 8), torch.randn(1, 24, 32), torch.tensor([500])
+    plain, offloaded = W.load_wan_dit(path), W.load_wan_dit(path)
+    assert R.configure_dit(offloaded, offload="block", device=torch.device("cpu")).offload == "block"
+    assert not R.is_group_offloaded(offloaded.transformer)  # CPU: recorded, not applied
+    offloaded.transformer.enable_group_offload(torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
+    assert R.is_group_offloaded(offloaded.transformer)
+    g = torch.Generator().manual_seed(0)
+    lora = {}
+    for k, v in W.to_original_layout(tiny_dit_diffusers).items():
+        if k.startswith("blocks.") and k.endswith(".weight") and v.ndim == 2:
+            lora[f"diffusion_model.{k[:-7]}.lora_A.weight"] = torch.randn(2, v.shape[1], generator=g) * 0.1
+            lora[f"diffusion_model.{k[:-7]}.lora_B.weight"] = torch.randn(v.shape[0], 2, generator=g) * 0.1
+    spec = lora_spec(_save(tmp_path / "lora.safetensors", lora), 0.7)
+    outs = []
+    for dit in (plain, offloaded):
+        with torch.no_grad():
+            base = dit.transformer(x, t, text, return_dict=False)[0]
+            apply_loras(dit, [spec])
+            outs.append((base, dit.transformer(x, t, text, return_dict=False)[0]))
+    assert R.is_group_offloaded(offloaded.transformer)
+    torch.testing.assert_close(outs[1][0], outs[0][0])
+    torch.testing.assert_close(outs[1][1], outs[0][1])
+    assert (outs[0][1] - outs[0][0]).abs().max() > 1e-3
+
+
+def test_dit_loader_node_options(tmp_path, tiny_dit_diffusers, monkeypatch):
+    from nodes import NODE_CLASS_MAPPINGS
+
+    monkeypatch.setenv("AVATAR_CASCADE_MODELS", str(tmp_path / "models"))
+    folder = tmp_path / "models" / "diffusion_models"
+    _tiny_dit_file(folder, tiny_dit_diffusers, "wan_high.safetensors")
+    _tiny_dit_file(folder, tiny_dit_diffusers, "wan_low.safetensors", seed=1)
+    node = NODE_CLASS_MAPPINGS["AvatarCascadeDiTLoader"]
+    optional = node.INPUT_TYPES()["optional"]
+    assert optional["low_noise_dit_name"][0] == ["none", "wan_high.safetensors", "wan_low.safetensors"]
+    (single,) = node().load("wan_high.safetensors")
+    assert single.transformer_2 is None and single.attention == "auto" and single.offload == "none"
+    (pair,) = node().load("wan_high.safetensors", "wan_low.safetensors", 0.875, "sdpa", "block")
+    assert pair.transformer_2 is not None and pair.boundary_ratio == 0.875
+    assert (pair.attention, pair.offload) == ("sdpa", "block")
+
+
 # ---------------------------------------------------------------- VAE
 
 

@@ -6,16 +6,10 @@ import json
 
 import pytest
 
+from avatar_cascade.artist_cues import apply_artist_instructions, parse_timed_instructions, strip_timed_instructions
 from avatar_cascade.errors import InputError
-from avatar_cascade.storyline import (
-    FIELD_MAX_CHARS,
-    Storyline,
-    apply_artist_instructions,
-    format_indices,
-    parse_timed_instructions,
-    rule_based_storyline,
-    strip_timed_instructions,
-)
+from avatar_cascade.storyline import FIELD_MAX_CHARS, Storyline, format_indices
+from avatar_cascade.storyline_rules import rule_based_storyline
 from avatar_cascade.timeline import plan_timeline
 
 SR = 16000
@@ -151,6 +145,34 @@ def test_parse_timed_instructions():
         (12.5, 14.0, "Nod"),
     ]
     assert strip_timed_instructions("Be warm. Smile at 0:30, speak slowly") == "Be warm, speak slowly"
+
+
+@pytest.mark.parametrize(
+    ("instruction", "expected"),
+    [
+        ("look at 2 people", []),  # a bare number is not a time
+        ("smile at 2", []),
+        ("between 2 and 3 people", []),
+        ("look at 2s", [(2.0, None, "look")]),
+        ("look at 0:02", [(2.0, None, "look")]),
+        ("wave @ 30 sec", [(30.0, None, "wave")]),
+        ("nod between 10 and 20 seconds", [(10.0, 20.0, "nod")]),
+        ("smile at 0:02 - 0:04", [(2.0, 4.0, "smile")]),
+        ("at 1:02:03.5 bow", [(3723.5, None, "bow")]),
+    ],
+)
+def test_only_time_like_tokens_make_a_cue(instruction, expected):
+    assert [(t.start_s, t.end_s, t.text) for t in parse_timed_instructions(instruction)] == expected
+
+
+def test_landmarks_without_times_stay_in_the_general_instruction():
+    text = "Raise both arms during the chorus, look at 2 people, smile at 0:04"
+    assert [t.text for t in parse_timed_instructions(text)] == ["smile"]
+    assert strip_timed_instructions(text) == "Raise both arms during the chorus, look at 2 people"
+    tl = _timeline(12)
+    story = apply_artist_instructions(rule_based_storyline(text, tl, None), text, tl)
+    assert [s.source for s in story.shots] == ["rules", "artist", "rules", "rules"]
+    assert "during the chorus" in story.scene and "look at 2 people" in story.scene
 
 
 def test_smile_at_30s_lands_on_the_shot_covering_30s():

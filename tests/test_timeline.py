@@ -1,26 +1,52 @@
-"""The master timeline: exact tiling of frames and samples at any length and rate."""
+"""The master timeline: exact tiling of frames and samples at any length and rate, with seam
+snapping and blending overlap."""
 
 from fractions import Fraction
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avatar_cascade.errors import InputError
-from avatar_cascade.timeline import Timeline, frame_to_sample, parse_fps, plan_timeline
+from avatar_cascade.seams import snap_seams
+from avatar_cascade.timeline import Timeline, frame_to_sample, nominal_clip_starts, parse_fps, plan_timeline
 
 FPS = [Fraction(16), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(48)]
 RATES = [8000, 16000, 22050, 44100, 48000, 96000, 192000]
 
 
-def check_invariants(tl: Timeline) -> None:
+def _count_cover(starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """How many of the inclusive ranges ``[starts[i], ends[i]]`` hold each frame ``0..length-1``."""
+    diff = np.zeros(length + 1, np.int64)
+    np.add.at(diff, starts, 1)
+    np.add.at(diff, ends + 1, -1)
+    return np.cumsum(diff)[:length]
+
+
+def check_invariants(tl: Timeline, snapped: bool = False) -> None:
     clips = tl.clips
     # Clips tile the frames, sharing exactly one seam frame between neighbours.
     assert clips[0].frame_start == 0
     for a, b in zip(clips, clips[1:]):
         assert b.frame_start == a.frame_end
     assert all((c.num_frames - 1) % 4 == 0 and c.num_frames >= 5 for c in clips)
-    assert all(c.num_frames == tl.clip_frames for c in clips[:-1])
+    assert all((c.render_frames - 1) % 4 == 0 for c in clips)
+    if not snapped:
+        assert all(c.num_frames == tl.clip_frames for c in clips[:-1])
+    else:  # snapping keeps the clip count and moves each seam at most the tolerance
+        assert len(tl.seams) == len(tl.nominal_seams)
+        assert all(abs(a - b) <= tl.snap_tolerance_frames for a, b in zip(tl.seams[:-1], tl.nominal_seams[:-1]))
+    # Rendered ranges: only the declared seam and overlap frames are rendered by more than one clip.
+    starts = np.array([c.render_start for c in clips])
+    ends = np.array([c.render_end for c in clips])
+    cover = _count_cover(starts, ends, tl.padded_frames)
+    declared = _count_cover(starts[1:], ends[:-1], tl.padded_frames) > 0  # [render_start_k, render_end_(k-1)]
+    assert all(c.overlap_before == min(tl.overlap_frames, c.frame_start) for c in clips[1:])
+    assert np.array_equal(cover > 1, declared)
+    assert (cover >= 1).all()
+    assert clips[0].render_start == 0 and clips[-1].render_end == tl.padded_frames - 1
     # The rendered frames cover the audio, with less than one clip-rounding (4 frames) of tail.
     assert tl.padded_frames >= tl.num_frames
     assert tl.padded_frames - tl.num_frames < 4 or len(clips) == 1
@@ -29,9 +55,12 @@ def check_invariants(tl: Timeline) -> None:
     for a, b in zip(clips, clips[1:]):
         assert a.sample_range[1] == b.sample_range[0]
     assert clips[-1].sample_range[1] == tl.num_samples
-    # Feature windows contain the owned range.
+    # Feature windows contain the owned range and every sample the rendered frames hear.
+    fps, sr = tl.fps, tl.sample_rate
     for c in clips:
         assert c.feature_window[0] <= c.sample_range[0] and c.feature_window[1] >= c.sample_range[1]
+        assert c.feature_window[0] <= max(0, frame_to_sample(c.render_start, fps, sr) - tl.feature_pad_samples)
+        assert c.feature_window[1] >= min(tl.num_samples, frame_to_sample(c.render_end + 1, fps, sr))
     # Video duration equals audio duration within one frame.
     video_s = Fraction(tl.num_frames) / tl.fps
     audio_s = Fraction(tl.num_samples, tl.sample_rate)
@@ -108,3 +137,90 @@ def test_json_round_trip():
     tl = plan_timeline(123457, 44100, "30000/1001", 33)
     back = Timeline.from_dict(__import__("json").loads(tl.to_json()))
     assert back == tl
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seconds=st.floats(min_value=0.01, max_value=3600.0),
+    fps=st.sampled_from(FPS),
+    sr=st.sampled_from(RATES),
+    clip_frames=st.sampled_from([5, 17, 33, 81, 121]),
+    tolerance=st.sampled_from([0, 4, 8, 12, 40]),
+    overlap=st.sampled_from([0, 4, 8]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_snapped_and_overlapping_timelines_still_tile_exactly(seconds, fps, sr, clip_frames, tolerance, overlap, seed):
+    """Snapping (to random loudness) and overlap keep every invariant of the plain timeline."""
+    n = max(1, int(seconds * sr))
+    overlap = min(overlap, clip_frames - 1)
+    base = plan_timeline(n, sr, fps, clip_frames, overlap_frames=overlap)
+    levels = torch.rand(base.num_frames, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * -60
+    nominal = [c.frame_start for c in base.clips[1:]]
+    seams = snap_seams(nominal, levels, base.num_frames, tolerance)
+    tl = plan_timeline(n, sr, fps, clip_frames, overlap_frames=overlap, seams=seams)
+    tl.nominal_seams, tl.snap_tolerance_frames = base.nominal_seams, tolerance
+    assert tl.num_frames == base.num_frames and len(tl.clips) == len(base.clips)
+    check_invariants(tl, snapped=True)
+
+
+def test_snapping_picks_the_quietest_candidates_and_respects_a_length_cap():
+    num_frames = 400
+    nominal = nominal_clip_starts(num_frames, 81)[1:]  # [80, 160, 240, 320]
+    levels = torch.zeros(num_frames, dtype=torch.float64)
+    levels[72], levels[172], levels[236] = -80, -80, -80  # quiet spots 8 before / 12 after / 4 before
+    assert snap_seams(nominal, levels, num_frames, 12) == [72, 172, 236, 320]
+    assert snap_seams(nominal, levels, num_frames, 4) == [80, 160, 236, 320]  # 72 and 172 are out of reach
+    assert snap_seams(nominal, levels, num_frames, 0) == nominal
+    # A cap of 81 frames: 72 -> 172 would need a 101-frame clip, so the best feasible plan drops one.
+    capped = snap_seams(nominal, levels, num_frames, 12, max_clip_frames=81)
+    assert all(b - a <= 80 for a, b in zip([0, *capped], capped))
+    levels_flat = torch.zeros(num_frames, dtype=torch.float64)
+    assert snap_seams(nominal, levels_flat, num_frames, 12) == nominal  # no dip: seams stay put
+
+
+def test_overlap_declares_render_ranges_and_keyframe_offsets():
+    tl = plan_timeline(
+        10 * 16000, 16000, 25, 81, overlap_frames=8
+    )  # 250 frames: clips [0,80] [80,160] [160,240] [240,252]
+    a, b, c, d = tl.clips
+    assert (a.render_start, a.render_end, a.keyframe_offsets) == (0, 88, (0, 80))
+    assert (b.render_start, b.render_end, b.keyframe_offsets) == (72, 168, (8, 88))
+    assert (c.render_start, c.render_end) == (152, 248)
+    assert (d.render_start, d.render_end, d.num_frames) == (232, 252, 13)
+    assert tl.overlap_frames == 8 and all((x.render_frames - 1) % 4 == 0 for x in tl.clips)
+    plain = plan_timeline(10 * 16000, 16000, 25, 81)
+    assert [x.sample_range for x in tl.clips] == [x.sample_range for x in plain.clips]  # owned audio unchanged
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"overlap_frames": 3}, "overlap_frames"),
+        ({"overlap_frames": -4}, "overlap_frames"),
+        ({"overlap_frames": 84}, "overlap_frames"),
+        ({"seams": [81]}, "seams"),
+        ({"seams": [80, 82]}, "seams"),
+        ({"seams": [160, 80]}, "seams"),
+        ({"seams": [0]}, "seams"),
+        ({"seams": [400]}, "seams"),
+    ],
+)
+def test_bad_overlap_and_seams_name_the_input(kwargs, name):
+    with pytest.raises(InputError) as e:
+        plan_timeline(16000 * 10, 16000, 25, 81, **kwargs)
+    assert e.value.input_name == name
+
+
+def test_json_round_trip_with_overlap_and_snapping_and_old_files():
+    tl = plan_timeline(16000 * 4, 16000, "30000/1001", 33, overlap_frames=4, seams=[28, 60, 96])  # 120 frames
+    tl.snap_tolerance_frames = 4
+    assert tl.nominal_seams == [0, 32, 64, 96, 120] and tl.seams == [0, 28, 60, 96, 120]
+    back = Timeline.from_dict(__import__("json").loads(tl.to_json()))
+    assert back == tl and back.snapped_seams == [1, 2]
+    old = tl.to_dict()
+    for key in ("overlap_frames", "snap_tolerance_frames", "nominal_seams"):
+        old.pop(key)
+    for c in old["clips"]:
+        c.pop("overlap_before"), c.pop("overlap_after")
+    legacy = Timeline.from_dict(old)  # timeline.json written before overlap/snapping existed
+    assert legacy.overlap_frames == 0 and legacy.snapped_seams == [] and legacy.seams == tl.seams

@@ -10,6 +10,7 @@ loaded strictly (no missing or unexpected weights).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -43,6 +44,7 @@ DIT_VARIANTS = (
     "wan2.2-ti2v-5b",
     "wan2.2-i2v-a14b",
     "avatar-cascade-tiny-wan",
+    "avatar-cascade-tiny-wan-flf2v",
 )
 CUSTOM_VARIANT = "wan-custom"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -82,14 +84,42 @@ _FLF_POS_DIFFUSERS = "condition_embedder.image_embedder.pos_embed"
 _FLF_POS_ORIGINAL = "img_emb.emb_pos"
 
 
+EXPERT_BOUNDARY = 0.9  # Wan 2.2 I2V A14B: high-noise expert while t >= 0.9 * 1000 (T2V A14B uses 0.875)
+
+
 @dataclass
 class WanDiT:
-    """A loaded Wan DiT. ``transformer`` is a ``diffusers.WanTransformer3DModel`` (eval mode, on CPU)."""
+    """A loaded Wan DiT: one ``diffusers.WanTransformer3DModel`` or a Wan 2.2 A14B expert pair.
+
+    Attributes:
+        transformer: the DiT (for A14B: the high-noise expert), eval mode.
+        variant: bundled config folder name (e.g. ``"wan2.1-flf2v-14b"``).
+        identity: :func:`file_identity` of the weights file (of the high-noise expert for A14B).
+        path: the weights file.
+        transformer_2: A14B low-noise expert, or None.
+        path_2 / identity_2: its file and identity.
+        boundary_ratio: A14B switch point: ``transformer`` while ``t >= boundary_ratio * 1000``.
+        loras: active LoRA stack (``lora.LoRASpec`` in order); applied by ``lora.activate_loras``.
+        audio_adapter: lip-sync adapter (``audio_context(audio) -> context manager``), or None.
+        attention: ``"auto" | "sdpa" | "flash" | "sage"`` (see ``dit_runtime``).
+        offload: ``"none" | "block" | "leaf"`` diffusers group offloading (see ``dit_runtime``).
+
+    Handles are cheap: :func:`dataclasses.replace` gives a new handle that shares the modules
+    (the LoRA node does this), so several handles may use one set of weights.
+    """
 
     transformer: Any
     variant: str
     identity: str
-    path: Path
+    path: Path | None
+    transformer_2: Any = None
+    path_2: Path | None = None
+    identity_2: str = ""
+    boundary_ratio: float | None = None
+    loras: tuple = ()
+    audio_adapter: Any = None
+    attention: str = "auto"
+    offload: str = "none"
 
     @property
     def in_channels(self) -> int:
@@ -100,6 +130,59 @@ class WanDiT:
     def has_image_embedder(self) -> bool:
         """True for Wan 2.1 I2V/FLF2V, which also take CLIP-vision image tokens."""
         return self.transformer.config.image_dim is not None
+
+    @property
+    def image_tokens_per_frame_pair(self) -> int | None:
+        """FLF2V: image tokens of a (first, last) pair (``pos_embed_seq_len``, 514); None for other DiTs."""
+        return self.transformer.config.pos_embed_seq_len
+
+    def experts(self) -> list[tuple[str, Any]]:
+        """``[("all", transformer)]``, or ``[("high_noise", ...), ("low_noise", ...)]`` for an A14B pair."""
+        if self.transformer_2 is None:
+            return [("all", self.transformer)]
+        return [("high_noise", self.transformer), ("low_noise", self.transformer_2)]
+
+    def expert_at(self, timestep: float) -> tuple[str, Any]:
+        """The expert that denoises at ``timestep`` (0..1000): high-noise while ``t >= boundary * 1000``."""
+        if self.transformer_2 is None:
+            return "all", self.transformer
+        boundary = EXPERT_BOUNDARY if self.boundary_ratio is None else self.boundary_ratio
+        if float(timestep) >= boundary * 1000.0:
+            return "high_noise", self.transformer
+        return "low_noise", self.transformer_2
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules to place on the compute device for sampling (``runtime.use_models(*dit.modules())``).
+
+        Experts under diffusers group offloading (the loader's ``offload`` modes) place their own
+        blocks and are left out.
+        """
+        from .dit_runtime import is_group_offloaded
+
+        mods = [m for _, m in self.experts() if not is_group_offloaded(m)]
+        adapter = getattr(self.audio_adapter, "module", self.audio_adapter)
+        if isinstance(adapter, torch.nn.Module):
+            mods.append(adapter)
+        return mods
+
+    def cache_identity(self) -> str:
+        """Id of everything in this handle that changes what the DiT computes (hex sha256).
+
+        Covers the weights file(s), the expert boundary, the LoRA stack (file identities,
+        strengths, experts) and the audio adapter's ``identity`` and ``strength``. Not
+        covered: attention kernel and offloading, which change speed, not the result.
+        """
+        adapter = self.audio_adapter
+        payload = {
+            "dit": self.identity,
+            "dit_2": self.identity_2 or None,
+            "boundary": self.boundary_ratio if self.transformer_2 is not None else None,
+            "loras": [[s.identity, float(s.strength), s.apply_to] for s in self.loras],
+            "audio_adapter": None
+            if adapter is None
+            else [str(getattr(adapter, "identity", type(adapter).__name__)), getattr(adapter, "strength", None)],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def is_diffusers_layout(keys: Any) -> bool:
@@ -281,3 +364,42 @@ def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dt
     transformer.eval().requires_grad_(False)
     log.info("loaded Wan DiT %s (%s, %s) from %s", variant, dtype, len(state_dict), path.name)
     return WanDiT(transformer=transformer, variant=variant, identity=file_identity(path), path=path)
+
+
+def load_wan_experts(
+    high_noise_path: str | Path,
+    low_noise_path: str | Path,
+    boundary_ratio: float = EXPERT_BOUNDARY,
+    input_names: tuple[str, str] = ("dit_name", "low_noise_dit_name"),
+    dtype: torch.dtype | None = None,
+) -> WanDiT:
+    """Load a Wan 2.2 A14B expert pair as one handle (the sampler switches at ``boundary_ratio``).
+
+    Both files must hold DiTs of the same shape (the high-noise and the low-noise expert of
+    one release); ``boundary_ratio`` is 0.9 for Wan 2.2 I2V A14B and 0.875 for T2V A14B.
+    """
+    if not 0.0 < boundary_ratio < 1.0:
+        from ..errors import InputError
+
+        raise InputError("boundary", boundary_ratio, "must be between 0 and 1", "use 0.9 for Wan 2.2 I2V A14B")
+    high = load_wan_dit(high_noise_path, input_name=input_names[0], dtype=dtype)
+    low = load_wan_dit(low_noise_path, input_name=input_names[1], dtype=dtype)
+    if dict(high.transformer.config) != dict(low.transformer.config):
+        raise ModelFileError(
+            input_names[1],
+            low.path,
+            f"this expert ({low.variant}) does not have the shape of the high-noise expert ({high.variant})",
+            "pick the low-noise file of the same Wan 2.2 A14B release (…_low_noise_14B…)",
+        )
+    if high.identity == low.identity:
+        log.warning("the high- and low-noise experts are the same file %s", high.path)
+    return WanDiT(
+        transformer=high.transformer,
+        variant=high.variant,
+        identity=high.identity,
+        path=high.path,
+        transformer_2=low.transformer,
+        path_2=low.path,
+        identity_2=low.identity,
+        boundary_ratio=float(boundary_ratio),
+    )

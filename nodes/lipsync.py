@@ -1,0 +1,72 @@
+"""Lip-sync nodes: an InfiniteTalk/MultiTalk audio adapter onto the Wan DiT."""
+
+from __future__ import annotations
+
+from . import comfy_bridge as bridge
+
+CATEGORY = "AvatarCascade/loaders"
+ADAPTER_FOLDERS = ("model_patches", "diffusion_models")
+
+
+def _adapter_names() -> list[str]:
+    names: list[str] = []
+    for kind in ADAPTER_FOLDERS:
+        names += [n for n in bridge.list_models(kind) if n not in names]
+    return names
+
+
+def _resolve(name: str):
+    for kind in ADAPTER_FOLDERS:
+        if name in bridge.list_models(kind):
+            return bridge.resolve_model(kind, name, "adapter_name")
+    return bridge.resolve_model(ADAPTER_FOLDERS[0], name, "adapter_name")  # raises, listing what is there
+
+
+class AvatarCascadeAudioAdapterLoader:
+    DESCRIPTION = (
+        "Adds lip-sync to a Wan 2.1 14B I2V/FLF2V DiT: loads an InfiniteTalk or MultiTalk audio adapter "
+        "(audio projection + an audio cross-attention in every block) from models/model_patches or "
+        "models/diffusion_models. The blueprint sampler and refiner then condition each clip on its own "
+        "time-aligned audio (the Audio Aligner needs a chinese-wav2vec2-base audio encoder). The input DiT "
+        "is not changed: other branches that use it stay without audio."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("AVATAR_DIT",)
+    RETURN_NAMES = ("dit",)
+    OUTPUT_TOOLTIPS = ("The same DiT weights with the audio adapter attached (audio-conditioned while sampling).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dit": ("AVATAR_DIT", {"tooltip": "Wan 2.1 I2V or FLF2V 14B DiT (InfiniteTalk: trained on I2V 480P)."}),
+                "adapter_name": (
+                    _adapter_names(),
+                    {
+                        "tooltip": "InfiniteTalk/MultiTalk adapter (InfiniteTalk's single/infinitetalk.safetensors "
+                        "or ComfyUI's repackaged file) in models/model_patches or models/diffusion_models."
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 4.0,
+                        "step": 0.05,
+                        "tooltip": "Scale of the audio cross-attention output (1.0 = as trained; 0 = no lip-sync).",
+                    },
+                ),
+            }
+        }
+
+    def load(self, dit, adapter_name, strength=1.0):
+        from avatar_cascade.models.audio_adapter import load_audio_adapter
+
+        adapter = load_audio_adapter(_resolve(adapter_name), dit, input_name="adapter_name", strength=strength)
+        return (adapter.attach(dit),)
+
+
+NODE_CLASS_MAPPINGS = {"AvatarCascadeAudioAdapterLoader": AvatarCascadeAudioAdapterLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"AvatarCascadeAudioAdapterLoader": "Avatar Cascade: Load Audio Adapter (lip-sync)"}
