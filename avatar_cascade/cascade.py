@@ -21,7 +21,7 @@ from .keyframes import extract_keyframes
 from .keyframes_lift import LiftSettings
 from .refiner import RefinerSettings, refine_clips
 from .runtime import Runtime
-from .sampling import SamplerSettings, check_resolution
+from .sampling import SamplerSettings, check_resolution, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     stage = StageTimer(timings)
     check_resolution(cfg.width, cfg.height)
+    check_seed(cfg.seed, "--seed")
     wd = cfg.workdir
     wd.mkdir(parents=True, exist_ok=True)
     # Inputs first: a bad image, audio or model name fails before any model is loaded.
@@ -273,10 +274,20 @@ def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime:
     return storyline
 
 
-def demo_config(out: Path, workdir: Path, models_dir: Path, image: Path, audio: Path, prompt: str) -> CascadeConfig:
-    """Settings for the tiny demo: every stage runs in seconds on 2 CPU cores (output is noise)."""
+def demo_config(
+    out: Path, workdir: Path, models_dir: Path, image: Path, audio: Path, prompt: str, names: dict[str, str]
+) -> CascadeConfig:
+    """Settings for the tiny demo: every stage runs in seconds on 2 CPU cores (output is noise).
+
+    ``names`` maps roles to the demo model names that ``write_demo_models`` returned.
+    """
     fast = SamplerSettings(steps=4, guidance=3.0, shift=3.0)
     return CascadeConfig(
+        dit=names["dit"],
+        vae=names["vae"],
+        text_encoder=names["text_encoder"],
+        audio_encoder=names["audio_encoder"],
+        mllm=names.get("mllm"),
         image=image,
         audio=audio,
         prompt=prompt,
@@ -285,7 +296,7 @@ def demo_config(out: Path, workdir: Path, models_dir: Path, image: Path, audio: 
         workdir=workdir,
         fps="16",
         clip_frames=17,
-        audio_adapter="avatar_cascade_tiny_infinitetalk.safetensors",
+        audio_adapter=names["audio_adapter"],
         width=64,
         height=64,
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),

@@ -127,8 +127,8 @@ def _dispatch(args) -> int:
 
         wd = _workdir(args.out, args.workdir)
         models = wd / "models"
-        write_demo_models(models)
-        cfg = demo_config(args.out, wd, models, sample_image_path(), sample_audio_path(), DEMO_PROMPT)
+        names = write_demo_models(models)
+        cfg = demo_config(args.out, wd, models, sample_image_path(), sample_audio_path(), DEMO_PROMPT, names)
     else:
         cfg = CascadeConfig(
             image=args.image,

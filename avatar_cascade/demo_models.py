@@ -28,6 +28,9 @@ VAE_FILE = "avatar_cascade_tiny_wan_vae.safetensors"
 TEXT_ENCODER_FILE = "avatar_cascade_tiny_umt5.safetensors"
 AUDIO_ENCODER_FILE = "avatar_cascade_tiny_wav2vec2.safetensors"
 MLLM_FOLDER = "avatar-cascade-tiny-qwen25-vl"
+FLF2V_DIT_FILE = "avatar_cascade_tiny_wan_flf2v.safetensors"
+CLIP_VISION_FILE = "avatar_cascade_tiny_clip_vision.safetensors"
+OMNI_FOLDER = "avatar-cascade-tiny-qwen25-omni-thinker"
 _TAG_KEY = "avatar_cascade_demo"
 _MARKER = ".avatar_cascade_demo"
 
@@ -116,6 +119,25 @@ def tiny_dit_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return to_original_layout(model.state_dict())
 
 
+def tiny_flf2v_dit_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The tiny FLF2V-layout Wan DiT (in 36, image embedder with FLF position embedding) in the ORIGINAL layout."""
+    from diffusers import WanTransformer3DModel
+
+    from .models.wan_dit import to_original_layout
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 4)
+        model = WanTransformer3DModel.from_config(_bundled("avatar-cascade-tiny-wan-flf2v"))
+    return to_original_layout(model.state_dict())
+
+
+def tiny_clip_vision(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The tiny CLIP vision encoder (ComfyUI's transformers key layout) read by the FLF2V DiT's image embedder."""
+    from .models.clip_vision import tiny_clip_vision_state_dict
+
+    return tiny_clip_vision_state_dict(seed)
+
+
 def tiny_vae_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """The tiny Wan 2.1-layout VAE (base_dim 8, z_dim 16) in the ORIGINAL Wan VAE key layout."""
     from diffusers import AutoencoderKLWan
@@ -183,6 +205,11 @@ _FILES = {
     "audio_encoder": ("audio_encoders", AUDIO_ENCODER_FILE, tiny_wav2vec2_state_dict),
     "audio_adapter": ("model_patches", AUDIO_ADAPTER_FILE, lambda seed: tiny_audio_adapter(seed)),
 }
+# Written only with ``extended=True``: the image-conditioned roles the shipped Wan 2.1 workflows need.
+_EXTENDED_FILES = {
+    "flf2v_dit": ("diffusion_models", FLF2V_DIT_FILE, tiny_flf2v_dit_state_dict),
+    "clip_vision": ("clip_vision", CLIP_VISION_FILE, tiny_clip_vision),
+}
 
 
 def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -192,21 +219,22 @@ def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
     return tiny_audio_adapter_state_dict(_bundled("avatar-cascade-tiny-wan"), seed)
 
 
-def _write_mllm(models_dir: Path, seed: int) -> str | None:
+def _write_mllm(models_dir: Path, seed: int, role: str = "mllm", folder: str = MLLM_FOLDER) -> str | None:
     try:
-        from .tiny_mllm import write_tiny_qwen25_vl
+        from . import tiny_mllm
     except ImportError:
         log.warning("avatar_cascade.tiny_mllm is not available; the tiny MLLM was not written")
         return None
-    target = models_dir / "LLM" / MLLM_FOLDER
-    tag = _tag("mllm", seed)
+    writer = tiny_mllm.write_tiny_qwen25_vl if role == "mllm" else tiny_mllm.write_tiny_qwen25_omni_thinker
+    target = models_dir / "LLM" / folder
+    tag = _tag(role, seed)
     marker = target / _MARKER
     if marker.is_file() and marker.read_text() == tag and (target / "config.json").is_file():
-        return MLLM_FOLDER
+        return folder
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{MLLM_FOLDER}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=target.parent))
     try:
-        write_tiny_qwen25_vl(tmp, seed=seed)
+        writer(tmp, seed=seed)
         (tmp / _MARKER).write_text(tag)
         if target.exists():
             shutil.rmtree(target)
@@ -214,20 +242,25 @@ def _write_mllm(models_dir: Path, seed: int) -> str | None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return MLLM_FOLDER
+    return folder
 
 
-def write_demo_models(models_dir: str | Path, seed: int = 0) -> dict[str, str]:
+def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = False) -> dict[str, str]:
     """Write the tiny demo models into ``models_dir`` (a ComfyUI ``models/`` tree).
 
     Returns role -> name as ComfyUI lists it in the role's folder: ``dit``
     (diffusion_models/), ``vae`` (vae/), ``text_encoder`` (text_encoders/),
-    ``audio_encoder`` (audio_encoders/) and ``mllm`` (LLM/, a folder; left out when the
-    tiny MLLM writer is unavailable). About 5 MB in all.
+    ``audio_encoder`` (audio_encoders/), ``audio_adapter`` (model_patches/; fits both tiny DiTs)
+    and ``mllm`` (LLM/, a Qwen2.5-VL folder; left out when the tiny MLLM writer is unavailable).
+    About 5 MB. ``extended`` also writes the roles the shipped Wan 2.1 workflows need:
+    ``flf2v_dit`` (diffusion_models/, with the FLF2V image embedder), ``clip_vision``
+    (clip_vision/) and ``omni`` (LLM/, a Qwen2.5-Omni thinker folder). They are opt-in because
+    the CLI picks the only file of a folder when no name is given.
     """
     models_dir = Path(models_dir)
     written: dict[str, str] = {}
-    for role, (folder, name, build) in _FILES.items():
+    files = {**_FILES, **(_EXTENDED_FILES if extended else {})}
+    for role, (folder, name, build) in files.items():
         path = models_dir / folder / name
         tag = _tag(role, seed)
         if _is_current(path, tag):
@@ -239,4 +272,8 @@ def write_demo_models(models_dir: str | Path, seed: int = 0) -> dict[str, str]:
     mllm = _write_mllm(models_dir, seed)
     if mllm is not None:
         written["mllm"] = mllm
+    if extended:
+        omni = _write_mllm(models_dir, seed, role="omni", folder=OMNI_FOLDER)
+        if omni is not None:
+            written["omni"] = omni
     return written

@@ -63,7 +63,10 @@ def parse_fps(value: float | int | str | Fraction) -> Fraction:
         except (ValueError, ZeroDivisionError) as exc:
             raise InputError("fps", value, "is not a number or a ratio", "use e.g. 25 or 30000/1001") from exc
     else:
-        fps = Fraction(value).limit_denominator(1001)
+        try:
+            fps = Fraction(value).limit_denominator(1001)
+        except (ValueError, OverflowError, TypeError) as exc:  # NaN, infinity, not a number
+            raise InputError("fps", value, "is not a finite number", "use e.g. 25 or 30000/1001") from exc
     for ntsc in (24, 30, 48, 60, 120):
         exact = Fraction(ntsc * 1000, 1001)
         if fps != exact and abs(fps - exact) < Fraction(1, 500):

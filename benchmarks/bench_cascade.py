@@ -76,7 +76,7 @@ def cascade(minutes: float) -> dict:
     from avatar_cascade.runtime import Runtime
     from avatar_cascade.sampling import SamplerSettings
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_cascade_"))
     models = tmp / "models"
     write_demo_models(models)
@@ -151,7 +151,7 @@ def sequential_baseline(minutes: float) -> dict:
     )
     from avatar_cascade.timeline import plan_timeline
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_seq_"))
     names = write_demo_models(tmp)
     dit = load_wan_dit(tmp / "diffusion_models" / names["dit"])

@@ -54,8 +54,8 @@ class AvatarCascadeAudioAligner:
                 "audio_encoder_output": (
                     "AUDIO_ENCODER_OUTPUT",
                     {
-                        "tooltip": "Instead of audio_encoder: ComfyUI's Audio Encoder Encode output (wav2vec2) "
-                        "made from the same audio."
+                        "tooltip": "ComfyUI's Audio Encoder Encode output (wav2vec2) made from the same audio; "
+                        "when connected it is used instead of audio_encoder."
                     },
                 ),
                 "snap_seams_frames": (

@@ -6,12 +6,18 @@ python of its environment, default: this interpreter). The test starts ``main.py
 the pack loaded through ``extra_model_paths`` ``custom_nodes``, posts every workflow in
 ``workflows/*_api.json`` to ``/prompt``, waits on ``/history`` and checks the written videos; then
 checks that ``/interrupt`` stops a run and keeps finished clips. Skipped without a checkout.
+
+"With the demo models": each workflow's model names (Wan 2.1 14B, CLIP ViT-H, Qwen2.5-Omni, ...)
+are served as copies of the tiny demo model of the same role (``demo_aliases``), and
+``tiny_overrides`` shrinks only the size / length / step widgets. The shipped graph wiring is
+posted unchanged and every node in it runs for real.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +35,85 @@ pytestmark = [
     pytest.mark.skipif(not COMFY, reason="set AVATAR_CASCADE_COMFYUI to a ComfyUI checkout to run these"),
 ]
 API_FILES = sorted((ROOT / "workflows").glob("*_api.json"))
+
+
+MODEL_WIDGETS = {
+    "dit_name": "diffusion_models",
+    "vae_name": "vae",
+    "text_encoder_name": "text_encoders",
+    "audio_encoder_name": "audio_encoders",
+    "mllm_name": "LLM",
+    "adapter_name": "model_patches",
+    "clip_name": "clip_vision",
+}
+KEY_IMAGES = ("avatar_cascade_key_01.png", "avatar_cascade_key_02.png", "avatar_cascade_key_03.png")
+
+
+def demo_aliases(api: dict, demo: dict[str, str]) -> dict[tuple[str, str], str]:
+    """(models folder, name the workflow loads) -> the demo model (from ``write_demo_models``) of that role.
+
+    Graphs with a CLIP vision loader get the tiny DiT with an image embedder; an
+    Omni folder gets the tiny Omni thinker, any other LLM folder the tiny Qwen2.5-VL.
+    """
+    has_cv = any(n["class_type"] == "AvatarCascadeCLIPVisionLoader" for n in api.values())
+    role_by_folder = {
+        "diffusion_models": "flf2v_dit" if has_cv else "dit",
+        "model_patches": "audio_adapter",
+        "vae": "vae",
+        "text_encoders": "text_encoder",
+        "audio_encoders": "audio_encoder",
+        "clip_vision": "clip_vision",
+    }
+    out = {}
+    for node in api.values():
+        for key, name in node["inputs"].items():
+            folder = MODEL_WIDGETS.get(key)
+            if folder is None or name == "none" or name in demo.values():
+                continue
+            role = ("omni" if "omni" in name.lower() else "mllm") if folder == "LLM" else role_by_folder[folder]
+            out[(folder, name)] = demo[role]
+    return out
+
+
+def tiny_overrides(api: dict) -> dict:
+    """A copy of ``api`` with CPU-tiny sizes: 32x32 blueprint, 64x64 refine, 16 fps, 17-frame clips, 2 steps.
+
+    Only size / length / step / token-budget widgets change; node ids, links, model names and all
+    other widgets stay as shipped, so the real graph runs end to end.
+    """
+    api = json.loads(json.dumps(api))
+    tiny = {
+        "AvatarCascadeAudioAligner": {"fps": 16.0, "clip_frames": 17, "snap_seams_frames": 4},
+        "AvatarCascadeDirector": {"max_new_tokens": 96},
+        "AvatarCascadeBlueprintSampler": {
+            "width": 32,
+            "height": 32,
+            "blueprint_fps": 8.0,
+            "window_frames": 17,
+            "overlap_frames": 1,
+            "steps": 2,
+        },
+        "AvatarCascadeKeyframeExtractor": {"width": 64, "height": 64, "lift_steps": 2},
+        "AvatarCascadeKeyframesFromImages": {"width": 64, "height": 64, "fps": 16.0, "segment_frames": 17},
+        "AvatarCascadeFLFRefiner": {"steps": 2},
+    }
+    for node in api.values():
+        for key, value in tiny.get(node["class_type"], {}).items():
+            assert key in node["inputs"], (node["class_type"], key)
+            node["inputs"][key] = value
+    return api
+
+
+def _write_key_images(folder: Path) -> None:
+    """Three distinct 'drawn keys' for the in-betweening workflow, made from the sample portrait."""
+    from PIL import Image, ImageOps
+
+    from avatar_cascade.media import sample_image_path
+
+    img = Image.open(sample_image_path()).convert("RGB")
+    keys = (img, ImageOps.mirror(img), ImageOps.posterize(ImageOps.mirror(img.rotate(8)), 3))
+    for name, key in zip(KEY_IMAGES, keys):
+        key.save(folder / name)
 
 
 def _free_port() -> int:
@@ -57,22 +142,57 @@ def server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("comfy")
     models, inp, out, nodes = tmp / "models", tmp / "input", tmp / "output", tmp / "custom_nodes"
-    write_demo_models(models)
+    demo = write_demo_models(models, extended=True)
+    demo_folders = {"LLM"}
+    for path in API_FILES:
+        for (folder, name), demo_name in demo_aliases(json.loads(path.read_text()), demo).items():
+            src, dst = models / folder / demo_name, models / folder / name
+            if not dst.exists():
+                shutil.copytree(src, dst) if folder in demo_folders else shutil.copyfile(src, dst)
     copy_sample_inputs(inp)
+    _write_key_images(inp)
     nodes.mkdir()
     (nodes / "avatar-cascade").symlink_to(ROOT, target_is_directory=True)
     cfg = tmp / "extra_model_paths.yaml"
-    folders = ["diffusion_models", "vae", "text_encoders", "audio_encoders", "LLM", "loras", "clip_vision",
-               "model_patches"]
-    cfg.write_text("avatar_cascade_test:\n" + f"    base_path: {models}\n" + f"    custom_nodes: {nodes}\n"
-                   + "".join(f"    {f}: {f}\n" for f in folders))
+    folders = [
+        "diffusion_models",
+        "vae",
+        "text_encoders",
+        "audio_encoders",
+        "LLM",
+        "loras",
+        "clip_vision",
+        "model_patches",
+    ]
+    cfg.write_text(
+        "avatar_cascade_test:\n"
+        + f"    base_path: {models}\n"
+        + f"    custom_nodes: {nodes}\n"
+        + "".join(f"    {f}: {f}\n" for f in folders)
+    )
     port = _free_port()
     python = os.environ.get("AVATAR_CASCADE_COMFYUI_PYTHON", sys.executable)
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(
-        [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--extra-model-paths-config",
-         str(cfg), "--input-directory", str(inp), "--output-directory", str(out), "--disable-auto-launch"],
-        cwd=COMFY, stdout=log, stderr=subprocess.STDOUT,
+        [
+            python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--extra-model-paths-config",
+            str(cfg),
+            "--input-directory",
+            str(inp),
+            "--output-directory",
+            str(out),
+            "--disable-auto-launch",
+        ],
+        cwd=COMFY,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -109,8 +229,14 @@ def _wait(base: str, prompt_id: str, timeout: float = 900) -> dict:
 
 def test_pack_imports_and_lists_the_six_stages(server):
     info = _get(f"{server['base']}/object_info")
-    for node_id in ("AvatarCascadeAudioAligner", "AvatarCascadeDirector", "AvatarCascadeBlueprintSampler",
-                    "AvatarCascadeKeyframeExtractor", "AvatarCascadeFLFRefiner", "AvatarCascadeClipStitcher"):
+    for node_id in (
+        "AvatarCascadeAudioAligner",
+        "AvatarCascadeDirector",
+        "AvatarCascadeBlueprintSampler",
+        "AvatarCascadeKeyframeExtractor",
+        "AvatarCascadeFLFRefiner",
+        "AvatarCascadeClipStitcher",
+    ):
         assert node_id in info
     log = server["log"].read_text()
     assert "avatar-cascade" in log and "IMPORT FAILED" not in log
@@ -120,7 +246,7 @@ def test_pack_imports_and_lists_the_six_stages(server):
 def test_workflow_runs_to_success(server, path):
     from avatar_cascade.media import probe_media
 
-    api = json.loads(path.read_text())
+    api = tiny_overrides(json.loads(path.read_text()))
     r = _post(f"{server['base']}/prompt", {"prompt": api, "client_id": "avatar-cascade-tests"})
     entry = _wait(server["base"], r["prompt_id"])
     errors = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]

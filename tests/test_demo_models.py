@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 
 import pytest
@@ -22,6 +23,9 @@ FOLDERS = {
     "audio_encoder": "audio_encoders",
     "mllm": "LLM",
     "audio_adapter": "model_patches",
+    "flf2v_dit": "diffusion_models",
+    "clip_vision": "clip_vision",
+    "omni": "LLM",
 }
 HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.tiny_mllm") is not None
 
@@ -29,7 +33,7 @@ HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.tiny_mllm") is not No
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_models")
-    return root, D.write_demo_models(root)
+    return root, D.write_demo_models(root, extended=True)
 
 
 def _files(root):
@@ -38,21 +42,29 @@ def _files(root):
 
 def test_roles_point_at_files_in_comfyui_folders(written):
     root, names = written
-    expected = {"dit", "vae", "text_encoder", "audio_encoder", "audio_adapter"} | (
-        {"mllm"} if HAS_MLLM_WRITER else set()
-    )
+    expected = {
+        "dit",
+        "vae",
+        "text_encoder",
+        "audio_encoder",
+        "audio_adapter",
+        "flf2v_dit",
+        "clip_vision",
+    } | ({"mllm", "omni"} if HAS_MLLM_WRITER else set())
     assert set(names) == expected
     for role, name in names.items():
         assert (root / FOLDERS[role] / name).exists(), role
     if HAS_MLLM_WRITER:
         assert (root / "LLM" / names["mllm"] / "config.json").is_file()
+        omni = json.loads((root / "LLM" / names["omni"] / "config.json").read_text())
+        assert omni["model_type"] == "qwen2_5_omni_thinker"
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert total < 8 * 1024 * 1024
+    assert total < 8 * 1024 * 1024  # extended set
 
 
 def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(written, tmp_path):
     root, _ = written
-    D.write_demo_models(tmp_path)
+    D.write_demo_models(tmp_path, extended=True)
     assert _files(tmp_path) == _files(root)
     other = D.tiny_dit_state_dict(seed=1)
     same = D.tiny_dit_state_dict(seed=0)
@@ -64,13 +76,19 @@ def test_second_call_reuses_files_and_repairs_a_broken_one(written):
     dit = root / "diffusion_models" / names["dit"]
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     t0 = time.perf_counter()
-    D.write_demo_models(root)
+    D.write_demo_models(root, extended=True)
     assert time.perf_counter() - t0 < 1.0
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
     good = dit.read_bytes()
     dit.write_bytes(good[:1000])  # truncated download
-    D.write_demo_models(root)
+    D.write_demo_models(root, extended=True)
     assert dit.read_bytes() == good
+
+
+def test_default_set_has_one_model_per_folder_for_the_cli(tmp_path):
+    names = D.write_demo_models(tmp_path)
+    assert not {"flf2v_dit", "clip_vision", "omni"} & set(names)
+    assert [p.name for p in (tmp_path / "diffusion_models").iterdir()] == [names["dit"]]
 
 
 def test_dit_is_written_in_the_original_wan_layout_and_round_trips(written):
@@ -110,3 +128,18 @@ def test_tiny_tokenizer_covers_the_demo_vocabulary(written):
     ids = te.tokenizer("The singer smiles at the camera and talks about her warm song.").input_ids
     assert 2 not in ids  # no <unk>
     assert D.train_tiny_spiece() == D.train_tiny_spiece()
+
+
+def test_flf2v_demo_dit_has_an_image_embedder_reads_clip_tokens_and_takes_the_demo_adapter(written):
+    from avatar_cascade.models.audio_adapter import load_audio_adapter
+    from avatar_cascade.models.clip_vision import load_clip_vision
+
+    root, names = written
+    dit = load_wan_dit(root / "diffusion_models" / names["flf2v_dit"])
+    assert dit.variant == "avatar-cascade-tiny-wan-flf2v" and dit.has_image_embedder and dit.in_channels == 36
+    cv = load_clip_vision(root / "clip_vision" / names["clip_vision"])
+    tokens = cv.encode(torch.rand(2, 32, 32, 3))
+    assert tokens.shape[0] == 2 and tokens.shape[-1] == dit.transformer.config.image_dim
+    # Both tiny DiTs share width and depth, so the one demo InfiniteTalk-layout adapter fits both.
+    adapter = load_audio_adapter(root / "model_patches" / names["audio_adapter"], dit)
+    assert adapter is not None

@@ -9,7 +9,19 @@ from nodes import NODE_CLASS_MAPPINGS
 
 WF = Path(__file__).resolve().parents[1] / "workflows"
 # ComfyUI core node ids our workflows may use, with their widget counts in the UI format.
-CORE = {"LoadImage": 2, "LoadAudio": 2}
+CORE = {"LoadImage": 2, "LoadAudio": 2, "ImageBatch": 0}
+# ComfyUI core node ids -> their linked (non-widget) inputs, as declared in ComfyUI's nodes.py.
+CORE_LINKED = {"LoadImage": set(), "LoadAudio": set(), "ImageBatch": {"image1", "image2"}}
+# Loader widgets naming a model file / folder -> the ComfyUI models folder it is looked up in.
+MODEL_WIDGETS = {
+    "dit_name": "diffusion_models",
+    "vae_name": "vae",
+    "text_encoder_name": "text_encoders",
+    "audio_encoder_name": "audio_encoders",
+    "mllm_name": "LLM",
+    "adapter_name": "model_patches",
+    "clip_name": "clip_vision",
+}
 API_FILES = sorted(WF.glob("*_api.json"))
 
 
@@ -41,6 +53,8 @@ def test_api_workflow_names_real_nodes_and_inputs(path):
         ct = node["class_type"]
         assert ct in NODE_CLASS_MAPPINGS or ct in CORE, f"node {nid}: unknown class_type {ct}"
         if ct in CORE:
+            linked = {k for k, v in node["inputs"].items() if isinstance(v, list)}
+            assert linked == CORE_LINKED[ct], f"node {nid} ({ct}): linked inputs {linked}"
             continue
         allowed, required = _all_inputs(NODE_CLASS_MAPPINGS[ct])
         given = set(node["inputs"])
@@ -77,7 +91,8 @@ def test_ui_twin_describes_the_same_graph(path):
         # Widgets: same count as INPUT_TYPES declares, same values in order.
         if ct in CORE:
             assert len(un["widgets_values"]) == CORE[ct]
-            assert un["widgets_values"][0] == next(iter(node["inputs"].values()))
+            if CORE[ct]:
+                assert un["widgets_values"][0] == next(iter(node["inputs"].values()))
             continue
         expected = []
         for name, has_control in _widget_names(NODE_CLASS_MAPPINGS[ct]):
@@ -95,6 +110,45 @@ def test_ui_workflows_list_their_models(path):
     assert ui["models"], "the frontend's models list tells users what to download"
     for m in ui["models"]:
         assert set(m) >= {"name", "directory"} and "/" not in m["name"]
+        if "url" in m:
+            assert m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + m["name"]), m
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_every_model_the_graph_loads_is_in_the_ui_models_list(path):
+    api = json.loads(path.read_text())
+    ui = json.loads((WF / path.name.replace("_api.json", ".json")).read_text())
+    listed = {(m["directory"], m["name"]) for m in ui["models"]}
+    used = {
+        (MODEL_WIDGETS[k], v)
+        for node in api.values()
+        for k, v in node["inputs"].items()
+        if k in MODEL_WIDGETS and v != "none"
+    }
+    assert used == listed, f"loaded but not listed: {used - listed}; listed but unused: {listed - used}"
+
+
+def test_the_shipped_set_covers_the_issue():
+    names = {p.name.removesuffix("_api.json") for p in API_FILES}
+    assert names >= {
+        "avatar_cascade_demo",
+        "avatar_cascade_wan21_480p",
+        "avatar_cascade_wan21_1.3b_lowvram",
+        "avatar_cascade_inbetween",
+    }
+    wan = json.loads((WF / "avatar_cascade_wan21_480p_api.json").read_text())
+    by_type = {}
+    for nid, node in wan.items():
+        by_type.setdefault(node["class_type"], []).append(nid)
+    (cv,) = by_type["AvatarCascadeCLIPVisionLoader"]
+    for ct in ("AvatarCascadeBlueprintSampler", "AvatarCascadeKeyframeExtractor", "AvatarCascadeFLFRefiner"):
+        assert wan[by_type[ct][0]]["inputs"]["clip_vision"] == [cv, 0], ct
+    low = json.loads((WF / "avatar_cascade_wan21_1.3b_lowvram_api.json").read_text())
+    loader = next(n for n in low.values() if n["class_type"] == "AvatarCascadeDiTLoader")
+    assert loader["inputs"]["offload"] == "block"
+    assert not any(n["class_type"] == "AvatarCascadeAudioAdapterLoader" for n in low.values())
+    inb = json.loads((WF / "avatar_cascade_inbetween_api.json").read_text())
+    assert {n["class_type"] for n in inb.values()} >= {"ImageBatch", "AvatarCascadeKeyframesFromImages"}
 
 
 def test_readme_node_reference_is_in_sync():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -176,14 +177,19 @@ class VideoWriter:
         if (self.out_height, self.out_width) != (self.height, self.width):
             ph, pw = self.out_height - self.height, self.out_width - self.width
             arr = np.pad(arr, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-        for img in arr:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = self.frames_written
-            self._container.mux(self._video.encode(frame))
-            self.frames_written += 1
-        if self.audio is not None:
-            t = Fraction(self.frames_written) / self.fps
-            self._mux_audio_until(int(t * self._audio_sr))
+        try:
+            for img in arr:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame.pts = self.frames_written
+                self._container.mux(self._video.encode(frame))
+                self.frames_written += 1
+            if self.audio is not None:
+                t = Fraction(self.frames_written) / self.fps
+                self._mux_audio_until(int(t * self._audio_sr))
+        except OSError as exc:
+            self.abort()
+            self._raise_disk_full(exc)
+            raise
 
     def close(self) -> None:
         """Flush the encoders, mux the rest of the audio and move the file into place."""
@@ -201,10 +207,24 @@ class VideoWriter:
             os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished video is a normal file
             os.replace(self._tmp, self.path)
             self._tmp = None
+        except OSError as exc:
+            self.abort()
+            self._raise_disk_full(exc)
+            raise
         except BaseException:
             self.abort()
             raise
         log.info("wrote %s (%d frames)", self.path, self.frames_written)
+
+    def _raise_disk_full(self, exc: OSError) -> None:
+        """Turn "no space left on device" into an error that says what to do (the partial is gone)."""
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise InputError(
+                "output",
+                str(self.path),
+                "the disk is full (no space left on device); nothing was written there",
+                "free some disk space, or write the video to another drive",
+            ) from exc
 
     def abort(self) -> None:
         """Drop the partial file; nothing is left at ``path``."""
