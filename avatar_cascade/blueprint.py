@@ -343,7 +343,7 @@ def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, refer
                     prompt_embeds=prompts.get(win.prompt),
                     negative_embeds=prompts.get(win.negative),
                     seed=derive_seed(settings.seed, win.index, salt=1),
-                    audio=aligned.frame_windows(window_times(win, bp_fps)) if use_audio else None,
+                    audio=aligned.frame_windows(window_times(win, bp_fps), pad="edge") if use_audio else None,
                 )
                 frames = sample_window(
                     dit, vae, req, known, settings, runtime, image_embeds, desc=f"blueprint window {win.index}"

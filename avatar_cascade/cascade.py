@@ -65,6 +65,7 @@ class CascadeConfig:
     loras: list[tuple[str, float]] = field(default_factory=list)
     reroll: str | None = None
     colour_match: float = 1.0
+    snap_seams_frames: int = 8
     lift: LiftSettings = field(default_factory=LiftSettings)
 
 
@@ -126,14 +127,21 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
-        aligned = align_audio(audio, cfg.fps, cfg.clip_frames, runtime, audio_encoder=audio_encoder)
+        aligned = align_audio(
+            audio,
+            cfg.fps,
+            cfg.clip_frames,
+            runtime,
+            audio_encoder=audio_encoder,
+            snap_seams_frames=cfg.snap_seams_frames,
+            max_duration_s=cfg.max_audio_s,
+        )
         aligned.save(wd)
-        _write_timeline_png(aligned, None, wd / "timeline.png")
 
     with stage("director"):
         storyline = _direct(cfg, paths, reference, audio, aligned, runtime)
     (wd / "storyline.json").write_text(storyline.to_json())
-    _write_timeline_png(aligned, storyline, wd / "timeline.png")
+    aligned.save(wd, storyline=storyline)  # timeline.png now with the shots
 
     with stage("load_models"):
         dit, vae, te, clip_vision = _load_generators(cfg, paths, extra, aligned)
@@ -240,12 +248,6 @@ def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
     te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
     clip_vision = load_clip_vision(paths["clip_vision"], input_name="--clip-vision") if paths["clip_vision"] else None
     return dit, vae, te, clip_vision
-
-
-def _write_timeline_png(aligned, storyline, path: Path) -> None:
-    from .timeline_plot import render_timeline
-
-    render_timeline(aligned, storyline).save(path)
 
 
 def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime: Runtime):

@@ -251,7 +251,7 @@ def refine_clips(
 def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None:
     """Clip ``index``'s audio feature windows when the DiT has an audio adapter (the aligner says what
     to connect when the timeline has no features), else None."""
-    return None if getattr(dit, "audio_adapter", None) is None else aligned.clip_windows(index)
+    return None if getattr(dit, "audio_adapter", None) is None else aligned.clip_windows(index, pad="edge")
 
 
 def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll):

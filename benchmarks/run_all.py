@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,8 @@ def plot(results: list[Path], out: Path) -> Path | None:
             d = duration_of(row)
             if d is None or not row.get("ok"):
                 continue
-            key = f"{data['benchmark']}:{row['case'].rsplit('_', 1)[0]}"
+            series_name = re.sub(r"[-_]?\d+(min|s)\b", "", row["case"]).strip("-_")
+            key = f"{data['benchmark']}:{series_name}"
             series.setdefault(key, []).append((d, row["wall_s"], row["peak_rss_mb"]))
     if not series:
         return None

@@ -85,7 +85,8 @@ class AvatarCascadeDirector:
                     seed=seed,
                     max_new_tokens=max_new_tokens,
                 )
-        return (story, story.to_json())
+        text = story.to_json()
+        return {"ui": {"text": [text]}, "result": (story, text)}
 
 
 class AvatarCascadeStorylineEdit:
@@ -119,7 +120,8 @@ class AvatarCascadeStorylineEdit:
         from avatar_cascade.storyline import Storyline
 
         story = Storyline.from_json(storyline_json, timeline.timeline)
-        return (story, story.to_json())
+        text = story.to_json()
+        return {"ui": {"text": [text]}, "result": (story, text)}
 
 
 NODE_CLASS_MAPPINGS = {

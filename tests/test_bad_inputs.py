@@ -358,7 +358,7 @@ def timeline(sandbox):
 
 
 def _story(aligned) -> dict:
-    _, text = _node("AvatarCascadeStorylineEdit")().edit(aligned, _rule_story(aligned))
+    _, text = _node("AvatarCascadeStorylineEdit")().edit(aligned, _rule_story(aligned))["result"]
     return json.loads(text)
 
 

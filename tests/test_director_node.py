@@ -37,12 +37,14 @@ def image():
 
 def _director(**kw):
     node = NODE_CLASS_MAPPINGS["AvatarCascadeDirector"]()
-    return getattr(node, node.FUNCTION)(**kw)
+    out = getattr(node, node.FUNCTION)(**kw)
+    assert out["ui"]["text"] == [out["result"][1]]  # the storyline JSON is shown on the node
+    return out["result"]
 
 
 def _edit(timeline, text):
     node = NODE_CLASS_MAPPINGS["AvatarCascadeStorylineEdit"]()
-    return getattr(node, node.FUNCTION)(timeline=timeline, storyline_json=text)
+    return getattr(node, node.FUNCTION)(timeline=timeline, storyline_json=text)["result"]
 
 
 def test_director_json_round_trips_through_storyline_edit(aligned, image):
