@@ -127,23 +127,10 @@ def _train_tokenizer(vocab_size: int = 1024):
     return tok
 
 
-def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
-    """Write a tiny random-weight Qwen2.5-VL (model, tokenizer, processor) into ``folder``.
+def _chat_tokenizer():
+    """The tiny Qwen chat tokenizer (VL families): special-token ids and the fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
 
-    Deterministic: the same ``seed`` writes the same files. Global RNG state is
-    left untouched. Returns ``folder``.
-    """
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tok = _train_tokenizer()
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     tokenizer = PreTrainedTokenizerFast(
@@ -153,6 +140,26 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
         chat_template=CHAT_TEMPLATE,
         model_max_length=8192,
     )
+    return ids, tokenizer
+
+
+def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny random-weight Qwen2.5-VL (model, tokenizer, processor) into ``folder``.
+
+    Deterministic: the same ``seed`` writes the same files. Global RNG state is
+    left untouched. Returns ``folder``.
+    """
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids, tokenizer = _chat_tokenizer()
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(
             min_pixels=_PIXELS, max_pixels=_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
@@ -167,7 +174,7 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
 
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": tok.get_vocab_size(),
+            "vocab_size": tokenizer.backend_tokenizer.get_vocab_size(),
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
@@ -237,7 +244,7 @@ def _omni_thinker(folder: Path, seed: int):
         },
         vision_config=_VISION,
         text_config={
-            "vocab_size": tok.get_vocab_size(),
+            "vocab_size": tokenizer.backend_tokenizer.get_vocab_size(),
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
@@ -307,7 +314,6 @@ def write_tiny_qwen3_vl(folder: Path, seed: int = 0) -> Path:
     seed; returns ``folder``.
     """
     from transformers import (
-        PreTrainedTokenizerFast,
         Qwen2VLImageProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
@@ -317,15 +323,7 @@ def write_tiny_qwen3_vl(folder: Path, seed: int = 0) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tok = _train_tokenizer()
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=8192,
-    )
+    ids, tokenizer = _chat_tokenizer()
     patches = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
     Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(
@@ -337,7 +335,7 @@ def write_tiny_qwen3_vl(folder: Path, seed: int = 0) -> Path:
     ).save_pretrained(folder)
     config = Qwen3VLConfig(
         text_config={
-            "vocab_size": tok.get_vocab_size(),
+            "vocab_size": tokenizer.backend_tokenizer.get_vocab_size(),
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
