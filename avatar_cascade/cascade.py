@@ -14,14 +14,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audio_aligner import align_audio
-from .blueprint import BlueprintSettings, render_blueprint
-from .errors import InputError
-from .keyframes import extract_keyframes
-from .keyframes_lift import LiftSettings
-from .refiner import RefinerSettings, refine_clips
-from .runtime import Runtime
-from .sampling import SamplerSettings, check_resolution, check_seed
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.core.seeds import check_seed
+from avatar_cascade.sampling.settings import SamplerSettings, check_resolution
+from avatar_cascade.stages.aligner.aligner import align_audio
+from avatar_cascade.stages.blueprint.sampler import BlueprintSettings, render_blueprint
+from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+from avatar_cascade.stages.keyframes.lift import LiftSettings
+from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class CascadeConfig:
 
 def pick_model(models_dir: Path, role: str, name: str | None, required: bool = True) -> Path | None:
     """Resolve a model name inside ``models_dir/<folder>``; auto-pick when exactly one exists."""
-    from .models.files import resolve_model_path
+    from avatar_cascade.models.files import resolve_model_path
 
     folder = models_dir / MODEL_FOLDERS[role]
     if name is None:
@@ -110,9 +111,9 @@ class StageTimer:
 
 def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] | None = None) -> Path:
     """Run all six stages; returns the written mp4 path (per-stage seconds go to ``timings``)."""
-    from .media import load_audio, load_image
-    from .models.audio_encoder import load_audio_encoder
-    from .stitcher import stitch_clips
+    from avatar_cascade.media import load_audio, load_image
+    from avatar_cascade.models.audio_encoder import load_audio_encoder
+    from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
     stage = StageTimer(timings)
     check_resolution(cfg.width, cfg.height)
@@ -207,7 +208,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
 def _extra_model_paths(cfg: CascadeConfig) -> dict:
     """Resolve the audio adapter and LoRA names (inside their model folders only)."""
-    from .models.files import resolve_model_path
+    from avatar_cascade.models.files import resolve_model_path
 
     out: dict = {"audio_adapter": None, "loras": []}
     if cfg.audio_adapter:
@@ -220,21 +221,21 @@ def _extra_model_paths(cfg: CascadeConfig) -> dict:
 
 def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
     """DiT (+ LoRAs, + audio adapter), VAE, text encoder and optional CLIP vision."""
-    from .models.clip_vision import load_clip_vision
-    from .models.text_encoder import load_text_encoder
-    from .models.wan_dit import load_wan_dit
-    from .models.wan_vae import load_wan_vae
+    from avatar_cascade.models.clip_vision import load_clip_vision
+    from avatar_cascade.models.text_encoder import load_text_encoder
+    from avatar_cascade.models.wan_dit import load_wan_dit
+    from avatar_cascade.models.wan_vae import load_wan_vae
 
     dit = load_wan_dit(paths["dit"], input_name="--dit")
     if extra["loras"]:
-        from .models.lora import apply_loras, lora_spec, stack_loras
+        from avatar_cascade.models.lora import apply_loras, lora_spec, stack_loras
 
         stack = None
         for path, strength in extra["loras"]:
             stack = stack_loras(stack, lora_spec(path, strength, input_name="--lora"))
         dit = apply_loras(dit, stack, input_name="--lora")
     if extra["audio_adapter"] is not None:
-        from .models.audio_adapter import load_audio_adapter
+        from avatar_cascade.models.audio_adapter import load_audio_adapter
 
         if aligned.features is None:
             raise InputError(
@@ -252,8 +253,8 @@ def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
 
 def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime: Runtime):
     """The Director stage: the MLLM when one is configured, else the rule-based storyline."""
-    from .director import direct
-    from .mllm import load_mllm
+    from avatar_cascade.models.mllm import load_mllm
+    from avatar_cascade.stages.director.director import direct
 
     mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
     if mllm is not None:

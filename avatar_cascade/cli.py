@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import AvatarCascadeError
+from avatar_cascade.core.errors import AvatarCascadeError
 
 log = logging.getLogger("avatar_cascade")
 
@@ -63,7 +63,7 @@ def copy_sample_inputs(folder: Path) -> list[Path]:
     names the shipped demo workflow uses."""
     import shutil
 
-    from .media import sample_audio_path, sample_image_path
+    from avatar_cascade.media import sample_audio_path, sample_image_path
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -74,7 +74,7 @@ def copy_sample_inputs(folder: Path) -> list[Path]:
 
 
 def _lora_arg(text: str) -> tuple[str, float]:
-    from .errors import InputError
+    from avatar_cascade.core.errors import InputError
 
     name, _, strength = text.rpartition(":") if ":" in text else (text, "", "1.0")
     try:
@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from .runtime import Runtime
+    from avatar_cascade.core.runtime import Runtime
 
     t0 = time.perf_counter()
     if args.cmd == "demo-models":
-        from .demo_models import write_demo_models
+        from avatar_cascade.demo.models import write_demo_models
 
         written = write_demo_models(args.out)
         for role, name in written.items():
@@ -117,13 +117,13 @@ def _dispatch(args) -> int:
                 print(f"sample input: {p}")
         return 0
 
-    from .cascade import CascadeConfig, demo_config, run_cascade
-    from .refiner import RefinerSettings
-    from .sampling import SamplerSettings
+    from avatar_cascade.cascade import CascadeConfig, demo_config, run_cascade
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.refiner.refiner import RefinerSettings
 
     if args.cmd == "demo":
-        from .demo_models import write_demo_models
-        from .media import sample_audio_path, sample_image_path
+        from avatar_cascade.demo.models import write_demo_models
+        from avatar_cascade.media import sample_audio_path, sample_image_path
 
         wd = _workdir(args.out, args.workdir)
         models = wd / "models"

@@ -67,8 +67,9 @@ def tiny_cpu(rows: int = 3, latent_frames: int = 6, size: int = 16, repeats: int
     import torch
     from safetensors.torch import save_file
 
-    from avatar_cascade.demo_models import tiny_dit_state_dict
-    from avatar_cascade.models.audio_adapter import load_audio_adapter, write_tiny_audio_adapter
+    from avatar_cascade.demo.models import tiny_dit_state_dict
+    from avatar_cascade.demo.tiny_weights import write_tiny_audio_adapter
+    from avatar_cascade.models.audio_adapter import load_audio_adapter
     from avatar_cascade.models.wan_dit import load_bundled_config, load_wan_dit
 
     torch.set_num_threads(1)
@@ -103,7 +104,8 @@ def wan13b_shape(
     import torch
     from diffusers import WanTransformer3DModel
 
-    from avatar_cascade.models.audio_adapter import AudioAdapter, AudioAdapterConfig, AudioAdapterModule
+    from avatar_cascade.models.audio_adapter import AudioAdapter, AudioAdapterModule
+    from avatar_cascade.models.audio_proj import AudioAdapterConfig
     from avatar_cascade.models.wan_dit import WanDiT, load_bundled_config
 
     dev = torch.device(device)

@@ -63,10 +63,10 @@ def _encoder(kind: str):
 def align_case(minutes: float, encoder: str) -> dict:
     import torch
 
-    from avatar_cascade.audio_aligner import align_audio
+    from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.media import AudioTrack
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.timeline_plot import render_timeline
+    from avatar_cascade.media.timeline_plot import render_timeline
+    from avatar_cascade.stages.aligner.aligner import align_audio
 
     enc = _encoder(encoder)
     audio = AudioTrack(_speech(minutes), SR)

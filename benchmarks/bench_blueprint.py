@@ -36,9 +36,9 @@ def _rss_mb() -> float:
 def _aligned(minutes: float):
     import torch
 
-    from avatar_cascade.audio_aligner import align_audio
+    from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.media import AudioTrack
-    from avatar_cascade.runtime import Runtime
+    from avatar_cascade.stages.aligner.aligner import align_audio
 
     t = torch.arange(int(minutes * 60 * SR)) / SR
     voiced = torch.sin(2 * torch.pi * 0.4 * t) > -0.3  # ~60 % speech, pauses in between
@@ -50,7 +50,7 @@ def _tiny_models():
     import tempfile
     from pathlib import Path
 
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE, write_demo_models
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE, write_demo_models
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
@@ -70,10 +70,10 @@ def _run(models, minutes: float, settings, device, keyframe_size: tuple[int, int
 
     import torch
 
-    from avatar_cascade.blueprint import render_blueprint
-    from avatar_cascade.keyframes import extract_keyframes
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.storyline_rules import rule_based_storyline
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.stages.blueprint.sampler import render_blueprint
+    from avatar_cascade.stages.director.rules import rule_based_storyline
+    from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 
     aligned = _aligned(minutes)
     story = rule_based_storyline("a calm presenter", aligned.timeline, None)
@@ -110,8 +110,8 @@ def _run(models, minutes: float, settings, device, keyframe_size: tuple[int, int
 def blueprint_tiny(minutes: float) -> dict:
     import torch
 
-    from avatar_cascade.blueprint import BlueprintSettings
-    from avatar_cascade.sampling import SamplerSettings
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.blueprint.sampler import BlueprintSettings
 
     torch.set_num_threads(1)
     settings = BlueprintSettings(
@@ -125,11 +125,11 @@ def blueprint_wan13b_shape(minutes: float) -> dict:
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    from avatar_cascade.blueprint import BlueprintSettings
     from avatar_cascade.models.wan_dit import WanDiT, load_bundled_config
     from avatar_cascade.models.wan_vae import WanVAE
     from avatar_cascade.models.wan_vae import load_bundled_config as vae_config
-    from avatar_cascade.sampling import SamplerSettings
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.blueprint.sampler import BlueprintSettings
 
     cfg = load_bundled_config("wan2.1-t2v-1.3b")
     cfg.update(in_channels=36)

@@ -69,12 +69,12 @@ def cascade(minutes: float) -> dict:
     import torch
 
     from avatar_cascade import cascade as cascade_mod
-    from avatar_cascade.blueprint import BlueprintSettings
-    from avatar_cascade.demo_models import write_demo_models
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.demo.models import write_demo_models
     from avatar_cascade.media import sample_image_path
-    from avatar_cascade.refiner import RefinerSettings
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import SamplerSettings
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.blueprint.sampler import BlueprintSettings
+    from avatar_cascade.stages.refiner.refiner import RefinerSettings
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_cascade_"))
@@ -134,22 +134,18 @@ def sequential_baseline(minutes: float) -> dict:
     """Same model, same total frames and size: chunk k starts from chunk k-1's last frame, one at a time."""
     import torch
 
-    from avatar_cascade.demo_models import write_demo_models
+    from avatar_cascade.artefacts.timeline import plan_timeline
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.core.seeds import derive_seed
+    from avatar_cascade.demo.models import write_demo_models
     from avatar_cascade.media import load_image, sample_image_path
+    from avatar_cascade.media.frames import image_to_model_space
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import (
-        ClipRequest,
-        SamplerSettings,
-        decode_to_uint8,
-        derive_seed,
-        encode_condition,
-        image_to_model_space,
-        sample_clips,
-    )
-    from avatar_cascade.timeline import plan_timeline
+    from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
+    from avatar_cascade.sampling.loop import sample_clips
+    from avatar_cascade.sampling.settings import SamplerSettings
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_seq_"))

@@ -38,11 +38,11 @@ def _speech_like(seconds: float):
 def run_director(minutes: float, model: str) -> dict:
     import torch
 
-    from avatar_cascade.director import direct
-    from avatar_cascade.mllm import load_mllm
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.timeline import plan_timeline
-    from avatar_cascade.tiny_mllm import write_tiny_qwen25_omni_thinker, write_tiny_qwen25_vl
+    from avatar_cascade.artefacts.timeline import plan_timeline
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.demo.tiny_mllm import write_tiny_qwen25_omni_thinker, write_tiny_qwen25_vl
+    from avatar_cascade.models.mllm import load_mllm
+    from avatar_cascade.stages.director.director import direct
 
     wave = _speech_like(minutes * 60)
     timeline = plan_timeline(wave.shape[-1], SR, FPS, CLIP_FRAMES)

@@ -50,7 +50,7 @@ def _tokens(frames: int, height: int, width: int) -> int:
 
 
 def _requests(n: int, frames: int, text_dim: int, text_tokens: int):
-    from avatar_cascade.sampling import ClipRequest
+    from avatar_cascade.sampling.conditioning import ClipRequest
 
     g = torch.Generator().manual_seed(0)
     return [
@@ -100,9 +100,10 @@ def cpu_tiny(frames: int = 17, size: int = 64, clips: int = 2, steps: int = 8, l
     """Tiny DiT on CPU: per-step time and the share of it outside the transformer forward."""
     from diffusers import WanTransformer3DModel
 
+    from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.models.wan_dit import WanDiT, load_bundled_config
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import SamplerSettings, sample_clips
+    from avatar_cascade.sampling.loop import sample_clips
+    from avatar_cascade.sampling.settings import SamplerSettings
 
     torch.set_num_threads(1)  # tiny matmuls: threads only add contention
     cfg = load_bundled_config("avatar-cascade-tiny-wan")
@@ -134,8 +135,8 @@ def _with_tiny_lora(dit):
 
     from safetensors.torch import save_file
 
+    from avatar_cascade.demo.layouts import dit_to_original_layout as to_original_layout
     from avatar_cascade.models.lora import apply_loras, lora_spec
-    from avatar_cascade.models.wan_dit import to_original_layout
 
     g = torch.Generator().manual_seed(0)
     sd = {}
@@ -167,8 +168,9 @@ def _peak_flops() -> float | None:
 
 
 def _ours(dit, clips: int, frames: int, height: int, width: int, steps: int) -> dict:
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import SamplerSettings, sample_clips
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.sampling.loop import sample_clips
+    from avatar_cascade.sampling.settings import SamplerSettings
 
     rt = Runtime(device=torch.device("cuda"), show_progress=False)
     reqs = _requests(clips, frames, dit.transformer.config.text_dim, 512)
@@ -259,7 +261,7 @@ def gpu_ours_vs_diffusers(frames: int = 81, height: int = 480, width: int = 832,
 
 def gpu_batch(clips: int = 1, frames: int = 81, height: int = 480, width: int = 832, steps: int = 4) -> dict:
     """Clips per batch: per-step time, per-clip time, peak VRAM and MFU, plus what the estimate would choose."""
-    from avatar_cascade.sampling import estimate_batch_size
+    from avatar_cascade.sampling.memory import estimate_batch_size
 
     dit = _gpu_dit()
     free, total = torch.cuda.mem_get_info()

@@ -64,10 +64,10 @@ def stitch(
     import numpy as np
     import torch
 
+    from avatar_cascade.artefacts.timeline import plan_timeline
+    from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.media import AudioTrack
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.stitcher import stitch_clips
-    from avatar_cascade.timeline import plan_timeline
+    from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
     tl = plan_timeline(int(seconds * SR), SR, FPS, clip_frames=81)
     base = _frames(height, width)
@@ -127,7 +127,7 @@ def _tiny_models():
     import tempfile
     from pathlib import Path
 
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE, write_demo_models
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE, write_demo_models
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
@@ -146,11 +146,11 @@ def _inputs(clips: int, frames: int, size: tuple[int, int]):
 
     import torch
 
-    from avatar_cascade.audio_aligner import AlignedAudio
-    from avatar_cascade.inbetween import inbetween_storyline
-    from avatar_cascade.keyframes import Keyframes
+    from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+    from avatar_cascade.artefacts.keyframes import Keyframes
+    from avatar_cascade.artefacts.timeline import frame_to_sample, plan_timeline
     from avatar_cascade.media import AudioTrack
-    from avatar_cascade.timeline import frame_to_sample, plan_timeline
+    from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
 
     n = clips * (frames - 1) + 1
     tl = plan_timeline(frame_to_sample(n, Fraction(16), SR), SR, 16, clip_frames=frames)
@@ -167,9 +167,9 @@ def refine_tiny(batch_size: int, clips: int = 8, frames: int = 17, size: int = 6
 
     import torch
 
-    from avatar_cascade.refiner import RefinerSettings, refine_clips
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import SamplerSettings
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
 
     torch.set_num_threads(1)
     models = _tiny_models()
@@ -191,12 +191,12 @@ def refine_wan13b_shape(batch_size: int, clips: int = 4, frames: int = 33) -> di
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
+    from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.models.wan_dit import WanDiT, load_bundled_config
     from avatar_cascade.models.wan_vae import WanVAE
     from avatar_cascade.models.wan_vae import load_bundled_config as vae_config
-    from avatar_cascade.refiner import RefinerSettings, refine_clips
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import SamplerSettings
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
 
     cfg = load_bundled_config("wan2.1-t2v-1.3b")
     cfg.update(in_channels=36)
@@ -234,16 +234,12 @@ def sequential_tiny(clips: int = 8, frames: int = 17, size: int = 64) -> dict:
     """Each clip continues from the previous clip's last frame (image-to-video), one after the other."""
     import torch
 
-    from avatar_cascade.runtime import Runtime
-    from avatar_cascade.sampling import (
-        ClipRequest,
-        SamplerSettings,
-        decode_to_uint8,
-        derive_seed,
-        encode_condition,
-        sample_clips,
-    )
-    from avatar_cascade.text_prompts import PromptBank
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.core.seeds import derive_seed
+    from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
+    from avatar_cascade.sampling.loop import sample_clips
+    from avatar_cascade.sampling.prompts import PromptBank
+    from avatar_cascade.sampling.settings import SamplerSettings
 
     torch.set_num_threads(1)
     dit, vae, te = _tiny_models()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from avatar_cascade.sampling import SCHEDULERS
+from avatar_cascade.sampling.settings import SCHEDULERS
 
 
 def sampler_inputs(steps: int, guidance: float, shift: float) -> dict:
@@ -86,7 +86,7 @@ def advanced_sampler_inputs() -> dict:
 
 def sampler_settings(steps, guidance, shift, scheduler, guidance_low_noise=-1.0, audio_guidance=4.0):
     """SamplerSettings from the widgets of :func:`sampler_inputs` and :func:`advanced_sampler_inputs`."""
-    from avatar_cascade.sampling import SamplerSettings
+    from avatar_cascade.sampling.settings import SamplerSettings
 
     low = None if guidance_low_noise is None or guidance_low_noise < 0 else float(guidance_low_noise)
     return SamplerSettings(steps, guidance, shift, scheduler, guidance_2=low, audio_guidance=float(audio_guidance))

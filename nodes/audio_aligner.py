@@ -98,8 +98,8 @@ class AvatarCascadeAudioAligner:
         ok = validate_widgets(fps=fps, clip_frames=clip_frames)
         if ok is not True:
             return ok
-        from avatar_cascade.errors import InputError
-        from avatar_cascade.seams import check_snap_tolerance
+        from avatar_cascade.core.errors import InputError
+        from avatar_cascade.stages.aligner.seams import check_snap_tolerance
 
         try:
             if snap_seams_frames is not None:
@@ -121,7 +121,7 @@ class AvatarCascadeAudioAligner:
         max_duration_s=1800.0,
         loudness_lufs=0.0,
     ):
-        from avatar_cascade.audio_aligner import align_audio
+        from avatar_cascade.stages.aligner.aligner import align_audio
 
         aligned = align_audio(
             audio,

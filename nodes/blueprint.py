@@ -21,15 +21,15 @@ WORK_FOLDER = (
 
 
 def _default_weights() -> str:
-    from avatar_cascade.keyframe_scores import DEFAULT_WEIGHTS
+    from avatar_cascade.stages.keyframes.scores import DEFAULT_WEIGHTS
 
     return json.dumps(DEFAULT_WEIGHTS)
 
 
 def parse_weights(text: str) -> dict:
     """Weights widget (JSON object of score name -> weight; empty = defaults) as a checked dict."""
-    from avatar_cascade.errors import InputError
-    from avatar_cascade.keyframe_scores import check_weights
+    from avatar_cascade.core.errors import InputError
+    from avatar_cascade.stages.keyframes.scores import check_weights
 
     text = (text or "").strip()
     if not text:
@@ -65,7 +65,7 @@ class AvatarCascadeBlueprintSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from avatar_cascade.blueprint_plan import PROMPT_MODES
+        from avatar_cascade.stages.blueprint.plan import PROMPT_MODES
 
         return {
             "required": {
@@ -177,8 +177,8 @@ class AvatarCascadeBlueprintSampler:
         guidance_low_noise=-1.0,
         audio_guidance=4.0,
     ):
-        from avatar_cascade.blueprint import BlueprintSettings, render_blueprint
         from avatar_cascade.media import check_image_tensor
+        from avatar_cascade.stages.blueprint.sampler import BlueprintSettings, render_blueprint
 
         sampler = sampler_settings(steps, guidance, shift, scheduler, guidance_low_noise, audio_guidance)
         settings = BlueprintSettings(
@@ -296,7 +296,7 @@ class AvatarCascadeKeyframeExtractor:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None, weights=None, seed=None, **_):
-        from avatar_cascade.errors import InputError
+        from avatar_cascade.core.errors import InputError
 
         if weights is not None:
             try:
@@ -325,10 +325,11 @@ class AvatarCascadeKeyframeExtractor:
         text_encoder=None,
         storyline=None,
     ):
-        from avatar_cascade.contact_sheet import as_uint8_tensor
-        from avatar_cascade.keyframes import LiftSettings, extract_keyframes
         from avatar_cascade.media import check_image_tensor
-        from avatar_cascade.sampling import SamplerSettings
+        from avatar_cascade.media.contact_sheet import as_uint8_tensor
+        from avatar_cascade.sampling.settings import SamplerSettings
+        from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+        from avatar_cascade.stages.keyframes.lift import LiftSettings
 
         ref = check_image_tensor(image, "image")
         folder = bridge.work_dir(work_folder)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from avatar_cascade.runtime import Progress, Runtime
+from avatar_cascade.core.runtime import Progress, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def output_dir() -> Path:
 
 def output_path(filename_prefix: str, ext: str) -> Path:
     """Next free ``<prefix>_00001.<ext>`` in the output folder (ComfyUI's counter naming)."""
-    from avatar_cascade.errors import InputError
+    from avatar_cascade.core.errors import InputError
 
     base = output_dir().resolve()
     target = (base / filename_prefix).resolve()
@@ -118,7 +118,7 @@ def output_path(filename_prefix: str, ext: str) -> Path:
 
 def work_dir(subfolder: str) -> Path:
     """A persistent work folder under the output folder (clip cache lives here)."""
-    from avatar_cascade.errors import InputError
+    from avatar_cascade.core.errors import InputError
 
     base = (output_dir() / "avatar_cascade_work").resolve()
     target = (base / subfolder).resolve()
@@ -158,14 +158,14 @@ def compute_device() -> torch.device:
     """The device models compute on: ComfyUI's torch device, else CUDA when present, else CPU."""
     if HAS_COMFY:
         return mm.get_torch_device()
-    from avatar_cascade.runtime import default_device
+    from avatar_cascade.core.runtime import default_device
 
     return default_device()
 
 
 @contextlib.contextmanager
 def _comfy_model_loader(modules: list[torch.nn.Module]):
-    from avatar_cascade.models.dit_runtime import is_group_offloaded
+    from avatar_cascade.models.offload import is_group_offloaded
 
     # Group-offloaded DiTs (the DiT loader's low-VRAM modes) place their own blocks: not ComfyUI's to move.
     patchers = [patcher_for(m) for m in modules if not is_group_offloaded(m)]

@@ -64,8 +64,8 @@ class AvatarCascadeDirector:
         }
 
     def direct(self, image, timeline, instruction, seed, max_new_tokens, mllm=None):
-        from avatar_cascade.director import direct
         from avatar_cascade.media import check_image_tensor
+        from avatar_cascade.stages.director.director import direct
 
         runtime = bridge.make_runtime()
         ref = check_image_tensor(image, "image")
@@ -117,7 +117,7 @@ class AvatarCascadeStorylineEdit:
         }
 
     def edit(self, timeline, storyline_json):
-        from avatar_cascade.storyline import Storyline
+        from avatar_cascade.artefacts.storyline import Storyline
 
         story = Storyline.from_json(storyline_json, timeline.timeline)
         text = story.to_json()

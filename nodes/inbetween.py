@@ -60,8 +60,8 @@ class AvatarCascadeKeyframesFromImages:
         return msg
 
     def build(self, images, segment_frames, fps, width, height, prompt, audio=None):
-        from avatar_cascade.inbetween import keyframes_from_images
         from avatar_cascade.media import AudioTrack
+        from avatar_cascade.stages.inbetween.inbetween import keyframes_from_images
 
         track = AudioTrack.from_comfy(audio) if audio is not None else None
         return keyframes_from_images(images, segment_frames, fps, width, height, audio=track, prompt=prompt)

@@ -26,7 +26,8 @@ class AvatarCascadeDiTLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from avatar_cascade.models.dit_runtime import ATTENTION_CHOICES, OFFLOAD_CHOICES
+        from avatar_cascade.models.attention import ATTENTION_CHOICES
+        from avatar_cascade.models.offload import OFFLOAD_CHOICES
 
         return {
             "required": {"dit_name": _file_input("diffusion_models", "Wan DiT file in models/diffusion_models.")},
@@ -186,7 +187,7 @@ class AvatarCascadeMLLMLoader:
         }
 
     def load(self, mllm_name):
-        from avatar_cascade.mllm import load_mllm
+        from avatar_cascade.models.mllm import load_mllm
 
         path = bridge.resolve_model("LLM", mllm_name, "mllm_name")
         return (load_mllm(path, input_name="mllm_name", dtype=bridge.make_runtime().dtype),)

@@ -10,8 +10,8 @@ from .validation import validate_widgets
 
 
 def _check_reroll(reroll) -> bool | str:
-    from avatar_cascade.errors import InputError
-    from avatar_cascade.refiner import parse_reroll
+    from avatar_cascade.core.errors import InputError
+    from avatar_cascade.stages.refiner.refiner import parse_reroll
 
     try:
         parse_reroll(reroll)
@@ -27,8 +27,8 @@ def _devices(text) -> tuple[str, ...]:
 
 
 def _check_devices(text) -> bool | str:
-    from avatar_cascade.errors import InputError
-    from avatar_cascade.refiner import RefinerSettings
+    from avatar_cascade.core.errors import InputError
+    from avatar_cascade.stages.refiner.refiner import RefinerSettings
 
     try:
         RefinerSettings(devices=_devices(text)).check()
@@ -138,7 +138,7 @@ class AvatarCascadeFLFRefiner:
         audio_guidance=4.0,
         devices="auto",
     ):
-        from avatar_cascade.refiner import RefinerSettings, refine_clips
+        from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
 
         sampler = sampler_settings(steps, guidance, shift, scheduler, guidance_low_noise, audio_guidance)
         settings = RefinerSettings(seed, batch_size, sampler, negative_frame_strength, _devices(devices))
@@ -178,7 +178,7 @@ class AvatarCascadeClipStitcher:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from avatar_cascade.stitcher import DEFAULT_IMAGE_FRAMES, PIX_FMTS
+        from avatar_cascade.stages.stitcher.stitcher import DEFAULT_IMAGE_FRAMES, PIX_FMTS
 
         return {
             "required": {
@@ -249,7 +249,7 @@ class AvatarCascadeClipStitcher:
         prompt=None,
         extra_pnginfo=None,
     ):
-        from avatar_cascade.stitcher import stitch_clips
+        from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
         metadata = {}  # what ComfyUI's own video saver writes: the prompt and each extra_pnginfo entry, as JSON
         if prompt is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from avatar_cascade.errors import InputError
+from avatar_cascade.core.errors import InputError
 
 
 def validate_widgets(**values) -> bool | str:
     """Run the engine's own checks on the widget values that are known (constants) before a run."""
-    from avatar_cascade.sampling import SCHEDULERS, check_resolution, check_seed
-    from avatar_cascade.timeline import check_clip_frames, parse_fps
+    from avatar_cascade.artefacts.timeline import check_clip_frames, parse_fps
+    from avatar_cascade.core.seeds import check_seed
+    from avatar_cascade.sampling.settings import SCHEDULERS, check_resolution
 
     try:
         for name, v in values.items():
@@ -32,7 +33,7 @@ def validate_widgets(**values) -> bool | str:
 
 
 def _window(v) -> None:
-    from avatar_cascade.timeline import check_clip_frames
+    from avatar_cascade.artefacts.timeline import check_clip_frames
 
     try:
         check_clip_frames(int(v))

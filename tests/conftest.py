@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def demo_models_dir(tmp_path_factory):
     """A ComfyUI-style models/ tree filled by the real demo-model factory (written once per session)."""
-    from avatar_cascade.demo_models import write_demo_models
+    from avatar_cascade.demo.models import write_demo_models
 
     root = tmp_path_factory.mktemp("models")
     write_demo_models(root)

@@ -6,10 +6,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar_cascade.demo_models import tiny_dit_state_dict
-from avatar_cascade.errors import InputError, ModelFileError
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.demo import tiny_weights as TW
+from avatar_cascade.demo.models import tiny_dit_state_dict
 from avatar_cascade.models import audio_adapter as AA
-from avatar_cascade.models.audio_adapter import AudioAdapterConfig, AudioAdapterModule
+from avatar_cascade.models import audio_guidance as AG
+from avatar_cascade.models import audio_proj as AP
+from avatar_cascade.models.audio_adapter import AudioAdapterModule
+from avatar_cascade.models.audio_proj import AudioAdapterConfig
 from avatar_cascade.models.wan_dit import load_bundled_config, load_wan_dit
 
 TINY = load_bundled_config("avatar-cascade-tiny-wan")
@@ -30,7 +34,7 @@ def dit(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def adapter_file(tmp_path_factory):
-    return AA.write_tiny_audio_adapter(tmp_path_factory.mktemp("ad") / "tiny_infinitetalk.safetensors", TINY, seed=0)
+    return TW.write_tiny_audio_adapter(tmp_path_factory.mktemp("ad") / "tiny_infinitetalk.safetensors", TINY, seed=0)
 
 
 @pytest.fixture()
@@ -120,7 +124,7 @@ def test_a_14b_adapter_is_refused_on_a_1_3b_dit():
 
 @pytest.mark.parametrize("prefix", ["", "diffusion_model.", "model.diffusion_model."])
 def test_tiny_adapter_loads_with_comfyui_prefixes_and_fp8(tmp_path, dit, prefix):
-    sd = AA.tiny_audio_adapter_state_dict(TINY, seed=3)
+    sd = TW.tiny_audio_adapter_state_dict(TINY, seed=3)
     stored = {prefix + k: (v.to(torch.float8_e4m3fn) if k.endswith("q_linear.weight") else v) for k, v in sd.items()}
     adapter = AA.load_audio_adapter(_save(tmp_path / "a.safetensors", stored), dit)
     got = adapter.module.state_dict()
@@ -131,7 +135,7 @@ def test_tiny_adapter_loads_with_comfyui_prefixes_and_fp8(tmp_path, dit, prefix)
 
 
 def test_wrong_files_are_named(tmp_path, dit, adapter_file):
-    sd = AA.tiny_audio_adapter_state_dict(TINY)
+    sd = TW.tiny_audio_adapter_state_dict(TINY)
     with pytest.raises(ModelFileError, match="looks like a Wan DiT"):
         AA.load_audio_adapter(dit.path, dit)
     merged = _save(tmp_path / "merged.safetensors", {**tiny_dit_state_dict(0), **sd})
@@ -140,10 +144,10 @@ def test_wrong_files_are_named(tmp_path, dit, adapter_file):
     vae_like = _save(tmp_path / "vae.safetensors", {"decoder.middle.0.residual.0.gamma": torch.ones(4)})
     with pytest.raises(ModelFileError, match="not an InfiniteTalk/MultiTalk audio adapter"):
         AA.load_audio_adapter(vae_like, dit)
-    wider = AA.tiny_audio_adapter_state_dict({**TINY, "attention_head_dim": 16})
+    wider = TW.tiny_audio_adapter_state_dict({**TINY, "attention_head_dim": 16})
     with pytest.raises(ModelFileError, match="32 wide with 2 blocks, but the DiT is 24 wide"):
         AA.load_audio_adapter(_save(tmp_path / "wide.safetensors", wider), dit)
-    deeper = AA.tiny_audio_adapter_state_dict({**TINY, "num_layers": 3})
+    deeper = TW.tiny_audio_adapter_state_dict({**TINY, "num_layers": 3})
     with pytest.raises(ModelFileError, match="3 blocks"):
         AA.load_audio_adapter(_save(tmp_path / "deep.safetensors", deeper), dit)
     del sd["blocks.1.norm_x.bias"]
@@ -152,9 +156,9 @@ def test_wrong_files_are_named(tmp_path, dit, adapter_file):
 
 
 def test_tiny_writer_is_deterministic(tmp_path):
-    a = AA.write_tiny_audio_adapter(tmp_path / "a.safetensors", TINY, seed=5)
-    b = AA.write_tiny_audio_adapter(tmp_path / "b.safetensors", TINY, seed=5)
-    c = AA.write_tiny_audio_adapter(tmp_path / "c.safetensors", TINY, seed=6)
+    a = TW.write_tiny_audio_adapter(tmp_path / "a.safetensors", TINY, seed=5)
+    b = TW.write_tiny_audio_adapter(tmp_path / "b.safetensors", TINY, seed=5)
+    c = TW.write_tiny_audio_adapter(tmp_path / "c.safetensors", TINY, seed=6)
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
 
 
@@ -164,14 +168,14 @@ def test_tiny_writer_is_deterministic(tmp_path):
 def test_window_taps_follow_the_reference_indexing():
     """Latent frame 0: frame 0, taps 0-4; latent frame t: frames 4t-3 (taps 0-2), 4t-2 and 4t-1 (tap 2), 4t (2-4)."""
     f = torch.arange(FRAMES)[:, None].float() * 10 + torch.arange(5)[None, :]  # value = 10*frame + tap
-    first, later = AA.split_frame_windows(f[None])
+    first, later = AP.split_frame_windows(f[None])
     assert first[0, 0].tolist() == [0, 1, 2, 3, 4]
     for t in (1, 2):
         a, b, c, d = 4 * t - 3, 4 * t - 2, 4 * t - 1, 4 * t
         want = [10 * a, 10 * a + 1, 10 * a + 2, 10 * b + 2, 10 * c + 2, 10 * d + 2, 10 * d + 3, 10 * d + 4]
         assert later[0, t - 1].tolist() == want
     per_frame = torch.arange(6.0)[:, None, None]  # [T=6, L=1, D=1]
-    w = AA.frame_windows(per_frame, start=1, count=3)[..., 0, 0]
+    w = AP.frame_windows(per_frame, start=1, count=3)[..., 0, 0]
     assert w.tolist() == [[0, 0, 1, 2, 3], [0, 1, 2, 3, 4], [1, 2, 3, 4, 5]]  # clamped at the track start
 
 
@@ -197,7 +201,7 @@ def test_audio_projection_is_the_reference_mlp(adapter):
 
 def test_audio_cross_attention_is_frame_local_softmax_attention():
     torch.manual_seed(0)
-    cfg = AudioAdapterConfig(dim=24, num_layers=1, num_heads=2, feature_size=64, **AA.TINY_SIZES)
+    cfg = AudioAdapterConfig(dim=24, num_layers=1, num_heads=2, feature_size=64, **TW.TINY_SIZES)
     attn = AudioAdapterModule(cfg).blocks[0].audio_cross_attn
     x, tokens = torch.randn(2, 3 * 16, 24), torch.randn(2, 3, 4, 8)
     out = attn(x, tokens)
@@ -376,14 +380,14 @@ def test_guidance_is_infinitetalks_two_scale_formula():
     cond, drop_text, uncond, drop_audio = (torch.randn(4, generator=g) for _ in range(4))
     three = {"cond": cond, "drop_text": drop_text, "uncond": uncond}
     torch.testing.assert_close(
-        AA.combine_guidance(three, 5.0, 4.0), uncond + 5.0 * (cond - drop_text) + 4.0 * (drop_text - uncond)
+        AG.combine_guidance(three, 5.0, 4.0), uncond + 5.0 * (cond - drop_text) + 4.0 * (drop_text - uncond)
     )
-    assert [b[0] for b in AA.guidance_branches(5.0, 4.0)] == ["cond", "drop_text", "uncond"]
-    assert AA.guidance_branches(1.0, 4.0) == (("cond", True, True), ("drop_audio", True, False))
+    assert [b[0] for b in AG.guidance_branches(5.0, 4.0)] == ["cond", "drop_text", "uncond"]
+    assert AG.guidance_branches(1.0, 4.0) == (("cond", True, True), ("drop_audio", True, False))
     two = {"cond": cond, "drop_audio": drop_audio}
-    torch.testing.assert_close(AA.combine_guidance(two, 1.0, 4.0), drop_audio + 4.0 * (cond - drop_audio))
+    torch.testing.assert_close(AG.combine_guidance(two, 1.0, 4.0), drop_audio + 4.0 * (cond - drop_audio))
     # audio scale 1: the three-branch result no longer depends on uncond, so that forward is skipped
-    assert [b[0] for b in AA.guidance_branches(5.0, 1.0)] == ["cond", "drop_text"]
-    short = AA.combine_guidance({"cond": cond, "drop_text": drop_text}, 5.0, 1.0)
-    torch.testing.assert_close(short, AA.combine_guidance(three, 5.0, 1.0))
-    assert AA.guidance_branches(1.0, 1.0) == (("cond", True, True),)
+    assert [b[0] for b in AG.guidance_branches(5.0, 1.0)] == ["cond", "drop_text"]
+    short = AG.combine_guidance({"cond": cond, "drop_text": drop_text}, 5.0, 1.0)
+    torch.testing.assert_close(short, AG.combine_guidance(three, 5.0, 1.0))
+    assert AG.guidance_branches(1.0, 1.0) == (("cond", True, True),)

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.audio_aligner import AlignedAudio, align_audio, as_audio_track
-from avatar_cascade.audio_features import conv_geometry, extract_frame_features, features_from_comfy_output
-from avatar_cascade.errors import InputError
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+from avatar_cascade.artefacts.storyline import Shot, Storyline
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, VideoWriter
+from avatar_cascade.media.timeline_plot import NOMINAL, SEAM, SHOT_A, SNAPPED
 from avatar_cascade.models.audio_encoder import load_audio_encoder
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.storyline import Shot, Storyline
-from avatar_cascade.timeline_plot import NOMINAL, SEAM, SHOT_A, SNAPPED
+from avatar_cascade.stages.aligner.aligner import align_audio, as_audio_track
+from avatar_cascade.stages.aligner.features import conv_geometry, extract_frame_features, features_from_comfy_output
 from nodes import NODE_CLASS_MAPPINGS
 from nodes.comfy_bridge import preview_image
 
@@ -28,7 +29,7 @@ def encoder(tmp_path_factory):
     """The demo models' tiny wav2vec2 (hidden 32, 2 layers, the real 320x CNN), through the real loader."""
     from safetensors.torch import save_file
 
-    from avatar_cascade.demo_models import AUDIO_ENCODER_FILE, tiny_wav2vec2_state_dict
+    from avatar_cascade.demo.models import AUDIO_ENCODER_FILE, tiny_wav2vec2_state_dict
 
     path = tmp_path_factory.mktemp("audio_encoders") / AUDIO_ENCODER_FILE
     save_file(tiny_wav2vec2_state_dict(), str(path))
@@ -127,7 +128,7 @@ def test_video_mode_reproduces_infinitetalks_interpolation(encoder):
 
 def test_blockwise_cnn_with_streamed_groupnorm_equals_one_pass(encoder, monkeypatch):
     """The CNN pass over long audio in blocks (whole-track GroupNorm statistics) is exact."""
-    import avatar_cascade.audio_features as af
+    import avatar_cascade.stages.aligner.features as af
 
     monkeypatch.setattr(af, "_CNN_BLOCK", 37)  # many blocks over 3 s (149 CNN frames)
     monkeypatch.setattr(af, "_STATS_BLOCK", 1000)  # and many statistics blocks
@@ -141,8 +142,8 @@ def test_blockwise_cnn_with_streamed_groupnorm_equals_one_pass(encoder, monkeypa
 
 @pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000, 192000])
 def test_blockwise_resampling_equals_one_pass(sr):
-    from avatar_cascade.audio_features import resample_long
     from avatar_cascade.media import resample
+    from avatar_cascade.stages.aligner.features import resample_long
 
     x = speechlike(4.0, sr)[0]
     blocks = resample_long(x, sr, SR, block_s=0.5)
@@ -294,7 +295,7 @@ def test_documented_behaviour_for_odd_but_valid_audio():
 def test_piecewise_loudness_equals_torchaudios(monkeypatch):
     import torchaudio.functional as AF
 
-    import avatar_cascade.loudness as L
+    import avatar_cascade.stages.aligner.loudness as L
 
     monkeypatch.setattr(L, "_PIECE_S", 1.3)  # many pieces, each K-weighted after a warm-up
     for sr, channels in ((48000, 2), (44100, 5), (11025, 1)):

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.demo_models import DIT_FILE, VAE_FILE
-from avatar_cascade.errors import AvatarCascadeError
+from avatar_cascade.core.errors import AvatarCascadeError
+from avatar_cascade.demo.models import DIT_FILE, VAE_FILE
 
 # ----------------------------------------------------------------------------- writers of test inputs
 
@@ -363,7 +363,7 @@ def _story(aligned) -> dict:
 
 
 def _rule_story(aligned) -> str:
-    from avatar_cascade.inbetween import inbetween_storyline
+    from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
 
     return inbetween_storyline(aligned.timeline, "a person talks").to_json()
 
@@ -421,8 +421,8 @@ def test_16_bit_image_keeps_its_precision(sandbox):
 
 
 def test_image_not_a_multiple_of_16_is_resized_to_the_requested_size(sandbox):
-    from avatar_cascade.frame_ops import reference_uint8
     from avatar_cascade.media import load_image
+    from avatar_cascade.media.frames import reference_uint8
 
     img = load_image(write_png(sandbox / "inputs" / "odd.png", 101, 77), input_name="--image")
     assert img.shape == (77, 101, 3)

@@ -12,15 +12,21 @@ from fractions import Fraction
 import pytest
 import torch
 
-from avatar_cascade.audio_aligner import align_audio
-from avatar_cascade.blueprint import BlueprintSettings, blueprint_frame_count, cross_fade, render_blueprint
-from avatar_cascade.blueprint_plan import choose_shots, plan_window_spans, plan_windows
-from avatar_cascade.blueprint_store import Blueprint
-from avatar_cascade.errors import InputError
+from avatar_cascade.artefacts.blueprint import Blueprint
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.demo import tiny_weights as TW
 from avatar_cascade.media import AudioTrack
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.sampling import SamplerSettings
-from avatar_cascade.storyline_rules import rule_based_storyline
+from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.stages.aligner.aligner import align_audio
+from avatar_cascade.stages.blueprint.plan import choose_shots, plan_window_spans, plan_windows
+from avatar_cascade.stages.blueprint.sampler import (
+    BlueprintSettings,
+    blueprint_frame_count,
+    cross_fade,
+    render_blueprint,
+)
+from avatar_cascade.stages.director.rules import rule_based_storyline
 
 SR = 16000
 FAST = SamplerSettings(steps=2, guidance=1.0, shift=3.0)
@@ -47,7 +53,7 @@ def _aligned(seconds: float, fps=16, clip_frames=17):
 
 @pytest.fixture(scope="module")
 def models(demo_models_dir):
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
@@ -224,7 +230,7 @@ def test_the_key_covers_the_reference(rendered, models, short, reference):
     aligned, story = short
     bp, _ = rendered["a"]
     other = torch.zeros(48, 40, 3)
-    from avatar_cascade.blueprint import blueprint_key
+    from avatar_cascade.stages.blueprint.sampler import blueprint_key
 
     windows = plan_windows(aligned.timeline, story, Fraction(4), 13, 9, 5, "majority")
     assert blueprint_key(dit, vae, te, None, reference, aligned, windows, _settings(0)) == bp.key
@@ -255,8 +261,8 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, 
     A real tiny-model render of 10 minutes takes tens of minutes on 2 shared cores; see
     ``benchmarks/bench_blueprint.py`` for real renders of 1, 5 and 10 minutes.
     """
-    import avatar_cascade.blueprint as blueprint_mod
-    from avatar_cascade.keyframes import extract_keyframes
+    import avatar_cascade.stages.blueprint.sampler as blueprint_mod
+    from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 
     def standin_sample_window(dit, vae, request, known, settings, runtime, image_embeds, desc):
         g = torch.Generator().manual_seed(request.seed)
@@ -285,7 +291,7 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, 
 
 
 def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, demo_models_dir, tmp_path):
-    from avatar_cascade.demo_models import AUDIO_ENCODER_FILE
+    from avatar_cascade.demo.models import AUDIO_ENCODER_FILE
     from avatar_cascade.models import audio_adapter as AA
     from avatar_cascade.models.audio_encoder import load_audio_encoder
     from avatar_cascade.models.wan_dit import load_bundled_config
@@ -297,7 +303,7 @@ def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, de
     aligned = align_audio(AudioTrack(wave, SR), 16, 17, _runtime(), audio_encoder=encoder)
     assert aligned.features is not None
     story = rule_based_storyline("talk", aligned.timeline, None)
-    path = AA.write_tiny_audio_adapter(
+    path = TW.write_tiny_audio_adapter(
         tmp_path / "tiny_adapter.safetensors", load_bundled_config("avatar-cascade-tiny-wan")
     )
     adapter = AA.load_audio_adapter(path, dit)
@@ -325,7 +331,7 @@ def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, de
 def test_old_stores_are_pruned_but_the_current_one_is_kept(tmp_path):
     import os
 
-    from avatar_cascade.blueprint_store import INDEX, prune_stores
+    from avatar_cascade.artefacts.blueprint import INDEX, prune_stores
 
     frames = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
     stores = [Blueprint.from_frames(frames, 8, tmp_path / f"k{i}", key=f"k{i}") for i in range(4)]

@@ -42,7 +42,7 @@ def test_rerun_reuses_every_finished_clip(demo_run, caplog):
 
 
 def _run(tmp_path, **over):
-    from avatar_cascade.demo_models import DIT_FILE
+    from avatar_cascade.demo.models import DIT_FILE
     from avatar_cascade.media import sample_audio_path, sample_image_path
 
     args = {

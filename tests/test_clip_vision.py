@@ -6,11 +6,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar_cascade.errors import InputError, ModelFileError
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.demo import tiny_weights as TW
+from avatar_cascade.demo.layouts import dit_to_original_layout
 from avatar_cascade.models import clip_vision as C
 from avatar_cascade.models import wan_dit as W
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.sampling import ClipRequest, SamplerSettings, sample_clips
+from avatar_cascade.sampling.conditioning import ClipRequest
+from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.settings import SamplerSettings
 
 
 def _save(path, sd):
@@ -21,7 +25,7 @@ def _save(path, sd):
 
 @pytest.fixture(scope="module")
 def tiny_sd():
-    return C.tiny_clip_vision_state_dict(0)
+    return TW.tiny_clip_vision_state_dict(0)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +113,7 @@ def test_other_image_encoders_are_refused(tmp_path):
     }
     with pytest.raises(ModelFileError, match="CLIP ViT-L/14.*Wan 2.1 needs CLIP ViT-H/14"):
         C._match_variant(shapes, "clip_name", "clip_l.safetensors")
-    from avatar_cascade.demo_models import tiny_vae_state_dict
+    from avatar_cascade.demo.models import tiny_vae_state_dict
 
     with pytest.raises(ModelFileError, match="looks like a Wan VAE"):
         C.load_clip_vision(_save(tmp_path / "vae.safetensors", tiny_vae_state_dict(0)))
@@ -137,7 +141,7 @@ def flf_dit(tmp_path_factory):
 
     torch.manual_seed(3)
     model = WanTransformer3DModel.from_config(W.load_bundled_config("avatar-cascade-tiny-wan-flf2v"))
-    sd = W.to_original_layout(model.state_dict())
+    sd = dit_to_original_layout(model.state_dict())
     assert "img_emb.emb_pos" in sd and "blocks.0.cross_attn.k_img.weight" in sd
     dit = W.load_wan_dit(_save(tmp_path_factory.mktemp("flf") / "tiny_flf2v.safetensors", sd))
     assert dit.variant == "avatar-cascade-tiny-wan-flf2v" and dit.has_image_embedder

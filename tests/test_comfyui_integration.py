@@ -138,7 +138,7 @@ def _post(url: str, payload: dict | None = None):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from avatar_cascade.cli import copy_sample_inputs
-    from avatar_cascade.demo_models import write_demo_models
+    from avatar_cascade.demo.models import write_demo_models
 
     tmp = tmp_path_factory.mktemp("comfy")
     models, inp, out, nodes = tmp / "models", tmp / "input", tmp / "output", tmp / "custom_nodes"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from avatar_cascade import demo_models as D
+from avatar_cascade.demo import models as D
 from avatar_cascade.models.audio_encoder import load_audio_encoder
 from avatar_cascade.models.text_encoder import load_text_encoder
 from avatar_cascade.models.wan_dit import load_wan_dit, to_diffusers_layout
@@ -27,7 +27,7 @@ FOLDERS = {
     "clip_vision": "clip_vision",
     "omni": "LLM",
 }
-HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.tiny_mllm") is not None
+HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.demo.tiny_mllm") is not None
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.director import direct, parse_model_json, repair_json, summarize_audio
-from avatar_cascade.director_audio import excerpt_spans
-from avatar_cascade.errors import InputError, Interrupted, ModelFileError
-from avatar_cascade.mllm import load_mllm
-from avatar_cascade.runtime import Progress, Runtime
-from avatar_cascade.storyline import Storyline
-from avatar_cascade.timeline import plan_timeline
-from avatar_cascade.tiny_mllm import (
+from avatar_cascade.artefacts.storyline import Storyline
+from avatar_cascade.artefacts.timeline import plan_timeline
+from avatar_cascade.core.errors import InputError, Interrupted, ModelFileError
+from avatar_cascade.core.runtime import Progress, Runtime
+from avatar_cascade.demo.tiny_mllm import (
     write_tiny_qwen3_vl,
     write_tiny_qwen25_omni,
     write_tiny_qwen25_omni_thinker,
     write_tiny_qwen25_vl,
 )
+from avatar_cascade.models.mllm import load_mllm
+from avatar_cascade.stages.director.audio import excerpt_spans, summarize_audio
+from avatar_cascade.stages.director.director import direct
+from avatar_cascade.stages.director.json_output import parse_model_json, repair_json
 
 SR = 16000
 GLOBAL = (
@@ -34,7 +35,7 @@ GLOBAL = (
 
 
 class ScriptedMLLM:
-    """TEST STAND-IN for :class:`avatar_cascade.mllm.MLLM` - not a model.
+    """TEST STAND-IN for :class:`avatar_cascade.models.mllm.MLLM` - not a model.
 
     ``generate`` returns crafted replies (a list consumed in order, or a function of
     the prompt) and records every call, so the Director's parsing, repair, retry and
@@ -173,7 +174,7 @@ def omni(tmp_path_factory):
 
 
 def test_thinker_only_omni_folder_hears_the_real_audio(omni):
-    from avatar_cascade.mllm import AudioExcerpt
+    from avatar_cascade.models.mllm import AudioExcerpt
 
     config = json.loads(Path(omni.model.name_or_path, "config.json").read_text())
     assert config["model_type"] == "qwen2_5_omni_thinker"
@@ -198,7 +199,7 @@ def test_thinker_only_omni_folder_hears_the_real_audio(omni):
 
 
 def test_deaf_model_refuses_audio(tiny):
-    from avatar_cascade.mllm import AudioExcerpt
+    from avatar_cascade.models.mllm import AudioExcerpt
 
     with pytest.raises(InputError, match="cannot hear audio"):
         tiny.generate("x", None, 1, audio=[AudioExcerpt(0.0, 1.0, np.zeros(16000, np.float32))])

@@ -10,11 +10,11 @@ import json
 import pytest
 import torch
 
-from avatar_cascade.audio_aligner import align_audio
-from avatar_cascade.errors import InputError, ModelFileError
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.demo.tiny_mllm import write_tiny_qwen25_vl
 from avatar_cascade.media import AudioTrack
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.tiny_mllm import write_tiny_qwen25_vl
+from avatar_cascade.stages.aligner.aligner import align_audio
 from nodes import NODE_CLASS_MAPPINGS, comfy_bridge
 
 SR = 16000

@@ -23,18 +23,19 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.audio_aligner import AlignedAudio, align_audio
-from avatar_cascade.blueprint import BlueprintSettings, render_blueprint
-from avatar_cascade.errors import InputError, Interrupted
-from avatar_cascade.inbetween import inbetween_storyline
-from avatar_cascade.keyframes import Keyframes
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+from avatar_cascade.artefacts.keyframes import Keyframes
+from avatar_cascade.artefacts.timeline import plan_timeline
+from avatar_cascade.core.errors import InputError, Interrupted
+from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, probe_media
-from avatar_cascade.refiner import RefinerSettings, refine_clips
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.sampling import SamplerSettings
-from avatar_cascade.stitcher import stitch_clips
-from avatar_cascade.storyline_rules import rule_based_storyline
-from avatar_cascade.timeline import plan_timeline
+from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.stages.aligner.aligner import align_audio
+from avatar_cascade.stages.blueprint.sampler import BlueprintSettings, render_blueprint
+from avatar_cascade.stages.director.rules import rule_based_storyline
+from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
+from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
+from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
 SR = 16000
 STEPS = 2
@@ -74,7 +75,7 @@ class ForwardCounter:
 
 @pytest.fixture(scope="module")
 def models(demo_models_dir):
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae

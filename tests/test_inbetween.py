@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.errors import InputError
-from avatar_cascade.inbetween import fit_images, keyframes_from_images
+from avatar_cascade.artefacts.timeline import frame_to_sample
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, probe_media
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.timeline import frame_to_sample
+from avatar_cascade.stages.inbetween.inbetween import fit_images, keyframes_from_images
 
 
 def keys(n: int, h: int = 40, w: int = 60) -> torch.Tensor:
@@ -88,13 +88,13 @@ def test_node_builds_keyframes_timeline_and_storyline():
 
 
 def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(demo_models_dir, tmp_path):
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
-    from avatar_cascade.refiner import RefinerSettings, refine_clips
-    from avatar_cascade.sampling import SamplerSettings
-    from avatar_cascade.stitcher import stitch_clips
+    from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
+    from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on a busy 2-core machine

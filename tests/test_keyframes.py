@@ -5,14 +5,16 @@ from fractions import Fraction
 import pytest
 import torch
 
-from avatar_cascade.audio_aligner import align_audio
-from avatar_cascade.blueprint_store import Blueprint
-from avatar_cascade.errors import InputError
-from avatar_cascade.keyframe_scores import AudioEnergy, diversity_score, face_score, identity_proxy, sharpness
-from avatar_cascade.keyframes import Keyframes, LiftSettings, extract_keyframes
+from avatar_cascade.artefacts.blueprint import Blueprint
+from avatar_cascade.artefacts.keyframes import Keyframes
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.sampling import SamplerSettings
+from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.stages.aligner.aligner import align_audio
+from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+from avatar_cascade.stages.keyframes.lift import LiftSettings
+from avatar_cascade.stages.keyframes.scores import AudioEnergy, diversity_score, face_score, identity_proxy, sharpness
 
 SR = 16000
 SIZE = 64
@@ -185,7 +187,7 @@ def test_contact_sheet_and_reuse_from_the_work_folder(planted, reference_image, 
 
 @pytest.fixture(scope="module")
 def models(demo_models_dir):
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
@@ -198,7 +200,7 @@ def models(demo_models_dir):
 
 
 def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(planted, reference_image, models, tmp_path):
-    from avatar_cascade.storyline_rules import rule_based_storyline
+    from avatar_cascade.stages.director.rules import rule_based_storyline
 
     dit, vae, te = models
     bp, aligned = planted

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar_cascade.errors import ModelFileError
+from avatar_cascade.core.errors import ModelFileError
 from avatar_cascade.models import lora as L
 from avatar_cascade.models import wan_dit as W
 
@@ -27,7 +27,7 @@ def _save(path, sd):
 @functools.cache
 def _base_state_dict(seed=0):
     """The tiny DiT's weights in the original Wan layout (built once)."""
-    from avatar_cascade.demo_models import tiny_dit_state_dict
+    from avatar_cascade.demo.models import tiny_dit_state_dict
 
     return tiny_dit_state_dict(seed)
 

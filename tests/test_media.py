@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from avatar_cascade.errors import InputError
+from avatar_cascade.core.errors import InputError
 from avatar_cascade.media import (
     AudioTrack,
     VideoWriter,

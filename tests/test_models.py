@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar_cascade.errors import ModelFileError
+from avatar_cascade.core.errors import ModelFileError
+from avatar_cascade.demo.layouts import dit_to_original_layout, vae_to_original_layout
 from avatar_cascade.models import audio_encoder as A
 from avatar_cascade.models import text_encoder as T
 from avatar_cascade.models import wan_dit as W
@@ -34,7 +35,7 @@ def _meta_shapes(cls, config):
 
 @pytest.fixture(scope="module")
 def tiny_dit_diffusers():
-    from avatar_cascade.demo_models import tiny_dit_state_dict
+    from avatar_cascade.demo.models import tiny_dit_state_dict
 
     return W.to_diffusers_layout(tiny_dit_state_dict(0))
 
@@ -47,7 +48,7 @@ def test_tiny_dit_round_trips_in_every_layout(tmp_path, tiny_dit_diffusers, layo
     if layout == "diffusers":
         sd = tiny_dit_diffusers
     else:
-        sd = W.to_original_layout(tiny_dit_diffusers)
+        sd = dit_to_original_layout(tiny_dit_diffusers)
         if layout != "original":
             sd = {layout + k: v for k, v in sd.items()}
     dit = W.load_wan_dit(_save(tmp_path / "dit.safetensors", sd))
@@ -60,7 +61,7 @@ def test_tiny_dit_round_trips_in_every_layout(tmp_path, tiny_dit_diffusers, layo
 
 
 def test_original_layout_uses_wan_key_names(tiny_dit_diffusers):
-    keys = set(W.to_original_layout(tiny_dit_diffusers))
+    keys = set(dit_to_original_layout(tiny_dit_diffusers))
     for k in (
         "patch_embedding.weight",
         "blocks.0.self_attn.q.weight",
@@ -79,7 +80,7 @@ def test_original_layout_uses_wan_key_names(tiny_dit_diffusers):
 
 
 def test_tiny_dit_forward_is_fast_on_cpu(tmp_path, tiny_dit_diffusers):
-    dit = W.load_wan_dit(_save(tmp_path / "dit.safetensors", W.to_original_layout(tiny_dit_diffusers)))
+    dit = W.load_wan_dit(_save(tmp_path / "dit.safetensors", dit_to_original_layout(tiny_dit_diffusers)))
     x, text = torch.randn(1, 36, 5, 8, 8), torch.randn(1, 24, 32)
     best = float("inf")
     with torch.no_grad():
@@ -96,7 +97,7 @@ def test_full_size_variants_are_detected_without_weights(variant):
     from diffusers import WanTransformer3DModel
 
     shapes = _meta_shapes(WanTransformer3DModel, W.load_bundled_config(variant))
-    original = W.to_original_layout(shapes)
+    original = dit_to_original_layout(shapes)
     assert W.detect_dit_variant(original) == variant
     assert W.detect_dit_variant({"model.diffusion_model." + k: s for k, s in original.items()}) == variant
     assert W.detect_dit_variant(shapes) == variant
@@ -114,12 +115,12 @@ def test_unknown_wan_shape_is_derived_from_128_wide_heads():
     from diffusers import WanTransformer3DModel
 
     cfg = W.load_bundled_config("wan2.1-t2v-1.3b") | {"num_layers": 2, "in_channels": 36}
-    shapes = W.to_original_layout(_meta_shapes(WanTransformer3DModel, cfg))
+    shapes = dit_to_original_layout(_meta_shapes(WanTransformer3DModel, cfg))
     assert W.detect_dit_variant(shapes) == W.CUSTOM_VARIANT
 
 
 def test_scaled_fp8_dit_is_dequantized(tmp_path, tiny_dit_diffusers):
-    sd = W.to_original_layout(tiny_dit_diffusers)
+    sd = dit_to_original_layout(tiny_dit_diffusers)
     stored, expected = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}, {}
     for k, v in sd.items():
         if k.endswith(".weight") and v.ndim == 2:
@@ -130,7 +131,7 @@ def test_scaled_fp8_dit_is_dequantized(tmp_path, tiny_dit_diffusers):
         else:
             stored[k] = v
     dit = W.load_wan_dit(_save(tmp_path / "dit_fp8.safetensors", stored), dtype=torch.float32)
-    loaded = W.to_original_layout(dit.transformer.state_dict())
+    loaded = dit_to_original_layout(dit.transformer.state_dict())
     for k, v in expected.items():
         assert torch.equal(loaded[k], v), k
 
@@ -142,8 +143,8 @@ def test_dequantize_leaves_plain_files_alone():
 
 def _tiny_dit_file(tmp_path, tiny_dit_diffusers, name="dit.safetensors", seed=None):
     if seed is None:
-        return _save(tmp_path / name, W.to_original_layout(tiny_dit_diffusers))
-    from avatar_cascade.demo_models import tiny_dit_state_dict
+        return _save(tmp_path / name, dit_to_original_layout(tiny_dit_diffusers))
+    from avatar_cascade.demo.models import tiny_dit_state_dict
 
     return _save(tmp_path / name, tiny_dit_state_dict(seed))
 
@@ -170,18 +171,19 @@ def test_expert_pair_of_different_shapes_is_refused(tmp_path, tiny_dit_diffusers
 
     high = _tiny_dit_file(tmp_path, tiny_dit_diffusers)
     flf = WanTransformer3DModel.from_config(W.load_bundled_config("avatar-cascade-tiny-wan-flf2v"))
-    other = _save(tmp_path / "flf.safetensors", W.to_original_layout(flf.state_dict()))
+    other = _save(tmp_path / "flf.safetensors", dit_to_original_layout(flf.state_dict()))
     with pytest.raises(ModelFileError, match="low_noise_dit_name.*does not have the shape"):
         W.load_wan_experts(high, other)
-    from avatar_cascade.errors import InputError
+    from avatar_cascade.core.errors import InputError
 
     with pytest.raises(InputError, match="boundary"):
         W.load_wan_experts(high, high, boundary_ratio=1.5)
 
 
 def test_attention_choice_resolves_per_device(monkeypatch):
-    from avatar_cascade.errors import InputError
-    from avatar_cascade.models import dit_runtime as R
+    from avatar_cascade.core.errors import InputError
+    from avatar_cascade.models import attention as R
+    from avatar_cascade.models import offload as O
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert all(R.resolve_attention(a, cpu) == "sdpa" for a in R.ATTENTION_CHOICES)
@@ -194,24 +196,25 @@ def test_attention_choice_resolves_per_device(monkeypatch):
     with pytest.raises(InputError, match="sageattention"):
         R.resolve_attention("sage", cuda)
     with pytest.raises(InputError, match="offload"):
-        R.check_offload("disk")
+        O.check_offload("disk")
 
 
 def test_group_offloading_keeps_results_and_loras(tmp_path, tiny_dit_diffusers):
     """diffusers group offloading (CPU onload device here) gives the same output, also after a LoRA is added."""
     from avatar_cascade.models import dit_runtime as R
     from avatar_cascade.models.lora import apply_loras, lora_spec
+    from avatar_cascade.models.offload import is_group_offloaded
 
     path = _tiny_dit_file(tmp_path, tiny_dit_diffusers)
     x, text, t = torch.randn(1, 36, 5, 8, 8), torch.randn(1, 24, 32), torch.tensor([500])
     plain, offloaded = W.load_wan_dit(path), W.load_wan_dit(path)
     assert R.configure_dit(offloaded, offload="block", device=torch.device("cpu")).offload == "block"
-    assert not R.is_group_offloaded(offloaded.transformer)  # CPU: recorded, not applied
+    assert not is_group_offloaded(offloaded.transformer)  # CPU: recorded, not applied
     offloaded.transformer.enable_group_offload(torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
-    assert R.is_group_offloaded(offloaded.transformer)
+    assert is_group_offloaded(offloaded.transformer)
     g = torch.Generator().manual_seed(0)
     lora = {}
-    for k, v in W.to_original_layout(tiny_dit_diffusers).items():
+    for k, v in dit_to_original_layout(tiny_dit_diffusers).items():
         if k.startswith("blocks.") and k.endswith(".weight") and v.ndim == 2:
             lora[f"diffusion_model.{k[:-7]}.lora_A.weight"] = torch.randn(2, v.shape[1], generator=g) * 0.1
             lora[f"diffusion_model.{k[:-7]}.lora_B.weight"] = torch.randn(v.shape[0], 2, generator=g) * 0.1
@@ -222,7 +225,7 @@ def test_group_offloading_keeps_results_and_loras(tmp_path, tiny_dit_diffusers):
             base = dit.transformer(x, t, text, return_dict=False)[0]
             apply_loras(dit, [spec])
             outs.append((base, dit.transformer(x, t, text, return_dict=False)[0]))
-    assert R.is_group_offloaded(offloaded.transformer)
+    assert is_group_offloaded(offloaded.transformer)
     torch.testing.assert_close(outs[1][0], outs[0][0])
     torch.testing.assert_close(outs[1][1], outs[0][1])
     assert (outs[0][1] - outs[0][0]).abs().max() > 1e-3
@@ -250,7 +253,7 @@ def test_dit_loader_node_options(tmp_path, tiny_dit_diffusers, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_vae_file(tmp_path_factory):
-    from avatar_cascade.demo_models import tiny_vae_state_dict
+    from avatar_cascade.demo.models import tiny_vae_state_dict
 
     original = tiny_vae_state_dict(0)
     return _save(tmp_path_factory.mktemp("vae") / "vae.safetensors", original), original
@@ -293,7 +296,7 @@ def test_full_size_vae_variants_are_detected():
     from diffusers import AutoencoderKLWan
 
     wan21 = _meta_shapes(AutoencoderKLWan, V.load_bundled_config("wan2.1-vae"))
-    assert V.detect_vae_variant(V.to_original_layout(wan21)) == "wan2.1-vae"
+    assert V.detect_vae_variant(vae_to_original_layout(wan21)) == "wan2.1-vae"
     wan22 = _meta_shapes(AutoencoderKLWan, V.load_bundled_config("wan2.2-vae"))
     assert V.detect_vae_variant(wan22) == "wan2.2-vae"
     original22 = {
@@ -311,7 +314,7 @@ def test_full_size_vae_variants_are_detected():
 
 @pytest.fixture(scope="module")
 def tiny_te(tmp_path_factory):
-    from avatar_cascade.demo_models import tiny_umt5_state_dict
+    from avatar_cascade.demo.models import tiny_umt5_state_dict
 
     sd = tiny_umt5_state_dict(0)
     path = _save(tmp_path_factory.mktemp("te") / "umt5.safetensors", sd)
@@ -380,7 +383,7 @@ def test_text_encoder_without_tokenizer_is_refused(tmp_path, tiny_te):
 
 @pytest.mark.parametrize("prefix", ["", "wav2vec2."])
 def test_wav2vec2_round_trips_and_gives_all_layers_at_50_fps(tmp_path, prefix):
-    from avatar_cascade.demo_models import tiny_wav2vec2_state_dict
+    from avatar_cascade.demo.models import tiny_wav2vec2_state_dict
 
     sd = tiny_wav2vec2_state_dict(0)
     enc = A.load_audio_encoder(_save(tmp_path / "w2v.safetensors", {prefix + k: v for k, v in sd.items()}))
@@ -394,7 +397,7 @@ def test_wav2vec2_round_trips_and_gives_all_layers_at_50_fps(tmp_path, prefix):
 
 
 def test_wav2vec2_weight_norm_names_are_accepted(tmp_path):
-    from avatar_cascade.demo_models import tiny_wav2vec2_state_dict
+    from avatar_cascade.demo.models import tiny_wav2vec2_state_dict
 
     sd = tiny_wav2vec2_state_dict(0)
     pre = "encoder.pos_conv_embed.conv.parametrizations.weight."
@@ -432,7 +435,7 @@ def test_vae_chosen_as_dit_says_what_it_is(tiny_vae_file):
 
 
 def test_dit_chosen_as_vae_and_text_encoder_as_audio_encoder(tmp_path, tiny_dit_diffusers, tiny_te):
-    dit_path = _save(tmp_path / "dit.safetensors", W.to_original_layout(tiny_dit_diffusers))
+    dit_path = _save(tmp_path / "dit.safetensors", dit_to_original_layout(tiny_dit_diffusers))
     with pytest.raises(ModelFileError, match=r"vae_name = .*looks like a Wan DiT.*DiT loader"):
         V.load_wan_vae(dit_path)
     te_path = _save(tmp_path / "te.safetensors", tiny_te[1])
@@ -441,7 +444,7 @@ def test_dit_chosen_as_vae_and_text_encoder_as_audio_encoder(tmp_path, tiny_dit_
 
 
 def test_truncated_zero_byte_and_pickle_files_are_refused(tmp_path, tiny_dit_diffusers):
-    good = _save(tmp_path / "good.safetensors", W.to_original_layout(tiny_dit_diffusers))
+    good = _save(tmp_path / "good.safetensors", dit_to_original_layout(tiny_dit_diffusers))
     data = good.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFileError, match=r"dit_name = .*cut\.safetensors.*truncated or not a safetensors file"):
@@ -455,7 +458,7 @@ def test_truncated_zero_byte_and_pickle_files_are_refused(tmp_path, tiny_dit_dif
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path, tiny_dit_diffusers):
-    sd = W.to_original_layout(tiny_dit_diffusers)
+    sd = dit_to_original_layout(tiny_dit_diffusers)
     sd["blocks.0.extra.weight"] = torch.zeros(2)
     with pytest.raises(ModelFileError, match=r"dit_name = .*1 unexpected weights.*blocks\.0\.extra\.weight"):
         W.load_wan_dit(_save(tmp_path / "extra.safetensors", sd))
@@ -535,7 +538,7 @@ def test_a_folder_is_refused_by_single_file_loaders(tmp_path):
 
 
 def test_vae_rejects_wrong_shapes(tiny_vae_file):
-    from avatar_cascade.errors import InputError
+    from avatar_cascade.core.errors import InputError
 
     vae = V.load_wan_vae(tiny_vae_file[0])
     with pytest.raises(InputError, match="video = .*multiples of 8"):

@@ -69,7 +69,7 @@ def test_zip_holds_the_runtime_files(packed):
         assert any(n.startswith(d) for n in names), d
     # Engine data files the nodes read at run time.
     assert any(n.startswith("avatar_cascade/configs/") and n.endswith("config.json") for n in names)
-    assert any(n.startswith("avatar_cascade/prompts/") for n in names)
+    assert any(n.startswith("avatar_cascade/stages/director/prompts/") for n in names)
     assert any(n.startswith("avatar_cascade/assets/") and n.endswith(".png") for n in names)
     assert any(n.startswith("workflows/") and n.endswith("_api.json") for n in names)
 

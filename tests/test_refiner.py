@@ -15,23 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from avatar_cascade.audio_aligner import AlignedAudio
-from avatar_cascade.errors import InputError
-from avatar_cascade.inbetween import inbetween_storyline
-from avatar_cascade.keyframes import Keyframes
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+from avatar_cascade.artefacts.keyframes import Keyframes
+from avatar_cascade.artefacts.timeline import plan_timeline
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.core.seeds import derive_seed
+from avatar_cascade.demo import tiny_weights as TW
+from avatar_cascade.demo.layouts import dit_to_original_layout
 from avatar_cascade.media import AudioTrack
-from avatar_cascade.refiner import RefinerSettings, parse_reroll, refine_clips
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.sampling import (
-    ClipRequest,
-    SamplerSettings,
-    decode_to_uint8,
-    derive_seed,
-    encode_condition,
-    sample_clips,
-)
-from avatar_cascade.text_prompts import PromptBank
-from avatar_cascade.timeline import plan_timeline
+from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
+from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.prompts import PromptBank
+from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
+from avatar_cascade.stages.refiner.refiner import RefinerSettings, parse_reroll, refine_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 SR, FPS, SIZE = 16000, 16, 16
@@ -40,7 +38,7 @@ SETTINGS = RefinerSettings(seed=7, batch_size=2, sampler=SamplerSettings(steps=S
 
 
 def load_models(models_dir: Path):
-    from avatar_cascade.demo_models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
+    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
@@ -295,7 +293,7 @@ def test_audio_windows_reach_the_dit_and_the_cache_key(models, tmp_path, counter
     from avatar_cascade.models.wan_dit import load_bundled_config
 
     dit, vae, te = models
-    path = AA.write_tiny_audio_adapter(tmp_path / "adapter.safetensors", load_bundled_config("avatar-cascade-tiny-wan"))
+    path = TW.write_tiny_audio_adapter(tmp_path / "adapter.safetensors", load_bundled_config("avatar-cascade-tiny-wan"))
     adapter = AA.load_audio_adapter(path, dit)
     talking = adapter.attach(dit)
     try:
@@ -345,11 +343,11 @@ def test_both_keyframes_go_through_the_image_encoder_of_an_flf2v_dit(models, tmp
     from avatar_cascade.models import wan_dit as W
 
     torch.manual_seed(3)
-    sd = W.to_original_layout(
+    sd = dit_to_original_layout(
         WanTransformer3DModel.from_config(W.load_bundled_config("avatar-cascade-tiny-wan-flf2v")).state_dict()
     )
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "flf.safetensors"))
-    save_file(C.tiny_clip_vision_state_dict(0), str(tmp_path / "cv.safetensors"))
+    save_file(TW.tiny_clip_vision_state_dict(0), str(tmp_path / "cv.safetensors"))
     flf, encoder = W.load_wan_dit(tmp_path / "flf.safetensors"), C.load_clip_vision(tmp_path / "cv.safetensors")
     _, vae, te = models
     kf, aligned, story = make_inputs()

@@ -3,16 +3,12 @@
 import pytest
 import torch
 
-from avatar_cascade.errors import InputError, Interrupted
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.sampling import (
-    ClipRequest,
-    SamplerSettings,
-    check_seed,
-    derive_seed,
-    latent_mask,
-    sample_clips,
-)
+from avatar_cascade.core.errors import InputError, Interrupted
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.core.seeds import check_seed, derive_seed
+from avatar_cascade.sampling.conditioning import ClipRequest, latent_mask
+from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.settings import SamplerSettings
 
 TEXT_DIM = 16
 
@@ -172,7 +168,7 @@ def experts(transformer):
 
 
 def test_experts_switch_at_the_boundary(experts):
-    from avatar_cascade.sampling import make_scheduler
+    from avatar_cascade.sampling.settings import make_scheduler
 
     rt = Runtime(device=torch.device("cpu"), show_progress=False)
     s = SamplerSettings(steps=10, guidance=4.0, shift=5.0, guidance_2=1.0)
@@ -261,7 +257,7 @@ def test_without_an_adapter_audio_changes_nothing(transformer):
 
 def test_three_branch_guidance_is_infinitetalks_formula(transformer):
     """One Euler step from sigma 1 to 0: the result is ``noise - pred``, with pred from three separate forwards."""
-    from avatar_cascade.sampling import initial_noise
+    from avatar_cascade.sampling.loop import initial_noise
 
     rt = Runtime(device=torch.device("cpu"), show_progress=False)
     dit = _with_adapter(transformer)
@@ -335,8 +331,8 @@ def _meta_dit(variant, dtype=torch.bfloat16):
 
 
 def test_batch_estimate_follows_memory_and_model_size():
-    from avatar_cascade.models.dit_runtime import estimate_batch_size as estimate
-    from avatar_cascade.sampling import estimate_batch_size
+    from avatar_cascade.models.dit_memory import estimate_batch_size as estimate
+    from avatar_cascade.sampling.memory import estimate_batch_size
 
     gib = 2**30
     small, big = _meta_dit("wan2.1-t2v-1.3b"), _meta_dit("wan2.1-flf2v-14b")

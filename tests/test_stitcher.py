@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.errors import InputError, Interrupted
+from avatar_cascade.artefacts.timeline import plan_timeline
+from avatar_cascade.core.errors import InputError, Interrupted
+from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, probe_media
-from avatar_cascade.runtime import Runtime
-from avatar_cascade.stitcher import StitchResult, stitch_clips
-from avatar_cascade.timeline import plan_timeline
+from avatar_cascade.stages.stitcher.stitcher import StitchResult, stitch_clips
 
 SR = 16000
 SIZE = 64
@@ -340,7 +340,7 @@ def moving_clip(a: float, b: float, n: int, drifted: bool = True) -> torch.Tenso
 
 
 def test_colour_matching_removes_injected_drift():
-    from avatar_cascade.colour import delta_e, match_clip_colour
+    from avatar_cascade.stages.stitcher.colour import delta_e, match_clip_colour
 
     clip, clean = moving_clip(0, 6, 17), moving_clip(0, 6, 17, drifted=False)
     before = delta_e(clip, clean)
@@ -351,7 +351,7 @@ def test_colour_matching_removes_injected_drift():
 
 
 def test_stitcher_colour_matches_each_clip_to_its_keyframes(tmp_path, timeline):
-    from avatar_cascade.colour import delta_e
+    from avatar_cascade.stages.stitcher.colour import delta_e
 
     n = len(timeline.clips)
     keys = torch.stack([scene(2 * k) for k in range(n + 1)])
@@ -446,9 +446,9 @@ def test_stitching_long_720p_keeps_memory_flat(tmp_path):
 def test_stitcher_node_outputs_video_path_images_and_embeds_the_workflow(tmp_path, timeline, monkeypatch):
     import json
 
-    from avatar_cascade.audio_aligner import AlignedAudio
-    from avatar_cascade.cache import atomic_save_tensors
-    from avatar_cascade.refiner import ClipRecord, Clips
+    from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+    from avatar_cascade.artefacts.clips import ClipRecord, Clips
+    from avatar_cascade.core.cache import atomic_save_tensors
     from nodes import NODE_CLASS_MAPPINGS
 
     monkeypatch.setenv("AVATAR_CASCADE_OUTPUT", str(tmp_path / "output"))

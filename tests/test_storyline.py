@@ -6,11 +6,15 @@ import json
 
 import pytest
 
-from avatar_cascade.artist_cues import apply_artist_instructions, parse_timed_instructions, strip_timed_instructions
-from avatar_cascade.errors import InputError
-from avatar_cascade.storyline import FIELD_MAX_CHARS, Storyline, format_indices
-from avatar_cascade.storyline_rules import rule_based_storyline
-from avatar_cascade.timeline import plan_timeline
+from avatar_cascade.artefacts.storyline import FIELD_MAX_CHARS, Storyline, format_indices
+from avatar_cascade.artefacts.timeline import plan_timeline
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.stages.director.cues import (
+    apply_artist_instructions,
+    parse_timed_instructions,
+    strip_timed_instructions,
+)
+from avatar_cascade.stages.director.rules import rule_based_storyline
 
 SR = 16000
 

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from avatar_cascade.errors import InputError
-from avatar_cascade.seams import snap_seams
-from avatar_cascade.timeline import Timeline, frame_to_sample, nominal_clip_starts, parse_fps, plan_timeline
+from avatar_cascade.artefacts.timeline import Timeline, frame_to_sample, nominal_clip_starts, parse_fps, plan_timeline
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.stages.aligner.seams import snap_seams
 
 FPS = [Fraction(16), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(48)]
 RATES = [8000, 16000, 22050, 44100, 48000, 96000, 192000]

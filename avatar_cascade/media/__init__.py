@@ -9,10 +9,10 @@ One concern per module: :mod:`.image`, :mod:`.audio`, :mod:`.video`, and
 :mod:`.files` (input-file checks, bundled sample inputs).
 """
 
-from .audio import MAX_CODEC_PADDING, AudioTrack, load_audio, resample, to_mono
-from .files import sample_audio_path, sample_image_path
-from .image import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, check_image_tensor, load_image
-from .video import VideoWriter, probe_media
+from avatar_cascade.media.audio import MAX_CODEC_PADDING, AudioTrack, load_audio, resample, to_mono
+from avatar_cascade.media.files import sample_audio_path, sample_image_path
+from avatar_cascade.media.image import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, check_image_tensor, load_image
+from avatar_cascade.media.video import VideoWriter, probe_media
 
 __all__ = [
     "MAX_CODEC_PADDING",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import InputError
+from avatar_cascade.core.errors import InputError
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 

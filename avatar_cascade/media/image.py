@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .files import check_file
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.media.files import check_file
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .audio import AudioTrack, decode_audio, resample
-from .files import check_file
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.media.audio import AudioTrack, decode_audio, resample
+from avatar_cascade.media.files import check_file
 
 log = logging.getLogger(__name__)
 

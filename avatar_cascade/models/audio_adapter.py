@@ -29,11 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError, ModelFileError
-from .audio_attention import AudioBlock
-from .audio_guidance import combine_guidance, guidance_branches
-from .audio_proj import AudioAdapterConfig, AudioProjModel, frame_windows, split_frame_windows
-from .files import (
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.models.audio_attention import AudioBlock
+from avatar_cascade.models.audio_proj import AudioAdapterConfig, AudioProjModel
+from avatar_cascade.models.files import (
     check_kind,
     checkpoint_kind,
     dequantize,
@@ -46,24 +45,9 @@ from .files import (
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "AudioAdapter",
-    "AudioAdapterConfig",
-    "AudioAdapterModule",
-    "combine_guidance",
-    "frame_windows",
-    "guidance_branches",
-    "load_audio_adapter",
-    "split_frame_windows",
-    "tiny_audio_adapter_state_dict",
-    "write_tiny_audio_adapter",
-]
-
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 TRAINED_ON = ("wan2.1-i2v-14b",)  # InfiniteTalk / MultiTalk: Wan 2.1 I2V 14B 480P
 KNOWN_BASES = (*TRAINED_ON, "wan2.1-flf2v-14b", "avatar-cascade-tiny-wan")
-TINY_FEATURES = (2, 32)  # the tiny demo wav2vec2: 2 layers of 32 channels
-TINY_SIZES = {"intermediate_dim": 16, "output_dim": 8, "context_tokens": 4}
 _FIX_FILE = (
     "pick an InfiniteTalk or MultiTalk adapter file for Wan 2.1 14B (InfiniteTalk's single/infinitetalk.safetensors, "
     "or ComfyUI's repackaged model_patches file) from models/model_patches or models/diffusion_models"
@@ -351,35 +335,3 @@ def load_audio_adapter(
         log.warning("%s: InfiniteTalk/MultiTalk were trained on Wan 2.1 I2V 14B; on %s it is untested", path, variant)
     log.info("loaded audio adapter %s (%s, %d blocks) for %s", path.name, dtype, layers, variant)
     return adapter
-
-
-def tiny_audio_adapter_state_dict(
-    dit_config: Mapping[str, Any], seed: int = 0, features: tuple[int, int] = TINY_FEATURES
-) -> dict[str, torch.Tensor]:
-    """Random adapter weights (published key layout, float32) for a DiT config (e.g. the tiny Wan's).
-
-    ``features`` = (wav2vec2 layers read, channels): the tiny demo wav2vec2 gives (2, 32).
-    """
-    heads, head_dim = dit_config["num_attention_heads"], dit_config["attention_head_dim"]
-    config = AudioAdapterConfig(
-        dim=heads * head_dim,
-        num_layers=dit_config["num_layers"],
-        num_heads=heads,
-        feature_size=features[0] * features[1],
-        **TINY_SIZES,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 7)
-        module = AudioAdapterModule(config)
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def write_tiny_audio_adapter(path: str | Path, dit_config: Mapping[str, Any], seed: int = 0) -> Path:
-    """Write a tiny random adapter for ``dit_config`` to ``path`` (safetensors, no prefix, like ComfyUI's file)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = tiny_audio_adapter_state_dict(dit_config, seed)
-    save_file({k: sd[k].contiguous() for k in sorted(sd)}, str(path), metadata={"avatar_cascade_demo": f"seed{seed}"})
-    return path

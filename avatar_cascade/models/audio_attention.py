@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio_proj import AudioAdapterConfig
+from avatar_cascade.models.audio_proj import AudioAdapterConfig
 
 
 class AudioCrossAttention(nn.Module):

@@ -22,8 +22,15 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
-from .files import check_kind, file_identity, read_safetensors, read_safetensors_header, strict_load, strip_prefix
+from avatar_cascade.core.errors import ModelFileError
+from avatar_cascade.models.files import (
+    check_kind,
+    file_identity,
+    read_safetensors,
+    read_safetensors_header,
+    strict_load,
+    strip_prefix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +241,3 @@ def wan_image_rows(transformer: torch.nn.Module, tokens: torch.Tensor | None) ->
         yield tokens + pos[:, :n].to(tokens.device, tokens.dtype)
     finally:
         embedder.pos_embed = pos
-
-
-def tiny_clip_vision_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The tiny test/demo CLIP vision model's weights in ComfyUI's (transformers) key layout."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    cfg = load_bundled_config("avatar-cascade-tiny-clip-vision")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 7)
-        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**{k: v for k, v in cfg.items() if k[0] != "_"}))
-    return {k: v for k, v in model.state_dict().items() if not k.endswith("position_ids")}

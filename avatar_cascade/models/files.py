@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
+from avatar_cascade.core.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, ModelFileError
-from .files import check_kind, file_identity, read_safetensors, read_safetensors_header
-from .wan_dit import WanDiT
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.models.files import check_kind, file_identity, read_safetensors, read_safetensors_header
+from avatar_cascade.models.wan_dit import WanDiT
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _loaded(transformer: torch.nn.Module) -> set[str]:
 
 
 def _load_adapter(transformer: torch.nn.Module, spec: LoRASpec, input_name: str) -> None:
-    from .dit_runtime import reapply_offload
+    from avatar_cascade.models.offload import reapply_offload
 
     sd = read_wan_lora(spec.path, transformer, input_name)
     with warnings.catch_warnings():  # peft warns that a second adapter is being added: that is the design
@@ -242,7 +242,7 @@ def apply_loras(dit: WanDiT, stack: Sequence[LoRASpec] | None, input_name: str =
     for spec in stack:
         if not isinstance(spec, LoRASpec):
             raise InputError(input_name, type(spec).__name__, "is not a LoRA stack entry", "connect a LoRA Stack node")
-    from .dit_runtime import base_module
+    from avatar_cascade.models.offload import base_module
 
     new = dataclasses.replace(dit, loras=stack)
     for expert, module in new.experts():
@@ -259,7 +259,7 @@ def activate_loras(dit: WanDiT) -> None:
 
     An empty stack disables all adapters, which gives exactly the base model's output.
     """
-    from .dit_runtime import base_module
+    from avatar_cascade.models.offload import base_module
 
     for expert, module in dit.experts():
         module = base_module(module)

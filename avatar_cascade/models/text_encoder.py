@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, ModelFileError
-from .files import (
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.models.files import (
     check_kind,
     dequantize,
     file_identity,

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
-from .files import (
+from avatar_cascade.core.errors import ModelFileError
+from avatar_cascade.models.files import (
     check_kind,
     dequantize,
     file_identity,
@@ -57,31 +57,8 @@ _UNSUPPORTED = {
     "audio_injector.": "a Wan S2V (speech-to-video) model",
 }
 
-# diffusers key -> original Wan key; the inverse of diffusers' convert_wan_transformer_to_diffusers.
-_TO_ORIGINAL = (
-    ("condition_embedder.time_embedder.linear_1.", "time_embedding.0."),
-    ("condition_embedder.time_embedder.linear_2.", "time_embedding.2."),
-    ("condition_embedder.text_embedder.linear_1.", "text_embedding.0."),
-    ("condition_embedder.text_embedder.linear_2.", "text_embedding.2."),
-    ("condition_embedder.time_proj.", "time_projection.1."),
-    ("condition_embedder.image_embedder.norm1.", "img_emb.proj.0."),
-    ("condition_embedder.image_embedder.ff.net.0.proj.", "img_emb.proj.1."),
-    ("condition_embedder.image_embedder.ff.net.2.", "img_emb.proj.3."),
-    ("condition_embedder.image_embedder.norm2.", "img_emb.proj.4."),
-    (".attn1.", ".self_attn."),
-    (".attn2.", ".cross_attn."),
-    (".to_out.0.", ".o."),
-    (".to_q.", ".q."),
-    (".to_k.", ".k."),
-    (".to_v.", ".v."),
-    (".add_k_proj.", ".k_img."),
-    (".add_v_proj.", ".v_img."),
-    (".norm_added_k.", ".norm_k_img."),
-    (".ffn.net.0.proj.", ".ffn.0."),
-    (".ffn.net.2.", ".ffn.2."),
-)
-_FLF_POS_DIFFUSERS = "condition_embedder.image_embedder.pos_embed"
-_FLF_POS_ORIGINAL = "img_emb.emb_pos"
+FLF_POS_DIFFUSERS = "condition_embedder.image_embedder.pos_embed"
+FLF_POS_ORIGINAL = "img_emb.emb_pos"
 
 
 EXPERT_BOUNDARY = 0.9  # Wan 2.2 I2V A14B: high-noise expert while t >= 0.9 * 1000 (T2V A14B uses 0.875)
@@ -157,7 +134,7 @@ class WanDiT:
         Experts under diffusers group offloading (the loader's ``offload`` modes) place their own
         blocks and are left out.
         """
-        from .dit_runtime import is_group_offloaded
+        from avatar_cascade.models.offload import is_group_offloaded
 
         mods = [m for _, m in self.experts() if not is_group_offloaded(m)]
         adapter = getattr(self.audio_adapter, "module", self.audio_adapter)
@@ -197,32 +174,9 @@ def to_diffusers_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
     converted = convert_wan_transformer_to_diffusers(dict(sd))
-    if _FLF_POS_ORIGINAL in converted:  # diffusers' converter leaves the FLF2V position table unmapped
-        converted[_FLF_POS_DIFFUSERS] = converted.pop(_FLF_POS_ORIGINAL)
+    if FLF_POS_ORIGINAL in converted:  # diffusers' converter leaves the FLF2V position table unmapped
+        converted[FLF_POS_DIFFUSERS] = converted.pop(FLF_POS_ORIGINAL)
     return converted
-
-
-def to_original_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """diffusers keys -> original Wan keys (what the official release and ComfyUI files use)."""
-    out: dict[str, Any] = {}
-    for key, value in state_dict.items():
-        new = key
-        if new == _FLF_POS_DIFFUSERS:
-            new = _FLF_POS_ORIGINAL
-        for old, repl in _TO_ORIGINAL:
-            new = new.replace(old, repl)
-        if new.startswith("blocks."):
-            new = re.sub(r"^(blocks\.\d+)\.scale_shift_table$", r"\1.modulation", new)
-            new = new.replace(".norm2.", ".norm@.").replace(".norm3.", ".norm2.").replace(".norm@.", ".norm3.")
-        elif new == "scale_shift_table":
-            new = "head.modulation"
-        elif new.startswith("proj_out."):
-            new = "head.head." + new[len("proj_out.") :]
-        out[new] = value
-    back = to_diffusers_layout({k: None for k in out})
-    if set(back) != set(state_dict):
-        raise RuntimeError(f"Wan key inversion does not round-trip: {sorted(set(back) ^ set(state_dict))[:5]}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -250,7 +204,7 @@ def _signature_from_shapes(shapes: Mapping[str, tuple[int, ...]], input_name: st
             ffn_dim=sd["blocks.0.ffn.net.0.proj.weight"][0],
             text_dim=sd["condition_embedder.text_embedder.linear_1.weight"][1],
             image_embedder="condition_embedder.image_embedder.norm1.weight" in sd,
-            flf=_FLF_POS_DIFFUSERS in sd,
+            flf=FLF_POS_DIFFUSERS in sd,
         )
     except (KeyError, IndexError, TypeError) as err:
         raise ModelFileError(
@@ -379,7 +333,7 @@ def load_wan_experts(
     one release); ``boundary_ratio`` is 0.9 for Wan 2.2 I2V A14B and 0.875 for T2V A14B.
     """
     if not 0.0 < boundary_ratio < 1.0:
-        from ..errors import InputError
+        from avatar_cascade.core.errors import InputError
 
         raise InputError("boundary", boundary_ratio, "must be between 0 and 1", "use 0.9 for Wan 2.2 I2V A14B")
     high = load_wan_dit(high_noise_path, input_name=input_names[0], dtype=dtype)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, ModelFileError
-from .files import (
+from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.models.files import (
     check_kind,
     dequantize,
     file_identity,
@@ -35,27 +34,6 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 VAE_VARIANTS = ("wan2.1-vae", "wan2.2-vae", "avatar-cascade-tiny-wan-vae")
 _PREFIXES = ("first_stage_model.", "vae.")
-
-_RESNET_TO_ORIGINAL = {
-    "norm1.gamma": "residual.0.gamma",
-    "conv1.weight": "residual.2.weight",
-    "conv1.bias": "residual.2.bias",
-    "norm2.gamma": "residual.3.gamma",
-    "conv2.weight": "residual.6.weight",
-    "conv2.bias": "residual.6.bias",
-    "conv_shortcut.weight": "shortcut.weight",
-    "conv_shortcut.bias": "shortcut.bias",
-}
-_FIXED_TO_ORIGINAL = {
-    "quant_conv.": "conv1.",
-    "post_quant_conv.": "conv2.",
-    "encoder.conv_in.": "encoder.conv1.",
-    "decoder.conv_in.": "decoder.conv1.",
-    "encoder.norm_out.gamma": "encoder.head.0.gamma",
-    "decoder.norm_out.gamma": "decoder.head.0.gamma",
-    "encoder.conv_out.": "encoder.head.2.",
-    "decoder.conv_out.": "decoder.head.2.",
-}
 
 
 @dataclass
@@ -163,35 +141,6 @@ def detect_vae_variant(
         f"unknown Wan VAE (z_dim={z_dim}, base_dim={base_dim})",
         "use the Wan 2.1 VAE (wan_2.1_vae.safetensors) or the Wan 2.2 VAE",
     )
-
-
-def to_original_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """diffusers keys -> original Wan 2.1 VAE keys (the inverse of diffusers' ``convert_wan_vae_to_diffusers``)."""
-    out: dict[str, Any] = {}
-    for key, value in state_dict.items():
-        new = key
-        if m := re.match(r"^(encoder|decoder)\.mid_block\.resnets\.(\d)\.(.+)$", key):
-            new = f"{m[1]}.middle.{2 * int(m[2])}.{_RESNET_TO_ORIGINAL[m[3]]}"
-        elif m := re.match(r"^(encoder|decoder)\.mid_block\.attentions\.0\.(.+)$", key):
-            new = f"{m[1]}.middle.1.{m[2]}"
-        elif m := re.match(r"^encoder\.down_blocks\.(\d+)\.(.+)$", key):
-            new = f"encoder.downsamples.{m[1]}.{_RESNET_TO_ORIGINAL.get(m[2], m[2])}"
-        elif m := re.match(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$", key):
-            new = f"decoder.upsamples.{4 * int(m[1]) + int(m[2])}.{_RESNET_TO_ORIGINAL[m[3]]}"
-        elif m := re.match(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)$", key):
-            new = f"decoder.upsamples.{4 * int(m[1]) + 3}.{m[2]}"
-        else:
-            for old, repl in _FIXED_TO_ORIGINAL.items():
-                if key.startswith(old):
-                    new = repl + key[len(old) :]
-                    break
-        out[new] = value
-    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
-
-    back = convert_wan_vae_to_diffusers({k: None for k in out})
-    if set(back) != set(state_dict):
-        raise RuntimeError(f"Wan VAE key inversion does not round-trip: {sorted(set(back) ^ set(state_dict))[:5]}")
-    return out
 
 
 def load_wan_vae(path: str | Path, input_name: str = "vae_name", dtype: torch.dtype | None = None) -> WanVAE:

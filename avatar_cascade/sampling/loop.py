@@ -1,0 +1,210 @@
+"""Sampler core shared by the blueprint sampler and the first-last-frame refiner.
+
+Flow-matching sampling of a Wan DiT over a *batch of clips*, each with its own
+first/last frame, prompt, negative prompt and seed. Conditioning follows the
+Wan I2V / FLF2V layout used by diffusers' ``WanImageToVideoPipeline``: the DiT
+input is ``concat([noisy latents (16), mask (4), condition latents (16)])``
+where the condition video holds the known frames and zeros elsewhere.
+
+Each clip's noise comes from its own CPU generator seeded with the clip seed,
+so a clip renders the same whether it is sampled alone or inside a batch.
+
+The model is a :class:`~avatar_cascade.models.wan_dit.WanDiT` handle (a bare
+transformer is accepted too): a Wan 2.2 A14B pair switches from the high-noise to
+the low-noise expert at ``boundary_ratio`` (as diffusers does); Wan 2.1 I2V/FLF2V
+DiTs get CLIP-vision tokens of the known frames; a DiT with an ``audio_adapter``
+gets each clip's audio window and InfiniteTalk's three-branch guidance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.sampling.conditioning import ClipRequest
+from avatar_cascade.sampling.settings import SamplerSettings, make_scheduler
+
+log = logging.getLogger(__name__)
+
+def initial_noise(requests: Sequence[ClipRequest], shape: tuple[int, ...]) -> torch.Tensor:
+    """Per-clip noise, each from its own CPU generator (device independent)."""
+    out = []
+    for r in requests:
+        g = torch.Generator("cpu").manual_seed(r.seed)
+        out.append(torch.randn(shape, generator=g, dtype=torch.float32))
+    return torch.stack(out)
+
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+TEXT_TOKENS_WITH_IMAGE = 512  # diffusers' Wan attention splits image tokens off a 512-token text context
+
+
+def as_dit(model: Any):
+    """A :class:`WanDiT` handle for ``model`` (a handle, or a bare ``WanTransformer3DModel``)."""
+    from avatar_cascade.models.wan_dit import WanDiT
+
+    if isinstance(model, WanDiT):
+        return model
+    return WanDiT(transformer=model, variant="unknown", identity="", path=None)
+
+
+def _fit_text(embeds: torch.Tensor, length: int) -> torch.Tensor:
+    """``[B,L,D]`` padded with zeros (UMT5 pads with zeros past the prompt) or cut to ``length`` tokens."""
+    if embeds.shape[1] >= length:
+        return embeds[:, :length]
+    return torch.nn.functional.pad(embeds, (0, 0, 0, length - embeds.shape[1]))
+
+
+Branch = tuple[str, bool, bool]  # (name, prompt (else negative), audio (else silent audio))
+
+
+def _branches(settings: SamplerSettings, expert: str, with_audio: bool) -> tuple[float, tuple[Branch, ...]]:
+    """Text guidance of this step's expert and the guidance branches to run."""
+    g = settings.guidance_2 if expert == "low_noise" and settings.guidance_2 is not None else settings.guidance
+    if with_audio:
+        from avatar_cascade.models.audio_guidance import guidance_branches
+
+        return g, guidance_branches(g, settings.audio_guidance)
+    if g == 1.0:
+        return g, (("cond", True, True),)
+    return g, (("cond", True, True), ("drop_text", False, True))
+
+
+def _denoise_step(module, x, t, pos, neg, img, audio, adapter, g, ag, branches) -> torch.Tensor:
+    """One guided prediction: every branch is a block of rows of one batched forward.
+
+    Without audio: ``drop_text + g * (cond - drop_text)`` (plain CFG; ``cond`` alone when g = 1).
+    With audio (InfiniteTalk): cond = (prompt, audio), drop_text = (negative, audio), uncond =
+    (negative, silent audio), combined by ``audio_guidance.combine_guidance``
+    (``uncond + g * (cond - drop_text) + ag * (drop_text - uncond)``).
+    """
+    b, rows = x.shape[0], len(branches)
+    text = torch.cat([pos if with_text else neg for _, with_text, _ in branches])
+    kwargs = {}
+    if img is not None:
+        kwargs["encoder_hidden_states_image"] = torch.cat([img] * rows)
+    audio_rows = None
+    if audio is not None:
+        audio_rows = torch.cat([audio if with_audio else torch.zeros_like(audio) for _, _, with_audio in branches])
+    context = adapter.audio_context(audio_rows) if adapter is not None else contextlib.nullcontext()
+    with context, torch.no_grad():
+        out = module(
+            hidden_states=torch.cat([x] * rows),
+            timestep=t.expand(rows * b).to(x.device),
+            encoder_hidden_states=text,
+            return_dict=False,
+            **kwargs,
+        )[0].float()
+    preds = dict(zip([name for name, _, _ in branches], out.chunk(rows)))
+    if audio is not None:
+        from avatar_cascade.models.audio_guidance import combine_guidance
+
+        return combine_guidance(preds, g, ag)
+    if "drop_text" in preds:
+        return preds["drop_text"] + g * (preds["cond"] - preds["drop_text"])
+    return preds["cond"]
+
+
+def _dtype(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def sample_clips(
+    transformer: Any,
+    condition: torch.Tensor,
+    requests: Sequence[ClipRequest],
+    settings: SamplerSettings,
+    runtime: Runtime,
+    desc: str = "sampling",
+    on_step: StepCallback | None = None,
+    image_encoder=None,
+    image_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Denoise a batch of clips; returns clean latents ``[B, z, T_lat, h, w]`` (float32).
+
+    Args:
+        transformer: the DiT: a ``WanDiT`` handle (its LoRA stack, A14B experts, audio adapter and
+            attention kernel are honoured) or a bare diffusers ``WanTransformer3DModel`` (then the
+            LoRA adapters stay as the last LoRA node set them); placed on ``runtime.device`` by
+            the caller (``runtime.use_models(*dit.modules())``).
+        condition: ``[B, 4 + z, T_lat, h, w]`` from :func:`encode_condition`.
+        requests: one :class:`ClipRequest` per batch row (same ``num_frames``).
+        settings: steps / guidance / shift / scheduler / expert and audio guidance.
+        runtime: device, dtype, progress and interrupt hooks.
+        on_step: called as ``on_step(step, total, latents)`` after every step (latent previews).
+        image_encoder: a ``CLIPVision`` handle; needed by Wan 2.1 I2V / FLF2V DiTs (image embedder),
+            which get the penultimate CLIP tokens of each clip's first (and last) frame.
+        image_embeds: precomputed tokens ``[B, n*T, D]`` instead of ``image_encoder``.
+    """
+    from avatar_cascade.models.clip_vision import frame_tokens, wan_image_rows
+    from avatar_cascade.models.dit_runtime import prepare_dit
+    from avatar_cascade.models.wan_dit import WanDiT
+
+    settings.check()
+    dit = as_dit(transformer)
+    if len({r.num_frames for r in requests}) != 1:
+        raise ValueError("sample_clips needs clips of one length per batch")
+    device = runtime.device
+    prepare_dit(dit, device, loras=isinstance(transformer, WanDiT))
+    z = condition.shape[1] - 4
+    latents = initial_noise(requests, (z, *condition.shape[2:])).to(device)
+    pos = torch.stack([r.prompt_embeds for r in requests])
+    neg = torch.stack([r.negative_embeds for r in requests])
+    img = None
+    if dit.has_image_embedder:
+        if image_embeds is None and image_encoder is None:
+            raise InputError(
+                "clip_vision",
+                None,
+                f"this DiT ({dit.variant}) is a Wan 2.1 image-to-video model that also needs CLIP-vision tokens",
+                "connect a CLIP Vision loader with clip_vision_h.safetensors",
+            )
+        img = image_embeds
+        if img is None:
+            frames = [(r.first_frame, r.last_frame) for r in requests]
+            with runtime.use_models(image_encoder.model):
+                img = frame_tokens(image_encoder, frames)
+        pos, neg = _fit_text(pos, TEXT_TOKENS_WITH_IMAGE), _fit_text(neg, TEXT_TOKENS_WITH_IMAGE)
+    adapter = dit.audio_adapter
+    audio = None
+    if adapter is not None and any(r.audio is not None for r in requests):
+        ref = next(r.audio for r in requests if r.audio is not None)
+        audio = torch.stack([r.audio if r.audio is not None else torch.zeros_like(ref) for r in requests])
+
+    scheduler = make_scheduler(settings)
+    scheduler.set_timesteps(settings.steps, device=device)
+    timesteps = scheduler.timesteps
+    bar = runtime.progress(len(timesteps), desc)
+    current = None
+    try:
+        for i, t in enumerate(timesteps):
+            runtime.check_interrupt()
+            expert, module = dit.expert_at(float(t))
+            if expert != current:
+                if current is not None:
+                    log.info("step %d (t=%.0f): switching to the %s expert", i, float(t), expert)
+                current = expert
+                dtype = _dtype(module)
+                cond_x = condition.to(device, dtype)
+                pos_d, neg_d = pos.to(device, dtype), neg.to(device, dtype)
+                audio_d = audio.to(device, dtype) if audio is not None else None
+                img_d = img.to(device, dtype) if img is not None else None
+            g, branches = _branches(settings, expert, audio is not None)
+            x = torch.cat([latents.to(dtype), cond_x], dim=1)
+            with wan_image_rows(module, img_d) as img_rows:
+                pred = _denoise_step(
+                    module, x, t, pos_d, neg_d, img_rows, audio_d, adapter, g, settings.audio_guidance, branches
+                )
+            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+            bar.update(1)
+            if on_step is not None:
+                on_step(i, len(timesteps), latents)
+    finally:
+        bar.close()
+    return latents.float()

@@ -1,0 +1,30 @@
+"""sampling.memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.sampling.loop import as_dit
+
+
+def estimate_batch_size(
+    dit: Any, frames: int, height: int, width: int, free_bytes: int, rows_per_clip: int = 2, max_batch: int = 64
+) -> int:
+    """Clips per forward pass that fit in ``free_bytes`` of device memory (at least 1).
+
+    Weights (unless already on the device; one block's worth with group offloading) plus,
+    per clip, ``rows_per_clip`` (2 with CFG, 3 with audio CFG) forward rows of activations
+    estimated from the latent token count and the DiT's width (see
+    :func:`avatar_cascade.models.dit_runtime.activation_bytes_per_row`).
+    """
+    from avatar_cascade.models.dit_memory import estimate_batch_size as estimate
+
+    return estimate(as_dit(dit), frames, height, width, free_bytes, rows_per_clip=rows_per_clip, max_batch=max_batch)
+
+
+def free_memory_bytes(runtime: Runtime) -> int:
+    """Free memory of ``runtime.device`` in bytes (CUDA: free + torch's unused cache; CPU: available RAM)."""
+    from avatar_cascade.models.dit_memory import free_memory_bytes as free
+
+    return free(runtime.device)

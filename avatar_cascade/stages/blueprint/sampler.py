@@ -1,0 +1,353 @@
+"""Blueprint DiT Sampler: the whole performance drafted at low resolution and frame rate.
+
+check inputs -> plan the windows (:mod:`.blueprint_plan`) -> reuse a finished
+store with the same content key, or render window by window -> a lazy
+:class:`~avatar_cascade.artefacts.blueprint.Blueprint` over frames on disk.
+
+Windows share context. Window ``w`` renders ``window_frames`` (4n+1) frames; its
+first ``overlap_frames`` (K) frames are *known* in the Wan I2V concat
+conditioning (mask 1) and set to the previous window's last K frames, and
+after sampling they are cross-faded with those frames (new window's weight
+``(j+1)/(K+1)`` on overlap frame ``j``). K = 1 is plain continuation from the
+last frame; K = 1 + 4m makes whole latent frames known. The first window starts
+from the reference image.
+
+Re-anchoring, so identity and colour do not drift from window to window:
+
+* the continuation frames are colour-matched to the reference (per-channel
+  mean/std transfer, ``reanchor`` 0..1) *before* they condition the next window.
+  Only the conditioning is corrected; the stored frames stay as generated. A
+  colour cast that grows in one window is therefore shrunk before the next one
+  inherits it instead of compounding (K > 1 cross-fading hides the small jump);
+* with a Wan 2.1 I2V/FLF2V DiT (image embedder) and a CLIP-vision encoder, the
+  image tokens of *every* window are the reference's, not the continuation
+  frame's, so the identity cue never comes from generated frames.
+
+Text: the storyline's shot prompt(s) of each window (see ``prompt_mode``).
+Audio: when the DiT carries an audio adapter and the timeline has features,
+each window gets the audio windows at its blueprint frame times.
+
+Frames go to disk as they are made (one chunk per window, see
+:mod:`.blueprint_store`); RAM holds one window plus K tail frames. With
+``work_dir`` the store is ``work_dir/blueprint/<key>``: a finished one with the
+same key is reused without loading the DiT, an interrupted one resumes after
+its last finished window.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores, read_index
+from avatar_cascade.artefacts.timeline import check_clip_frames, parse_fps
+from avatar_cascade.core.cache import content_key, model_identity
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.core.seeds import check_seed, derive_seed
+from avatar_cascade.media.frames import match_colour, reference_uint8, to_model_space
+from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, latent_mask
+from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.prompts import PromptBank
+from avatar_cascade.sampling.settings import SamplerSettings, check_resolution
+from avatar_cascade.stages.blueprint.plan import PROMPT_MODES, BlueprintWindow, plan_windows
+
+log = logging.getLogger(__name__)
+
+KEY_FORMAT = "blueprint/2"
+
+
+@dataclass(frozen=True)
+class BlueprintSettings:
+    """Blueprint size, rate, windows and sampling (defaults suit Wan 2.1 at low cost).
+
+    Attributes:
+        width / height: blueprint resolution in pixels (multiples of 16).
+        fps: blueprint frame rate (at most the video's).
+        window_frames: frames per window (4n+1).
+        seed: run seed; window ``w`` uses ``derive_seed(seed, w, salt=1)``.
+        sampler: denoising settings.
+        overlap_frames: K, frames each window shares with the previous one (1 = last frame only).
+        reanchor: 0..1 strength of the colour re-anchoring of continuation frames to the reference.
+        prompt_mode: ``"majority"``, ``"centre"`` or ``"combine"`` (see :mod:`.blueprint_plan`).
+    """
+
+    width: int = 320
+    height: int = 192
+    fps: float | str = 8
+    window_frames: int = 33
+    seed: int = 0
+    sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings(steps=20, guidance=5.0, shift=3.0))
+    overlap_frames: int = 1
+    reanchor: float = 0.5
+    prompt_mode: str = "majority"
+
+    def check(self) -> BlueprintSettings:
+        check_resolution(self.width, self.height, "blueprint_")
+        parse_fps(self.fps)
+        try:
+            check_clip_frames(self.window_frames)
+        except InputError as exc:
+            raise InputError("window_frames", self.window_frames, exc.problem, exc.fix) from None
+        check_seed(self.seed)
+        self.sampler.check()
+        if not isinstance(self.overlap_frames, int) or not 1 <= self.overlap_frames <= self.window_frames - 4:
+            raise InputError(
+                "overlap_frames",
+                self.overlap_frames,
+                f"must be 1 to window_frames - 4 ({self.window_frames - 4}) so each window adds new frames",
+                "use 1 (continue from the last frame) or 5 / 9 (whole latent frames)",
+            )
+        if not 0.0 <= self.reanchor <= 1.0:
+            raise InputError("reanchor", self.reanchor, "must be between 0 and 1", "use 0.5")
+        if self.prompt_mode not in PROMPT_MODES:
+            raise InputError("prompt_mode", self.prompt_mode, "is not known", f"use one of {', '.join(PROMPT_MODES)}")
+        return self
+
+    def key_parts(self) -> dict:
+        return {
+            "size": [self.width, self.height],
+            "fps": str(parse_fps(self.fps)),
+            "window_frames": self.window_frames,
+            "overlap_frames": self.overlap_frames,
+            "reanchor": self.reanchor,
+            "prompt_mode": self.prompt_mode,
+            "seed": self.seed,
+            "sampler": vars(self.sampler),
+        }
+
+
+def blueprint_frame_count(aligned: AlignedAudio, fps: Fraction) -> int:
+    """Blueprint frames needed to cover every rendered output frame (ceil)."""
+    tl = aligned.timeline
+    span = Fraction(tl.padded_frames - 1) / tl.fps  # time of the last rendered frame
+    return int(-((-span * fps) // 1)) + 1
+
+
+def _uses_audio(dit, aligned: AlignedAudio) -> bool:
+    """True when the DiT has an audio adapter and the timeline has features to feed it."""
+    if getattr(dit, "audio_adapter", None) is None or getattr(aligned, "features", None) is None:
+        return False
+    if not hasattr(aligned, "frame_windows"):
+        log.warning("blueprint: the DiT has an audio adapter but this timeline cannot cut audio windows")
+        return False
+    return True
+
+
+def _uses_image_encoder(dit, image_encoder) -> bool:
+    return image_encoder is not None and bool(getattr(dit, "has_image_embedder", False))
+
+
+def window_times(window: BlueprintWindow, bp_fps: Fraction) -> list[Fraction]:
+    """Time in seconds (exact) of every frame the window renders."""
+    return [Fraction(window.start + j) / bp_fps for j in range(window.length)]
+
+
+def blueprint_key(
+    dit, vae, text_encoder, image_encoder, reference, aligned, windows, settings: BlueprintSettings
+) -> str:
+    """Content key of everything that determines the blueprint's pixels."""
+    audio = None
+    if _uses_audio(dit, aligned):
+        audio = aligned.features
+    return content_key(
+        {
+            "format": KEY_FORMAT,
+            "models": {
+                "dit": model_identity(dit),
+                "vae": model_identity(vae),
+                "text_encoder": model_identity(text_encoder),
+                "image_encoder": model_identity(image_encoder) if _uses_image_encoder(dit, image_encoder) else None,
+            },
+            "reference": reference.float().contiguous(),
+            "timeline": aligned.timeline.to_dict(),
+            "windows": [[w.start, w.length, w.count, w.prompt, w.negative] for w in windows],
+            "settings": settings.key_parts(),
+            "audio": audio,
+        }
+    )
+
+
+def encode_window_condition(vae, known: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """Wan I2V condition ``[1, 4 + z, T_lat, h, w]`` with the first ``K`` frames known.
+
+    ``known`` is ``[K, 3, H, W]`` in [-1, 1]; with K = 1 this is exactly
+    :func:`~avatar_cascade.sampling.loop.encode_condition` of a clip with a first frame.
+    """
+    k = known.shape[0]
+    video = torch.zeros(1, 3, num_frames, height, width)
+    video[0, :, :k] = known.permute(1, 0, 2, 3)
+    mask = torch.zeros(1, num_frames)
+    mask[0, :k] = 1
+    param = next(vae.vae.parameters())
+    with torch.no_grad():
+        lat = vae.encode(video.to(param.device, param.dtype)).float()
+    return torch.cat([latent_mask(mask, lat.shape[-2:], vae.temporal_factor).to(lat.device), lat], dim=1)
+
+
+def sample_window(dit, vae, request: ClipRequest, known: torch.Tensor, settings, runtime, image_embeds, desc: str):
+    """Render one window: ``[length, h, w, 3]`` uint8 frames."""
+    cond = encode_window_condition(vae, known, request.num_frames, settings.height, settings.width)
+    lat = sample_clips(dit, cond, [request], settings.sampler, runtime, desc=desc, image_embeds=image_embeds)
+    return decode_to_uint8(vae, lat)[0]
+
+
+def cross_fade(previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Blend K overlap frames ``[K,h,w,3]`` uint8: new window's weight ``(j+1)/(K+1)`` on frame ``j``."""
+    k = previous.shape[0]
+    a = torch.arange(1, k + 1, dtype=torch.float32).div(k + 1).view(k, 1, 1, 1)
+    return (previous.float() * (1 - a) + new.float() * a).round().clamp(0, 255).to(torch.uint8)
+
+
+def _modules(handle) -> list[torch.nn.Module]:
+    fn = getattr(handle, "modules", None)
+    if callable(fn) and not isinstance(handle, torch.nn.Module):
+        return list(fn())
+    return [m for m in (getattr(handle, "transformer", None), getattr(handle, "vae", None)) if m is not None]
+
+
+def render_blueprint(
+    dit,
+    vae,
+    text_encoder,
+    reference: torch.Tensor,
+    aligned: AlignedAudio,
+    storyline,
+    settings: BlueprintSettings,
+    runtime: Runtime,
+    *,
+    work_dir: Path | None = None,
+    image_encoder=None,
+    keep_stores: int = 2,
+) -> Blueprint:
+    """Render (or reuse) the blueprint of the whole timeline.
+
+    Args:
+        dit / vae / text_encoder: loaded model handles (``WanDiT``, ``WanVAE``, ``TextEncoder``).
+        reference: reference image ``[H,W,3]`` float 0..1.
+        aligned: the Audio Aligner's output (timeline + audio (+ features)).
+        storyline: the Director's storyline (global + per-shot prompts).
+        settings: resolution, rate, windows, re-anchoring, seed, sampler.
+        runtime: device and hooks (one progress step and one ``"blueprint"`` preview per window).
+        work_dir: folder for the store (``work_dir/blueprint/<key>``) and its reuse; None = a
+            temporary folder removed when the returned Blueprint is garbage-collected.
+        image_encoder: CLIP-vision handle; with a Wan 2.1 I2V/FLF2V DiT every window gets the
+            reference's image tokens.
+        keep_stores: finished stores kept under ``work_dir/blueprint`` (the newest ones).
+    """
+    settings.check()
+    if dit.in_channels != 36:
+        raise InputError(
+            "dit",
+            dit.variant,
+            "the blueprint needs an image-to-video DiT (36 input channels)",
+            "load a Wan 2.1 I2V / FLF2V or Wan 2.2 I2V checkpoint",
+        )
+    tl = aligned.timeline
+    bp_fps = parse_fps(settings.fps)
+    if bp_fps > tl.fps:
+        raise InputError(
+            "blueprint_fps", settings.fps, f"is higher than the video fps {tl.fps}", "use a lower rate, e.g. 8"
+        )
+    total = blueprint_frame_count(aligned, bp_fps)
+    windows = plan_windows(
+        tl, storyline, bp_fps, total, settings.window_frames, settings.overlap_frames, settings.prompt_mode
+    )
+    key = blueprint_key(dit, vae, text_encoder, image_encoder, reference, aligned, windows, settings)
+    if work_dir is not None:
+        root = Path(work_dir) / "blueprint"
+        folder = root / key
+        meta = read_index(folder)
+        if meta is not None and meta.get("complete") and meta.get("key") == key:
+            log.info("blueprint: reusing %s (%d frames)", folder, meta["num_frames"])
+            reused = Blueprint(folder, meta)
+            reused.reused = True
+            return reused
+    else:
+        root, folder = None, Path(tempfile.mkdtemp(prefix="avatar_cascade_blueprint_"))
+    store = BlueprintStore.open(
+        folder,
+        key,
+        bp_fps,
+        settings.width,
+        settings.height,
+        [(w.start, w.count) for w in windows],
+        {
+            "window_starts": [w.start for w in windows],
+            "window_frames": settings.window_frames,
+            "overlap_frames": settings.overlap_frames,
+            "window_shots": [list(w.shots) for w in windows],
+        },
+    )
+    _render_windows(store, windows, dit, vae, text_encoder, image_encoder, reference, aligned, settings, runtime)
+    store.mark_complete()
+    if root is not None:
+        prune_stores(root, keep_stores, folder)
+    return Blueprint(folder, store.meta, temporary=root is None)
+
+
+def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, reference, aligned, settings, runtime):
+    """Render every window not yet in ``store`` (resuming after the last finished one)."""
+    bp_fps = parse_fps(settings.fps)
+    done, prev_tail = 0, None
+    for w in windows:
+        data = store.load_chunk(w.index)
+        if data is None:
+            break
+        done, prev_tail = done + 1, data.get("tail")
+    if done:
+        log.info("blueprint: resuming after %d finished windows of %d", done, len(windows))
+    todo = windows[done:]
+    if not todo:
+        return
+    h, w_px = settings.height, settings.width
+    ref_small = reference_uint8(reference, h, w_px)
+    use_audio = _uses_audio(dit, aligned)
+    prompts = PromptBank(text_encoder, runtime)
+    prompts.encode_all([x.prompt for x in todo] + [x.negative for x in todo])
+    image_embeds = None
+    if _uses_image_encoder(dit, image_encoder):
+        from avatar_cascade.models.clip_vision import frame_tokens
+
+        with runtime.use_models(image_encoder.model):
+            image_embeds = frame_tokens(image_encoder, [(to_model_space(ref_small[None])[0], None)])
+
+    bar = runtime.progress(len(windows), "blueprint windows")
+    bar.update(done)
+    try:
+        with runtime.use_models(*_modules(dit), vae.vae):
+            for win in todo:
+                runtime.check_interrupt()
+                if prev_tail is None:
+                    known = to_model_space(ref_small[None])
+                else:
+                    known = to_model_space(match_colour(prev_tail, ref_small, settings.reanchor))
+                req = ClipRequest(
+                    num_frames=win.length,
+                    first_frame=known[0],
+                    last_frame=None,
+                    prompt_embeds=prompts.get(win.prompt),
+                    negative_embeds=prompts.get(win.negative),
+                    seed=derive_seed(settings.seed, win.index, salt=1),
+                    audio=aligned.frame_windows(window_times(win, bp_fps), pad="edge") if use_audio else None,
+                )
+                frames = sample_window(
+                    dit, vae, req, known, settings, runtime, image_embeds, desc=f"blueprint window {win.index}"
+                )
+                last = win.index == windows[-1].index
+                k = settings.overlap_frames
+                tail = None if last else frames[win.length - k : win.length].clone()
+                if prev_tail is not None:
+                    frames[: prev_tail.shape[0]] = cross_fade(prev_tail, frames[: prev_tail.shape[0]])
+                store.write_chunk(win.index, frames[: win.count].contiguous(), tail)
+                prev_tail = tail
+                runtime.emit_preview("blueprint", frames)
+                bar.update(1)
+    finally:
+        bar.close()

@@ -1,0 +1,142 @@
+"""Artist control: timed instructions ("smile at 0:30") pinned onto the shots covering them.
+
+Only explicit times are recognised, and a time must look like one:
+
+* ``m:ss`` or ``h:mm:ss`` (decimals allowed): "smile at 0:30", "at 1:05 look left";
+* a number with a seconds unit (``s``, ``sec``, ``secs``, ``second``, ``seconds``):
+  "wave at 45s", "nod from 12.5 s to 14 s";
+* a span with ``during`` / ``from`` / ``between`` or a dash, where at least one end
+  looks like a time: "look left during 0:10-0:20", "between 10 and 20 seconds".
+
+A bare number is not a time ("look at 2 people" is no cue; "at 2" neither - write
+"at 2s" or "at 0:02"). Musical or spoken landmarks ("during the chorus", "when she
+says hello") are not located: nothing analyses lyrics or song structure, so such
+clauses stay part of the general instruction the Director model reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from avatar_cascade.artefacts.storyline import FIELD_MAX_CHARS, Storyline, format_indices, format_time
+from avatar_cascade.artefacts.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+_CLOCK = r"\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?"
+_UNIT = r"\s*(?:seconds?|secs?|s)\b"
+_TOKEN = rf"{_CLOCK}|\d+(?:\.\d+)?(?:{_UNIT})?"
+_RANGE = re.compile(
+    rf"(?:\b(?:during|from|between|at)\s+)?({_TOKEN})\s*(?:-|\u2013|\bto\b|\band\b|\buntil\b)\s*({_TOKEN})", re.I
+)
+_POINT = re.compile(rf"(?:\bat\b|@|\baround\b)\s*({_CLOCK}|\d+(?:\.\d+)?{_UNIT})", re.I)
+_TIMELIKE = re.compile(rf"^(?:{_CLOCK}|\d+(?:\.\d+)?{_UNIT})$", re.I)
+_CLAUSE = re.compile(r"[;,\n]|\.(?!\d)|\b(?:and then|then|and)\b(?=\s+(?:at|during|from|between)\b)", re.I)
+_EXPRESSION_WORDS = {
+    "smil": "happy",
+    "laugh": "joyful",
+    "grin": "happy",
+    "frown": "displeased",
+    "cry": "sad",
+    "tear": "sad",
+    "wink": "playful",
+    "surpris": "surprised",
+    "shock": "shocked",
+    "sad": "sad",
+    "angr": "angry",
+    "serious": "serious",
+    "blink": "",
+    "mouth": "",
+    "eyebrow": "",
+    "pout": "sulky",
+}
+
+
+@dataclass
+class TimedInstruction:
+    """An artist instruction pinned to a time (``end_s`` None) or a span, in seconds."""
+
+    start_s: float
+    end_s: float | None
+    text: str
+
+
+def _seconds(t: str) -> float:
+    t = re.sub(r"[a-z\s]+$", "", t.strip().lower())
+    total = 0.0
+    for part in t.split(":"):
+        total = total * 60.0 + float(part)
+    return total
+
+
+def _clauses(instruction: str) -> list[str]:
+    return [c.strip() for c in _CLAUSE.split(instruction) if c and c.strip()]
+
+
+def find_time(clause: str) -> tuple[float, float | None, re.Match] | None:
+    """The time (start, end or None, seconds) a clause is pinned to, and its match; None when it has none."""
+    for m in _RANGE.finditer(clause):
+        if _TIMELIKE.match(m.group(1)) or _TIMELIKE.match(m.group(2)):
+            a, b = sorted((_seconds(m.group(1)), _seconds(m.group(2))))
+            return a, b, m
+    m = _POINT.search(clause)
+    return (_seconds(m.group(1)), None, m) if m else None
+
+
+def parse_timed_instructions(instruction: str) -> list[TimedInstruction]:
+    """Find "smile at 0:30", "at 1:05 look left", "look left during 0:10-0:20", "wave at 45s"."""
+    found = []
+    for clause in _clauses(instruction):
+        hit = find_time(clause)
+        if hit is None:
+            continue
+        a, b, m = hit
+        text = (clause[: m.start()] + " " + clause[m.end() :]).strip(" .,;:-")
+        text = re.sub(r"^(?:and|then|please)\s+", "", " ".join(text.split()), flags=re.I)
+        if text:
+            found.append(TimedInstruction(a, b, text[:FIELD_MAX_CHARS]))
+    return found
+
+
+def strip_timed_instructions(instruction: str) -> str:
+    """The instruction without its timed clauses (what applies to the whole video)."""
+    return ", ".join(c for c in _clauses(instruction) if find_time(c) is None)
+
+
+def _owning_clip(timeline: Timeline, frame: int) -> int:
+    """Index of the clip that owns ``frame`` (a seam frame belongs to the clip it starts)."""
+    idx = 0
+    for c in timeline.clips:
+        if c.frame_start <= frame:
+            idx = c.index
+    return idx
+
+
+def apply_artist_instructions(storyline: Storyline, instruction: str, timeline: Timeline) -> Storyline:
+    """Apply timed artist instructions to the shots covering their times (they win over the model)."""
+    shots = list(storyline.shots)
+    warnings = list(storyline.warnings)
+    fps = timeline.fps
+    for ti in parse_timed_instructions(instruction):
+        f0 = int(Fraction(ti.start_s).limit_denominator(1000) * fps)
+        f1 = f0 if ti.end_s is None else max(f0, int(Fraction(ti.end_s).limit_denominator(1000) * fps) - 1)
+        if f0 >= timeline.num_frames:
+            warnings.append(
+                f"'{ti.text}' at {format_time(ti.start_s)} is after the end of the audio "
+                f"({format_time(timeline.duration_s)}): ignored"
+            )
+            continue
+        first, last = _owning_clip(timeline, f0), _owning_clip(timeline, min(f1, timeline.num_frames - 1))
+        hits = [k for k in _EXPRESSION_WORDS if k in ti.text.lower()]
+        for i in range(first, last + 1):
+            s = shots[i]
+            changes = {"expression": ti.text} if hits else {"action": ti.text}
+            if hits and _EXPRESSION_WORDS[hits[0]]:
+                changes["emotion"] = _EXPRESSION_WORDS[hits[0]]
+            prompt = f"{ti.text}, {s.prompt}" if s.source != "artist" else f"{s.prompt}, {ti.text}"
+            shots[i] = replace(s, prompt=prompt[:FIELD_MAX_CHARS], source="artist", **changes)
+        log.info("artist instruction %r applied to shots %s", ti.text, format_indices(list(range(first, last + 1))))
+    return replace(storyline, shots=shots, warnings=warnings)

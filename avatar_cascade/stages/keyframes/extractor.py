@@ -1,0 +1,267 @@
+"""Keyframe Extractor: one keyframe per seam, taken from the blueprint.
+
+check inputs -> reuse a saved result with the same content key, or: for every
+seam, score the blueprint frames of its window (:mod:`.keyframe_scores`) and
+keep the best -> lift the chosen frames to the refine resolution (resize, an
+optional DiT refinement anchored on the reference, :mod:`.keyframes_lift`, and
+colour matching to the reference) -> package :class:`Keyframes` (every score
+kept) and a contact sheet.
+
+The first seam is the reference image itself, so the video opens on the
+artist's picture. Seam ``k``'s candidates are the blueprint frames within
+``search_radius_s`` of the seam time that lie strictly between the neighbour
+seams' times (the frame nearest the seam is always a candidate). The total
+score is the weighted mean of the scores; weights default to
+:data:`~avatar_cascade.stages.keyframes.scores.DEFAULT_WEIGHTS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+from avatar_cascade.artefacts.blueprint import Blueprint
+from avatar_cascade.artefacts.keyframes import KEY_FORMAT, Keyframes
+from avatar_cascade.core.cache import content_key, model_identity
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.media.frames import match_colour, reference_uint8, resize_uint8
+from avatar_cascade.sampling.settings import check_resolution
+from avatar_cascade.stages.keyframes.lift import LiftSettings, lift_keyframes
+from avatar_cascade.stages.keyframes.scores import (
+    AudioEnergy,
+    check_weights,
+    colour_score,
+    diversity_score,
+    face_score,
+    identity_clip,
+    identity_proxy,
+    lower_face_motion,
+    mouth_score,
+    sharpness,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK = 16
+
+
+def candidate_window(blueprint: Blueprint, timeline, seam: int, radius: Fraction) -> tuple[int, int, int]:
+    """``(lo, hi, centre)`` blueprint frames (inclusive) allowed for seam number ``seam``."""
+    seams, fps, bf = timeline.seams, timeline.fps, blueprint.fps
+    t = Fraction(seams[seam]) / fps
+    centre = blueprint.index_at(t)
+    lo = max(0, math.ceil((t - radius) * bf))
+    hi = min(len(blueprint) - 1, math.floor((t + radius) * bf))
+    if seam > 0:
+        lo = max(lo, math.floor(Fraction(seams[seam - 1]) / fps * bf) + 1)
+    if seam + 1 < len(seams):
+        hi = min(hi, math.ceil(Fraction(seams[seam + 1]) / fps * bf) - 1)
+    return min(lo, centre), max(hi, centre), centre
+
+
+def keyframes_key(
+    blueprint, aligned, reference, width, height, radius, weights, colour_match, clip_vision, lift, lift_parts
+):
+    """Content key of everything that determines the keyframes."""
+    return content_key(
+        {
+            "format": KEY_FORMAT,
+            "blueprint": blueprint.key,
+            "reference": reference.float().contiguous(),
+            "timeline": aligned.timeline.to_dict(),
+            "audio": aligned.audio.waveform,
+            "size": [width, height],
+            "radius": str(radius),
+            "weights": weights,
+            "colour_match": colour_match,
+            "clip_vision": model_identity(clip_vision),
+            "lift": lift.key_parts(),
+            "lift_parts": lift_parts,
+        }
+    )
+
+
+def _lift_prompts(storyline, timeline, n_seams: int) -> list[tuple[str, str]]:
+    """Prompt of every seam 1.. for lifting: the shot starting there (the last seam: the last shot)."""
+    if storyline is None:
+        return [("", "")] * (n_seams - 1)
+    last = len(timeline.clips) - 1
+    return [(storyline.shot_prompt(min(k, last)), storyline.shot_negative(min(k, last))) for k in range(1, n_seams)]
+
+
+def extract_keyframes(
+    blueprint: Blueprint,
+    aligned: AlignedAudio,
+    reference: torch.Tensor,
+    width: int,
+    height: int,
+    runtime: Runtime,
+    search_radius_s: float = 0.25,
+    weights: dict[str, float] | None = None,
+    colour_match: float = 1.0,
+    *,
+    clip_vision=None,
+    lift: LiftSettings | None = None,
+    storyline=None,
+    dit=None,
+    vae=None,
+    text_encoder=None,
+    work_dir: Path | None = None,
+) -> Keyframes:
+    """Pick, lift and colour-match one keyframe per seam (or reuse them from ``work_dir``).
+
+    Args:
+        blueprint: the low-res blueprint.
+        aligned: timeline (seams) and audio (mouth-state energy).
+        reference: the reference image ``[H,W,3]`` float 0..1.
+        width / height: refine resolution (multiples of 16).
+        runtime: device and hooks (one progress step per seam; a ``"keyframes"`` preview
+            of the contact sheet).
+        search_radius_s: candidates lie within this many seconds of the seam.
+        weights: score weights (names of ``DEFAULT_WEIGHTS``; missing ones keep their default).
+        colour_match: 0..1 strength of colour matching to the reference.
+        clip_vision: CLIP-vision handle: identity by image embeddings (else the statistics
+            proxy), and the image tokens of the lift for Wan 2.1 I2V/FLF2V DiTs.
+        lift: the optional DiT refinement (``LiftSettings(denoise=0)`` = off).
+        storyline: shot prompts for the lift (else an empty prompt).
+        dit / vae / text_encoder: models of the lift (needed when it is on).
+        work_dir: folder for ``keyframes/``, ``keyframes.json`` and their reuse.
+    """
+    check_resolution(width, height)
+    if search_radius_s < 0 or not math.isfinite(search_radius_s):
+        raise InputError("search_radius_s", search_radius_s, "must be >= 0 seconds", "use 0.25")
+    if not 0 <= colour_match <= 1:
+        raise InputError("colour_match", colour_match, "must be between 0 and 1", "use 1.0")
+    w = check_weights(weights)
+    lift = (lift or LiftSettings()).check()
+    tl = aligned.timeline
+    if lift.enabled and (dit is None or vae is None or text_encoder is None):
+        raise InputError(
+            "dit", None, "lifting keyframes (lift_denoise > 0) needs the DiT, VAE and text encoder", "connect them"
+        )
+    lift_prompts = _lift_prompts(storyline, tl, len(tl.seams)) if lift.enabled else []
+    lift_parts = None
+    if lift.enabled:
+        models = {n: model_identity(m) for n, m in (("dit", dit), ("vae", vae), ("te", text_encoder))}
+        lift_parts = {"models": models, "prompts": lift_prompts}
+    radius = Fraction(search_radius_s).limit_denominator(1000)
+    key = keyframes_key(
+        blueprint, aligned, reference, width, height, radius, w, colour_match, clip_vision, lift, lift_parts
+    )
+    if work_dir is not None:
+        cached = Keyframes.load(work_dir)
+        if cached is not None and cached.key == key:
+            log.info("keyframes: reusing %d keyframes from %s", len(cached.images), work_dir)
+            cached.reused = True
+            _preview(cached, runtime)
+            return cached
+
+    ref_full = reference_uint8(reference, height, width)
+    sources, scores = select_keyframes(blueprint, aligned, reference, w, radius, runtime, clip_vision=clip_vision)
+    images = [ref_full[None]]
+    if len(sources) > 1:
+        # float copies at the refine size are made CHUNK keyframes at a time (10 minutes = ~190 keyframes)
+        lifted = torch.cat(
+            [
+                resize_uint8(torch.stack([blueprint.frame(i) for i in sources[lo : lo + CHUNK]]), height, width)
+                for lo in range(1, len(sources), CHUNK)
+            ]
+        )
+        if lift.enabled:
+            seams = list(range(1, len(sources)))
+            lifted = lift_keyframes(
+                lifted, seams, lift_prompts, reference, dit, vae, text_encoder, lift, runtime, image_encoder=clip_vision
+            )
+            for sc in scores[1:]:
+                sc["lifted"] = True
+        images += [match_colour(lifted[lo : lo + CHUNK], ref_full, colour_match) for lo in range(0, len(lifted), CHUNK)]
+    kf = Keyframes(
+        images=torch.cat(images),
+        frame_indices=list(tl.seams),
+        source_indices=sources,
+        scores=scores,
+        weights=w,
+        key=key,
+    )
+    if work_dir is not None:
+        kf.save(work_dir)
+    _preview(kf, runtime)
+    return kf
+
+
+def _preview(kf: Keyframes, runtime: Runtime) -> None:
+    if runtime.preview is None:
+        return
+    from avatar_cascade.media.contact_sheet import as_uint8_tensor
+
+    runtime.emit_preview("keyframes", as_uint8_tensor(kf.contact_sheet()))
+
+
+def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, runtime: Runtime, clip_vision=None):
+    """Score every seam's candidates and pick the best: ``(source_indices, scores)`` (seam 0 = reference)."""
+    from avatar_cascade.stages.keyframes.scores import clip_embedding
+
+    tl = aligned.timeline
+    n = len(blueprint)
+    ref_small = reference_uint8(reference, blueprint.height, blueprint.width)
+    energy = AudioEnergy(aligned.audio.waveform, aligned.audio.sample_rate, 0.5 / float(blueprint.fps))
+    sources: list[int | None] = [None]
+    scores: list[dict] = [{"source": "reference", "seam_frame": tl.seams[0], "time_s": 0.0}]
+    previous = ref_small
+    denom = max(sum(weights.values()), 1e-9)
+    bar = runtime.progress(len(tl.seams), "keyframes")
+    bar.update(1)
+    with runtime.use_models(*([clip_vision.model] if clip_vision is not None else [])):
+        ref_emb = clip_embedding(clip_vision, ref_small[None])[0] if clip_vision is not None else None
+        for k in range(1, len(tl.seams)):
+            runtime.check_interrupt()
+            lo, hi, centre = candidate_window(blueprint, tl, k, radius)
+            a, b = max(0, lo - 1), min(n, hi + 2)
+            block = blueprint.frames(a, b)
+            cand = block[lo - a : hi - a + 1]
+            idx = torch.arange(lo, hi + 1)
+            before = block[(idx - 1).clamp(min=0) - a]
+            after = block[(idx + 1).clamp(max=n - 1) - a]
+            s = {
+                "identity": identity_clip(clip_vision, cand, ref_emb)
+                if clip_vision is not None
+                else identity_proxy(cand, ref_small),
+                "sharpness": sharpness(cand),
+                "face": face_score(cand, ref_small),
+                "mouth": mouth_score(
+                    energy.score([float(Fraction(int(i)) / blueprint.fps) for i in idx]),
+                    lower_face_motion(cand, before, after),
+                ),
+                "colour": colour_score(cand, ref_small),
+                "centre": 1 - (idx - centre).abs().float() / (max(centre - lo, hi - centre) + 1),
+                "diversity": diversity_score(cand, previous),
+            }
+            total = sum(weights[name] * v for name, v in s.items()) / denom
+            best = int(total.argmax())
+            chosen = lo + best
+            sources.append(chosen)
+            scores.append(
+                {
+                    "source": "blueprint",
+                    "blueprint_index": chosen,
+                    "time_s": float(Fraction(chosen) / blueprint.fps),
+                    "seam_frame": tl.seams[k],
+                    "seam_time_s": float(Fraction(tl.seams[k]) / tl.fps),
+                    "window": [lo, hi],
+                    "identity_method": "clip_vision" if clip_vision is not None else "proxy",
+                    **{name: float(v[best]) for name, v in s.items()},
+                    "total": float(total[best]),
+                    "candidates": [[lo + i, round(float(t), 4)] for i, t in enumerate(total)],
+                    "lifted": False,
+                }
+            )
+            previous = cand[best]
+            bar.update(1)
+    bar.close()
+    return sources, scores

@@ -1,0 +1,366 @@
+"""First-Last-Frame Refiner: every sub-clip at full resolution between two keyframes.
+
+Sub-clip ``k`` is generated with its keyframes ``k`` and ``k+1`` fixed (Wan
+FLF/I2V concat conditioning; at the clip's first and last frame, or at its
+``keyframe_offsets`` when the timeline declares blending overlap), its shot's
+local prompt and negative prompt, its time-aligned audio window (when the DiT
+carries an audio adapter and the timeline has audio features), both keyframes
+through the image encoder (Wan 2.1 I2V/FLF2V DiTs) and its own seed derived
+from the run seed and ``k``. Optional negative-frame guidance
+(:mod:`.negative_frames`) pushes each clip away from a drifted version of its
+keyframes.
+
+Parallel: clips of one length are sampled ``batch_size`` per forward pass;
+with several local CUDA devices, one worker thread per device with its own
+model replica takes batches from a shared queue (:mod:`.clip_workers`; memory:
+one full DiT + VAE per device). An out-of-memory error halves the batch.
+
+Resumable: every finished clip is written atomically to the clip cache under a
+key of everything that determines it (model + LoRA + adapter identities,
+keyframes, prompts, audio window, seed, settings). A killed run recomputes only
+missing clips; an edited shot recomputes only its clip. ``reroll`` ("3, 7-9")
+gives the listed clips new seeds (offset +1 per mention); the offset is part of
+the seed, hence of the key, so a later run with the same string reuses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
+from avatar_cascade.artefacts.clips import ClipRecord, Clips
+from avatar_cascade.artefacts.keyframes import Keyframes
+from avatar_cascade.core.cache import (
+    atomic_save_tensors,
+    atomic_write_text,
+    content_key,
+    model_identity,
+    tensor_file_ok,
+)
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.core.seeds import check_seed, derive_seed
+from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition, latent_mask
+from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.prompts import PromptBank
+from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.stages.refiner import negative_frames as nf
+from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, model_modules, run_batches
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "2"
+MAX_NEGATIVE_FRAME_STRENGTH = 10.0
+_REROLL_TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+@dataclass(frozen=True)
+class RefinerSettings:
+    """Refiner sampling, batching and guidance.
+
+    Attributes:
+        seed: run seed; clip ``k`` uses ``derive_seed(seed, k, reroll offset)``.
+        batch_size: clips per forward pass (0 = automatic from free memory).
+        sampler: steps / guidance / shift / scheduler.
+        negative_frame_strength: ``s`` of negative-frame guidance (0 = off: exactly plain sampling).
+        devices: devices to spread clips over, e.g. ``("cuda:0", "cuda:1")``; empty = the runtime
+            device plus every other local CUDA device.
+    """
+
+    seed: int = 0
+    batch_size: int = 0
+    sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings(steps=30, guidance=5.0, shift=5.0))
+    negative_frame_strength: float = 0.0
+    devices: tuple[str, ...] = ()
+
+    def check(self) -> RefinerSettings:
+        check_seed(self.seed)
+        if not 0 <= self.batch_size <= 64:
+            raise InputError("batch_size", self.batch_size, "must be 0 (automatic) to 64", "use 0")
+        s = self.negative_frame_strength
+        if not 0.0 <= s <= MAX_NEGATIVE_FRAME_STRENGTH:
+            raise InputError(
+                "negative_frame_strength", s, f"must be between 0 and {MAX_NEGATIVE_FRAME_STRENGTH:g}", "use 0 or 0.5-2"
+            )
+        for d in self.devices:
+            try:
+                torch.device(d)
+            except (RuntimeError, TypeError) as exc:
+                raise InputError("devices", d, "is not a torch device", "use names like cuda:0, cuda:1") from exc
+        self.sampler.check()
+        return self
+
+
+def parse_reroll(text: str | None, num_clips: int | None = None) -> dict[int, int]:
+    """``"3, 7-9"`` -> ``{3: 1, 7: 1, 8: 1, 9: 1}``: clip index (0-based) -> seed offset.
+
+    Every mention adds one to a clip's offset, so ``"3, 3"`` is clip 3's second re-roll.
+    """
+    out: dict[int, int] = {}
+    for token in re.split(r"[,;\s]+", re.sub(r"\s*-\s*", "-", (text or "").strip())):
+        if not token:
+            continue
+        m = _REROLL_TOKEN.match(token)
+        if m is None:
+            raise InputError("reroll", text, f"cannot read {token!r}", "list clip numbers like '3, 7-9'")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise InputError("reroll", text, f"range {token!r} runs backwards", f"write {hi}-{lo}")
+        if num_clips is not None and hi >= num_clips:
+            raise InputError(
+                "reroll", text, f"clip {hi} does not exist (clips are 0-{num_clips - 1})", "use clip numbers in range"
+            )
+        for k in range(lo, hi + 1):
+            out[k] = out.get(k, 0) + 1
+    return out
+
+
+@dataclass
+class _Job:
+    rec: ClipRecord
+    prompt: str
+    negative: str
+    audio: torch.Tensor | None = None
+
+
+@dataclass
+class _Context:
+    """What every batch needs, shared read-only by the workers."""
+
+    kf: torch.Tensor
+    prompts: PromptBank
+    settings: RefinerSettings
+    height: int
+    width: int
+
+
+def refine_clips(
+    dit,
+    vae,
+    text_encoder,
+    keyframes: Keyframes,
+    aligned: AlignedAudio,
+    storyline,
+    settings: RefinerSettings,
+    runtime: Runtime,
+    cache_dir: Path,
+    reroll: dict[int, int] | str | None = None,
+    image_encoder=None,
+) -> Clips:
+    """Render every sub-clip (or reuse it from ``cache_dir``).
+
+    Args:
+        dit / vae / text_encoder: loaded model handles (``dit`` may carry LoRAs and an audio adapter).
+        keyframes: one keyframe per seam (``len == clips + 1``) at the refine resolution.
+        aligned: timeline, audio and (optionally) per-frame audio features.
+        storyline: shot prompts (one shot per clip).
+        settings: seed, batch size, sampler, negative-frame strength, devices.
+        runtime: device and hooks; one ``"clip"`` preview per finished clip.
+        cache_dir: folder of finished clips (``clip_<index>_<key>.safetensors``
+            and ``refiner_manifest.json``).
+        reroll: ``{clip index: seed offset}`` or a string like ``"3, 7-9"``.
+        image_encoder: CLIP-vision handle for DiTs with an image embedder (Wan 2.1 I2V/FLF2V).
+    """
+    settings.check()
+    tl = aligned.timeline
+    if len(keyframes.images) != len(tl.clips) + 1:
+        raise InputError(
+            "keyframes",
+            len(keyframes.images),
+            f"the timeline has {len(tl.clips)} clips and needs {len(tl.clips) + 1} keyframes",
+            "connect the keyframes made from this timeline",
+        )
+    if dit.in_channels != 36:
+        raise InputError(
+            "dit",
+            dit.variant,
+            "the refiner needs a first-last-frame capable DiT (36 input channels)",
+            "load a Wan 2.1 FLF2V / I2V or Wan 2.2 I2V checkpoint",
+        )
+    if not isinstance(reroll, dict):
+        reroll = parse_reroll(reroll, len(tl.clips))
+    if not getattr(dit, "has_image_embedder", False):
+        image_encoder = None  # its tokens would not be read: keep it out of the cache key
+    records, todo = _plan(
+        dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll
+    )
+    log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
+
+    bar = runtime.progress(len(records), "refine clips")
+    bar.update(len(records) - len(todo))
+    try:
+        if todo:
+            _render(todo, (dit, vae, image_encoder), text_encoder, keyframes, settings, runtime, bar)
+    finally:
+        bar.close()
+    _write_manifest(cache_dir, records, settings)
+    return Clips(records=records, width=keyframes.width, height=keyframes.height, keyframes=keyframes.images)
+
+
+def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None:
+    """Clip ``index``'s audio feature windows when the DiT has an audio adapter (the aligner says what
+    to connect when the timeline has no features), else None."""
+    return None if getattr(dit, "audio_adapter", None) is None else aligned.clip_windows(index, pad="edge")
+
+
+def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll):
+    """Cache records of every clip, and the jobs of those not in the cache."""
+    h, w = keyframes.height, keyframes.width
+    s = settings.negative_frame_strength
+    models = {
+        k: model_identity(m)
+        for k, m in (("dit", dit), ("vae", vae), ("te", text_encoder), ("image_encoder", image_encoder))
+    }
+    records: list[ClipRecord] = []
+    todo: list[_Job] = []
+    for c in aligned.timeline.clips:
+        offset = reroll.get(c.index, 0)
+        seed = derive_seed(settings.seed, c.index, salt=offset)
+        prompt, negative = storyline.shot_prompt(c.index), storyline.shot_negative(c.index)
+        audio = _audio_window(dit, aligned, c.index)
+        kf_offsets = tuple(getattr(c, "keyframe_offsets", (0, c.num_frames - 1)))
+        n = getattr(c, "render_frames", c.num_frames)
+        parts = {
+            "format": CACHE_FORMAT,
+            "models": models,
+            "first": keyframes.images[c.index],
+            "last": keyframes.images[c.index + 1],
+            "keyframe_offsets": list(kf_offsets),
+            "prompt": prompt,
+            "negative": negative,
+            "audio": audio,
+            "seed": seed,
+            "frames": n,
+            "sampler": vars(settings.sampler),
+            "size": [w, h],
+            "negative_frames": [s, nf.BLUR_FRACTION, nf.SATURATION, nf.CONTRAST, nf.WARM_CAST] if s > 0 else 0.0,
+        }
+        key = content_key(parts)
+        path = cache_dir / f"clip_{c.index:05d}_{key}.safetensors"
+        rec = ClipRecord(c.index, path, n, key, seed=seed, seed_offset=offset, keyframe_offsets=kf_offsets)
+        records.append(rec)
+        if tensor_file_ok(path, ("frames",)):
+            rec.cached = True
+        else:
+            todo.append(_Job(rec, prompt, negative, audio))
+    return records, todo
+
+
+def _render(todo: list[_Job], handles, text_encoder, keyframes, settings, runtime, bar) -> None:
+    prompts = PromptBank(text_encoder, runtime)
+    prompts.encode_all([j.prompt for j in todo] + [j.negative for j in todo])
+    ctx = _Context(keyframes.as_model_frames(), prompts, settings, keyframes.height, keyframes.width)
+    dit = handles[0]
+    rows = 2 if settings.sampler.guidance != 1.0 else 1
+    rows += 1 if any(j.audio is not None for j in todo) else 0
+    n0 = todo[0].rec.num_frames
+    bs = settings.batch_size or auto_batch_size(runtime, len(todo), dit, n0, ctx.height, ctx.width, rows)
+    groups: dict[int, list[_Job]] = {}
+    for job in todo:
+        groups.setdefault(job.rec.num_frames, []).append(job)
+    batches = [items[i : i + bs] for items in groups.values() for i in range(0, len(items), bs)]
+
+    def finish(jobs: list[_Job], frames: torch.Tensor) -> None:
+        for job, fr in zip(jobs, frames):
+            r = job.rec
+            meta = {
+                "index": str(r.index),
+                "seed": str(r.seed),
+                "seed_offset": str(r.seed_offset),
+                "key": r.key,
+                "prompt": job.prompt[:500],
+            }
+            atomic_save_tensors(r.path, {"frames": fr.contiguous()}, meta)
+            runtime.emit_preview("clip", fr)
+            bar.update(1)
+
+    devices = settings.devices
+    if getattr(dit, "offload", "none") != "none" and not devices:
+        devices = (str(runtime.device),)  # group-offloaded DiTs are not replicated
+    with runtime.use_models(*[m for h in handles for m in model_modules(h)]):
+        workers = make_workers(runtime, devices, handles, bs)
+        if len(workers) > 1:  # set attention kernels / LoRAs once per replica, not racing inside the threads
+            from avatar_cascade.models.dit_runtime import prepare_dit
+
+            for w in workers:
+                prepare_dit(w.handles[0], w.runtime.device)
+        run_batches(workers, batches, lambda b, wk: _render_batch(b, wk, ctx), finish, runtime)
+
+
+def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Tensor:
+    """Sample and decode one batch on ``worker``: ``[B, T, H, W, 3]`` uint8 on CPU."""
+    reqs = [
+        ClipRequest(
+            num_frames=j.rec.num_frames,
+            first_frame=ctx.kf[j.rec.index],
+            last_frame=ctx.kf[j.rec.index + 1],
+            prompt_embeds=ctx.prompts.get(j.prompt),
+            negative_embeds=ctx.prompts.get(j.negative),
+            seed=j.rec.seed,
+            **({"audio": j.audio} if j.audio is not None else {}),
+        )
+        for j in batch
+    ]
+    offsets = [j.rec.keyframe_offsets for j in batch]
+    dit, vae, image_encoder = worker.handles
+    rt = worker.runtime
+    cond = _condition(vae, reqs, offsets, ctx, rt)
+    guidance = contextlib.nullcontext()
+    s = ctx.settings.negative_frame_strength
+    if s > 0:
+        drifted = [
+            dataclasses.replace(
+                r,
+                first_frame=nf.drift_degrade(r.first_frame[None])[0],
+                last_frame=nf.drift_degrade(r.last_frame[None])[0],
+            )
+            for r in reqs
+        ]
+        experts = [m for _, m in dit.experts()] if hasattr(dit, "experts") else [dit.transformer]
+        guidance = nf.negative_frame_guidance(experts, _condition(vae, drifted, offsets, ctx, rt), s)
+    desc = "clips " + ",".join(str(j.rec.index) for j in batch)
+    with guidance:
+        lat = sample_clips(dit, cond, reqs, ctx.settings.sampler, rt, desc=desc, image_encoder=image_encoder)
+    return decode_to_uint8(vae, lat)
+
+
+def _condition(vae, reqs: list[ClipRequest], offsets, ctx: _Context, rt: Runtime) -> torch.Tensor:
+    """Concat condition ``[B, 4 + z, T_lat, h, w]`` with each clip's keyframes at its offsets."""
+    if all(tuple(o) == (0, r.num_frames - 1) for o, r in zip(offsets, reqs)):
+        return encode_condition(vae, reqs, ctx.height, ctx.width, rt)
+    n = reqs[0].num_frames
+    video = torch.zeros(len(reqs), 3, n, ctx.height, ctx.width)
+    known = torch.zeros(len(reqs), n)
+    for b, (r, (a, z)) in enumerate(zip(reqs, offsets)):
+        video[b, :, a], video[b, :, z] = r.first_frame, r.last_frame
+        known[b, a] = known[b, z] = 1
+    param = next(vae.vae.parameters())
+    with torch.no_grad():
+        lat = vae.encode(video.to(param.device, param.dtype)).float()
+    mask = latent_mask(known, lat.shape[-2:], vae.temporal_factor).to(lat.device)
+    return torch.cat([mask, lat], dim=1)
+
+
+def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings) -> None:
+    rows = [
+        {
+            "index": r.index,
+            "file": r.path.name,
+            "key": r.key,
+            "seed": r.seed,
+            "seed_offset": r.seed_offset,
+            "reused": r.cached,
+        }
+        for r in records
+    ]
+    data = {"format": CACHE_FORMAT, "run_seed": settings.seed, "clips": rows}
+    atomic_write_text(cache_dir / "refiner_manifest.json", json.dumps(data, indent=1))

@@ -1,0 +1,291 @@
+"""Where sub-clips are rendered: one worker per device, model replicas, out-of-memory halving.
+
+A :class:`Worker` owns a device, the model handles placed on it and the largest
+batch it has managed so far. The runtime device's worker uses the loaded models
+themselves (placed by the runtime's model management); every other device gets
+a **replica** made by :func:`replicate`, which copies parameters straight to the
+target device (no second CPU copy) — each extra GPU therefore holds a full copy
+of the DiT and VAE.
+
+:func:`render_resilient` runs a batch and, on a CUDA out-of-memory error,
+halves the worker's batch limit, frees the cache and retries the same clips in
+smaller batches; a single clip that does not fit is reported as an input error.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from avatar_cascade.core.errors import InputError, Interrupted
+from avatar_cascade.core.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: The exception CUDA raises when an allocation fails (``torch.cuda.OutOfMemoryError`` is the same class).
+OOM: type[BaseException] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class Worker:
+    """A device with its model handles ``(dit, vae, image_encoder)`` and its batch limit (clips per pass)."""
+
+    runtime: Runtime
+    handles: tuple
+    limit: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    halvings: int = 0
+
+
+def model_modules(handle: Any) -> list[torch.nn.Module]:
+    """Modules a handle needs on the compute device (``handle.modules()`` or its module attributes)."""
+    if handle is None:
+        return []
+    fn = getattr(handle, "modules", None)
+    if callable(fn) and not isinstance(handle, torch.nn.Module):
+        return list(fn())
+    return [v for v in vars(handle).values() if isinstance(v, torch.nn.Module)]
+
+
+def auto_batch_size(
+    runtime: Runtime,
+    num_clips: int,
+    dit=None,
+    frames: int = 81,
+    height: int = 480,
+    width: int = 832,
+    rows_per_clip: int = 2,
+) -> int:
+    """Clips per forward pass when not given: 2 on CPU; on CUDA estimated from free memory (OOM halves it)."""
+    if runtime.device.type != "cuda":
+        return max(1, min(2, num_clips))
+    from avatar_cascade.sampling.memory import estimate_batch_size, free_memory_bytes
+
+    est = estimate_batch_size(dit, frames, height, width, free_memory_bytes(runtime), rows_per_clip=rows_per_clip)
+    return max(1, min(num_clips, est))
+
+
+def replicate(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of ``module`` whose parameters and buffers live on ``device``.
+
+    Tensors are copied device to device one by one (a deep copy whose memo maps
+    every parameter/buffer to its copy), so no second host copy is made; on the
+    same device the copy shares the tensors. ComfyUI's patcher handle is not copied.
+    """
+    memo: dict[int, Any] = {}
+    for p in module.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.detach().to(device), requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = b.to(device)
+    patcher = module.__dict__.get("_avatar_cascade_patcher")
+    if patcher is not None:
+        memo[id(patcher)] = None
+    return copy.deepcopy(module, memo)
+
+
+def replicate_handle(handle: Any, device: torch.device) -> Any:
+    """A shallow copy of a model handle (``WanDiT``, ``WanVAE``...) with every module replicated on ``device``.
+
+    A DiT's audio adapter is re-created around a replica of its weights and
+    attached to the replica transformer(s) (its hooks bind to modules).
+    """
+    if handle is None:
+        return None
+    new = copy.copy(handle)
+    for name, value in vars(handle).items():
+        if isinstance(value, torch.nn.Module):
+            object.__setattr__(new, name, replicate(value, device))
+    adapter = getattr(handle, "audio_adapter", None)
+    if adapter is not None and hasattr(adapter, "attach"):
+        fresh = type(adapter)(
+            replicate(adapter.module, device), identity=adapter.identity, path=adapter.path, strength=adapter.strength
+        )
+        object.__setattr__(new, "audio_adapter", None)
+        new = fresh.attach(new)
+    return new
+
+
+def pick_devices(runtime: Runtime, devices: Sequence[str]) -> list[torch.device]:
+    """``devices`` as given, or the runtime device plus every other local CUDA device."""
+    if devices:
+        return [torch.device(d) for d in devices]
+    out = [runtime.device]
+    if runtime.device.type == "cuda" and torch.cuda.device_count() > 1:
+        main = runtime.device.index if runtime.device.index is not None else torch.cuda.current_device()
+        out += [torch.device("cuda", i) for i in range(torch.cuda.device_count()) if i != main]
+    return out
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    ia = a.index if a.index is not None else torch.cuda.current_device()
+    ib = b.index if b.index is not None else torch.cuda.current_device()
+    return ia == ib
+
+
+def make_workers(runtime: Runtime, devices: Sequence[str], handles: tuple, limit: int) -> list[Worker]:
+    """One worker per device; call inside ``runtime.use_models(...)`` so replicas copy the placed models.
+
+    With several workers, each gets a runtime of its own (its device, no
+    progress bars, no previews, no model loader) whose interrupt check also
+    stops when another worker failed or the user interrupted.
+    """
+    devs = pick_devices(runtime, devices)
+    if len(devs) == 1 and _same_device(devs[0], runtime.device):
+        return [Worker(runtime, handles, limit)]
+    stop = threading.Event()
+
+    def check() -> None:
+        if stop.is_set():
+            raise Interrupted("refiner stopped")
+        runtime.check_interrupt()
+
+    workers, used_original = [], False
+    for dev in devs:
+        rt = dataclasses.replace(
+            runtime,
+            device=dev,
+            dtype=runtime.dtype,
+            progress_factory=None,
+            show_progress=False,
+            interrupt_check=check,
+            preview=None,
+            model_loader=None,
+        )
+        if not used_original and _same_device(dev, runtime.device):
+            own, used_original = handles, True
+        else:
+            own = tuple(replicate_handle(h, dev) for h in handles)
+        workers.append(Worker(rt, own, limit, stop))
+    log.info("refiner: %d workers on %s (one model replica per extra device)", len(workers), [str(d) for d in devs])
+    return workers
+
+
+def free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def render_resilient(
+    batch: list,
+    worker: Worker,
+    render: Callable[[list, Worker], torch.Tensor],
+    finish: Callable[[list, torch.Tensor], None],
+) -> None:
+    """Render ``batch`` on ``worker`` in passes of at most ``worker.limit`` clips; halve on out-of-memory.
+
+    ``render(items, worker)`` returns one result row per item; ``finish(items,
+    rows)`` receives every finished pass (so finished clips are saved even if
+    a later pass fails).
+    """
+    pending = [batch]
+    while pending:
+        items = pending.pop(0)
+        if len(items) > worker.limit:
+            step = worker.limit
+            pending[:0] = [items[i : i + step] for i in range(0, len(items), step)]
+            continue
+        failed = False
+        try:
+            rows = render(items, worker)
+        except OOM:
+            failed = True  # handled below, outside the except block, so the failed pass's tensors are freed
+        if not failed:
+            finish(items, rows)
+            continue
+        free_device_memory(worker.runtime.device)
+        if len(items) == 1:
+            raise InputError(
+                "batch_size",
+                1,
+                f"one clip does not fit in the memory of {worker.runtime.device}",
+                "lower the refine resolution or clip_frames, or close other programs using the GPU",
+            )
+        worker.limit = max(1, len(items) // 2)
+        worker.halvings += 1
+        log.warning(
+            "refiner: out of memory with %d clips per pass on %s; halving to %d and retrying",
+            len(items),
+            worker.runtime.device,
+            worker.limit,
+        )
+        pending.insert(0, items)
+
+
+def run_batches(
+    workers: list[Worker],
+    batches: list[list],
+    render: Callable[[list, Worker], torch.Tensor],
+    finish: Callable[[list, torch.Tensor], None],
+    runtime: Runtime,
+) -> None:
+    """Render every batch; ``finish`` always runs on the calling thread (saving, previews, progress).
+
+    One worker: inline, checking for interruption between batches. Several: one
+    thread per worker pulls batches from a shared queue; the first error (or an
+    interruption) stops the others after their current step, clips finished
+    meanwhile are still handed to ``finish``, then the error is re-raised here.
+    """
+    if len(workers) == 1:
+        for batch in batches:
+            runtime.check_interrupt()
+            render_resilient(batch, workers[0], render, finish)
+        return
+    work: queue.Queue = queue.Queue()
+    for b in batches:
+        work.put(b)
+    done: queue.Queue = queue.Queue()
+    stop = workers[0].stop
+
+    def loop(worker: Worker) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    batch = work.get_nowait()
+                except queue.Empty:
+                    break
+                render_resilient(batch, worker, render, lambda items, rows: done.put(("ok", items, rows)))
+        except BaseException as exc:  # forwarded to the calling thread, which re-raises it
+            done.put(("error", exc, None))
+        finally:
+            done.put(("exit", None, None))
+
+    threads = [threading.Thread(target=loop, args=(w,), name=f"clips-{w.runtime.device}") for w in workers]
+    for t in threads:
+        t.start()
+    running, error = len(threads), None
+    try:
+        while running:
+            try:
+                kind, a, b = done.get(timeout=0.2)
+            except queue.Empty:
+                runtime.check_interrupt()
+                continue
+            if kind == "ok":
+                finish(a, b)
+            elif kind == "error":
+                error = error or a
+                stop.set()
+            else:
+                running -= 1
+        if error is not None:
+            raise error
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        while not done.empty():  # clips finished while stopping are kept
+            kind, a, b = done.get_nowait()
+            if kind == "ok":
+                finish(a, b)

@@ -1,0 +1,364 @@
+"""Clip stitcher: join sub-clips into one video file with the audio, at constant memory.
+
+Sub-clip ``k`` renders timeline frames ``render_start..render_end`` (inclusive;
+``frame_start..frame_end`` when the timeline declares no overlap). Frames
+rendered by two neighbouring clips are joined as follows:
+
+* one shared frame (the seam keyframe, the default layout): kept once, from the
+  earlier clip;
+* ``m > 1`` shared frames (a timeline with blending overlap): with
+  ``crossfade`` a linear blend, frame ``i`` of the overlap being
+  ``(1 - w) * earlier + w * later`` with ``w = i / (m - 1)``; without it a cut
+  just after the seam keyframe (the middle frame). In general every clip has a
+  weight per frame that ramps up across its overlap with the previous clip and
+  down across its overlap with the next (:func:`join_weight`), and a frame is
+  the weighted mean of the clips that rendered it, so frames rendered by three
+  clips (overlap of half a clip) are handled too.
+
+Each clip can first be colour-matched to its two keyframes
+(:mod:`avatar_cascade.stages.stitcher.colour`). The joined sequence is cut to exactly
+``timeline.num_frames`` frames (the last clip may run up to 3 frames past the
+audio end). ``double_fps`` inserts the midpoint ``(a + b) / 2`` of every pair of
+consecutive frames (a flow-free linear blend) and writes at twice the rate:
+``2N - 1`` frames, plus one held last frame when the audio needs it, so the
+video keeps the timeline rule ``frames = ceil(duration * fps)``. The audio is
+muxed with exactly ``timeline.num_samples`` samples either way.
+
+Clips arrive from an iterable (typically a generator that loads one clip at a
+time); only the current clip and the previous clip's overlap frames are held.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatar_cascade.artefacts.timeline import Timeline, frames_for_samples
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.media import AudioTrack, VideoWriter, resample
+
+log = logging.getLogger(__name__)
+
+CODECS = {"h264": "libx264", "h265": "libx265", "libx264": "libx264", "libx265": "libx265"}
+PIX_FMTS = ("yuv420p", "yuv444p", "yuv420p10le")
+DEFAULT_IMAGE_FRAMES = 300
+
+
+@dataclass
+class StitchResult:
+    """What was written: ``num_frames`` frames of ``width`` x ``height`` at ``fps``, with
+    ``audio_samples`` samples of audio at the timeline's sample rate; ``frames`` holds the
+    output frames ``[N, H, W, 3]`` uint8 when they were collected (short videos), else None."""
+
+    path: Path
+    num_frames: int
+    width: int
+    height: int
+    fps: Fraction
+    audio_samples: int
+    frames: torch.Tensor | None = None
+
+
+def match_audio_to_timeline(audio: AudioTrack, timeline: Timeline, input_name: str = "audio") -> AudioTrack:
+    """Return ``audio`` at the timeline's rate with exactly ``timeline.num_samples`` samples.
+
+    A track whose duration differs from the timeline's by more than one video
+    frame is refused (it is not the audio the timeline was planned from);
+    smaller differences (resampling rounding) are trimmed or padded with silence.
+    """
+    wav, sr = audio.waveform, audio.sample_rate
+    if sr != timeline.sample_rate:
+        wav, sr = resample(wav, sr, timeline.sample_rate), timeline.sample_rate
+    n, want = int(wav.shape[1]), timeline.num_samples
+    if abs(n - want) > timeline.frame_to_sample(1):
+        raise InputError(
+            input_name,
+            f"{audio.duration_s:.3f} s",
+            f"does not match the timeline ({timeline.duration_s:.3f} s)",
+            "connect the same audio that built the timeline",
+        )
+    if n > want:
+        wav = wav[:, :want]
+    elif n < want:
+        wav = torch.nn.functional.pad(wav, (0, want - n))
+    return AudioTrack(wav.contiguous(), sr)
+
+
+def resolve_codec(codec: str, pix_fmt: str) -> str:
+    """The FFmpeg encoder for ``codec`` (``h264``/``h265`` or an encoder name), checked with ``pix_fmt``."""
+    import av
+
+    name = CODECS.get(codec, codec)
+    try:
+        enc = av.codec.Codec(name, "w")
+    except Exception as exc:  # PyAV raises its own error types for unknown codecs
+        raise InputError("codec", codec, "this PyAV/FFmpeg build has no such video encoder", "use h264") from exc
+    formats = {f.name for f in (enc.video_formats or [])}
+    if pix_fmt not in PIX_FMTS or (formats and pix_fmt not in formats):
+        raise InputError("pix_fmt", pix_fmt, f"is not supported here with {name}", f"use one of {', '.join(PIX_FMTS)}")
+    return name
+
+
+class _EncoderWriter(VideoWriter):
+    """``VideoWriter`` plus encoder options it does not take itself: a preset, a quiet x265, the
+    ``hvc1`` tag players need for H.265 in mp4/mov."""
+
+    def __init__(self, *args, preset: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._preset = preset
+
+    def _add_stream(self, codec, input_name, rate, options):
+        if input_name == "codec":
+            options = dict(options)
+            if self._preset:
+                options["preset"] = self._preset
+            if codec == "libx265":
+                options["x265-params"] = "log-level=error"
+        stream = super()._add_stream(codec, input_name, rate, options)
+        if input_name == "codec" and codec == "libx265" and self.fmt in ("mp4", "mov"):
+            stream.codec_tag = "hvc1"
+        return stream
+
+
+def clip_spans(timeline: Timeline) -> list[tuple[int, int]]:
+    """``(render_start, render_end)`` of every clip, checked: the clips cover ``0..num_frames-1`` in
+    order, each overlapping or abutting the previous one (starts and ends increase)."""
+    spans = [(getattr(c, "render_start", c.frame_start), getattr(c, "render_end", c.frame_end)) for c in timeline.clips]
+
+    def bad(problem: str) -> InputError:
+        return InputError("timeline", f"{len(spans)} clips", problem, "rebuild the timeline with the Audio Aligner")
+
+    if not spans or spans[0][0] != 0:
+        raise bad("the first clip must start at frame 0")
+    for k in range(1, len(spans)):
+        (a0, b0), (a1, b1) = spans[k - 1], spans[k]
+        if a1 > b0 + 1 or a1 <= a0 or b1 <= b0:
+            raise bad(f"clip {k} ({a1}-{b1}) does not follow clip {k - 1} ({a0}-{b0})")
+    if spans[-1][1] + 1 < timeline.num_frames:
+        raise bad(f"the clips end at frame {spans[-1][1]}, the video has {timeline.num_frames} frames")
+    return spans
+
+
+def join_weight(f: int, span: tuple[int, int], prev_end: int | None, next_start: int | None, crossfade: bool) -> float:
+    """Weight of a clip rendering ``span`` at frame ``f``: ramps up across its overlap with the previous
+    clip and down across its overlap with the next (linear; 0/1 around the seam keyframe without
+    ``crossfade``). Neighbouring weights sum to 1; a single shared frame goes to the earlier clip."""
+    rs, re = span
+    w = 1.0
+    if prev_end is not None and f <= prev_end:
+        up = 0.0 if prev_end == rs else (f - rs) / (prev_end - rs)
+        w = min(w, up if crossfade else float(up > 0.5))
+    if next_start is not None and f >= next_start:
+        down = 1.0 if re == next_start else (re - f) / (re - next_start)
+        w = min(w, down if crossfade else float(down >= 0.5))
+    return w
+
+
+def blend(contributions: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """One output frame from ``(weight, uint8 frame)`` pairs of the clips that rendered it."""
+    live = [(w, fr) for w, fr in contributions if w > 0]
+    if len(live) <= 1:
+        return live[0][1] if live else contributions[-1][1]
+    total = sum(w for w, _ in live)
+    acc = sum(fr.astype(np.float32) * (w / total) for w, fr in live)
+    return np.rint(acc).astype(np.uint8)
+
+
+def _as_frames(clip: torch.Tensor | np.ndarray, k: int, expected: int, size: tuple[int, int] | None) -> np.ndarray:
+    """Validate clip ``k`` (uint8 ``[T, H, W, 3]``) and return it as a numpy array."""
+    arr = clip.detach().cpu().numpy() if isinstance(clip, torch.Tensor) else np.asarray(clip)
+    shape = tuple(arr.shape)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise InputError(
+            f"clips[{k}]", f"{arr.dtype} {shape}", "expected uint8 frames [T, H, W, 3]", "convert the clip to uint8 RGB"
+        )
+    if arr.shape[0] != expected:
+        raise InputError(
+            f"clips[{k}]",
+            f"{arr.shape[0]} frames",
+            f"the timeline's clip {k} has {expected} frames (seam keyframes included)",
+            "re-generate the clip with the timeline it was planned for",
+        )
+    if size is not None and arr.shape[1:3] != size:
+        raise InputError(
+            f"clips[{k}]",
+            f"{arr.shape[2]}x{arr.shape[1]}",
+            f"differs from the first clip's size {size[1]}x{size[0]}",
+            "render every clip at the same resolution",
+        )
+    return arr
+
+
+class _Sink:
+    """Frames at the timeline rate in, trimmed to ``limit``; optionally doubled; written (and collected)."""
+
+    def __init__(self, limit: int, double: bool, total_out: int, collect: bool) -> None:
+        self.limit, self.double, self.total_out = limit, double, total_out
+        self.taken = 0
+        self.prev: np.ndarray | None = None
+        self.writer: VideoWriter | None = None
+        self.kept: list[np.ndarray] | None = [] if collect else None
+
+    def push(self, frames: np.ndarray) -> None:
+        frames = frames[: max(0, self.limit - self.taken)]
+        if not len(frames):
+            return
+        self.taken += len(frames)
+        if not self.double:
+            self._write(frames)
+            return
+        for frame in frames:  # one midpoint + one frame at a time: no clip-sized temporaries
+            if self.prev is not None:
+                self._write(((self.prev.astype(np.uint16) + frame + 1) >> 1).astype(np.uint8)[None])
+            self._write(frame[None])
+            self.prev = frame
+        self.prev = self.prev.copy()  # do not keep the whole clip alive through a view
+
+    def _write(self, frames: np.ndarray) -> None:
+        self.writer.write(frames)
+        if self.kept is not None:
+            self.kept.append(frames.copy())
+
+    def finish(self) -> None:
+        while self.double and self.prev is not None and self.writer.frames_written < self.total_out:
+            self._write(self.prev[None])  # the last frame held for the final half frame of audio
+
+
+def stitch_clips(
+    clips: Iterable[torch.Tensor | np.ndarray],
+    timeline: Timeline,
+    audio: AudioTrack,
+    out_path: str | Path,
+    runtime: Runtime,
+    codec: str = "libx264",
+    crf: int = 19,
+    pix_fmt: str = "yuv420p",
+    metadata: dict[str, str] | None = None,
+    *,
+    keyframes: torch.Tensor | None = None,
+    colour_match: float = 0.0,
+    crossfade: bool = True,
+    double_fps: bool = False,
+    preset: str | None = None,
+    collect_frames: int = 0,
+) -> StitchResult:
+    """Stream the sub-clips of ``timeline`` into ``out_path`` with ``audio`` muxed in sync.
+
+    Args:
+        clips: clip ``k``'s frames as uint8 ``[T_k, H, W, 3]`` with ``T_k`` its rendered
+            frames (``render_frames``, else ``num_frames``), yielded lazily in order.
+        timeline: the master timeline the clips were made for.
+        audio: the track the timeline was planned from (resampled / trimmed to
+            exactly ``timeline.num_samples`` samples at ``timeline.sample_rate`` Hz).
+        out_path: video file (.mp4, .mov, .mkv, .webm); written atomically.
+        runtime: progress (one step per clip), interruption between clips, and the
+            device colour matching runs on.
+        codec: ``h264`` / ``h265`` (or an FFmpeg encoder name); crf: quality (0-51,
+            lower = better); pix_fmt: one of ``PIX_FMTS``; preset: encoder preset.
+        metadata: container tags, e.g. ``{"prompt": ..., "workflow": ...}``.
+        keyframes: ``[clips + 1, H', W', 3]`` uint8, needed when ``colour_match > 0``.
+        colour_match: strength of matching each clip's colours to its keyframes (0-1).
+        crossfade: blend frames rendered by two clips (timelines with overlap).
+        double_fps: write at twice the timeline's rate with midpoint frames.
+        collect_frames: also return the output frames when there are at most this many.
+
+    An error or interruption leaves no file at ``out_path`` (an existing file
+    there is replaced only on success).
+    """
+    out_path = Path(out_path)
+    encoder = resolve_codec(codec, pix_fmt)
+    if not isinstance(crf, int) or not 0 <= crf <= 51:
+        raise InputError("crf", crf, "must be an integer from 0 (lossless) to 51", "use 17-23")
+    track = match_audio_to_timeline(audio, timeline)
+    spans = clip_spans(timeline)
+    n_clips = len(spans)
+    if colour_match > 0 and (keyframes is None or len(keyframes) != n_clips + 1):
+        got = "none" if keyframes is None else f"{len(keyframes)} keyframes"
+        raise InputError(
+            "keyframes", got, f"colour matching needs {n_clips + 1} keyframes", "connect the clips' keyframes"
+        )
+    fps = timeline.fps * (2 if double_fps else 1)
+    total = frames_for_samples(timeline.num_samples, fps, timeline.sample_rate) if double_fps else timeline.num_frames
+    sink = _Sink(timeline.num_frames, double_fps, total, 0 < total <= collect_frames)
+    colour_device = runtime.device if runtime.device.type == "cuda" else torch.device("cpu")
+    it = iter(clips)
+    progress = runtime.progress(n_clips, "stitch")
+    size: tuple[int, int] | None = None
+    pending: dict[int, list[tuple[float, np.ndarray]]] = {}  # frames a later clip also renders
+    try:
+        for k, (start, end) in enumerate(spans):
+            runtime.check_interrupt()
+            clip = next(it, None)
+            if clip is None:
+                raise InputError(
+                    "clips", f"{k} clips", f"the timeline has {n_clips} clips", "pass one clip per sub-clip"
+                )
+            frames = _as_frames(clip, k, end - start + 1, size)
+            del clip
+            if sink.writer is None:
+                size = (int(frames.shape[1]), int(frames.shape[2]))
+                audio_codec = "libopus" if out_path.suffix.lower() == ".webm" else "aac"
+                sink.writer = _EncoderWriter(
+                    out_path, fps, size[1], size[0], encoder, crf, pix_fmt, track, audio_codec, metadata, preset=preset
+                )
+                sink.writer.open()
+            if colour_match > 0:
+                frames = _colour(frames, keyframes, k, timeline, colour_match, colour_device)
+            _join(sink, frames, spans, k, pending, crossfade)
+            del frames
+            progress.update(1)
+        if next(it, None) is not None:
+            raise InputError(
+                "clips", f"more than {n_clips} clips", "the timeline has fewer clips", "pass one per sub-clip"
+            )
+        sink.finish()
+        if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
+            raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
+        sink.writer.close()
+    except BaseException:
+        if sink.writer is not None:
+            sink.writer.abort()
+        raise
+    finally:
+        progress.close()
+    assert size is not None
+    log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
+    kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
+    return StitchResult(out_path, total, size[1], size[0], fps, track.num_samples, kept)
+
+
+def _join(sink: _Sink, frames: np.ndarray, spans, k: int, pending: dict, crossfade: bool) -> None:
+    """Write clip ``k``'s frames that no later clip renders (blended with earlier clips' renderings of
+    them); keep copies of the rest, weighted, in ``pending``."""
+    start, end = spans[k]
+    prev_end = spans[k - 1][1] if k > 0 else None
+    next_start = spans[k + 1][0] if k + 1 < len(spans) else None
+    final = end if next_start is None else next_start - 1
+    out = frames[: max(0, final - start + 1)]
+    patched = False
+    for f in range(start, end + 1):
+        if f > final:
+            w = join_weight(f, spans[k], prev_end, next_start, crossfade)
+            pending.setdefault(f, []).append((w, frames[f - start].copy()))
+        elif f in pending:
+            if not patched:
+                out, patched = out.copy(), True
+            w = join_weight(f, spans[k], prev_end, next_start, crossfade)
+            out[f - start] = blend([*pending.pop(f), (w, frames[f - start])])
+    sink.push(out)
+
+
+def _colour(frames: np.ndarray, keyframes: torch.Tensor, k: int, timeline: Timeline, strength: float, device):
+    from avatar_cascade.stages.stitcher.colour import match_clip_colour
+
+    c = timeline.clips[k]
+    offsets = tuple(getattr(c, "keyframe_offsets", (0, len(frames) - 1)))
+    out = match_clip_colour(torch.from_numpy(frames), keyframes[k], keyframes[k + 1], strength, offsets, device=device)
+    return out.numpy()
