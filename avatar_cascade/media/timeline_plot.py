@@ -11,6 +11,7 @@ short grey tick marks the nominal position). When clips are narrower than
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,8 +57,33 @@ def _clock(seconds: float, step: float) -> str:
     return f"{m}:{s:02d}" if m or step >= 60 else f"{s}s"
 
 
+@dataclass
+class _Canvas:
+    """Geometry shared by the rows of the picture (pixels; frames map linearly onto the plot width)."""
+
+    draw: ImageDraw.ImageDraw
+    font: Any
+    fs: int
+    scale: float
+    pad_x: int
+    plot_w: int
+    width: int
+    total: int
+
+    def x_of(self, frame: float) -> int:
+        return self.pad_x + int(round(frame / self.total * self.plot_w))
+
+    def label(self, xa: int, xb: int, y: int, text: str) -> None:
+        """``text`` inside the span ``[xa, xb]`` when it fits."""
+        if xb - xa > self.draw.textlength(text, font=self.font) + 4:
+            self.draw.text((xa + 3, y), text, fill=TEXT, font=self.font)
+
+
 def render_timeline(aligned: Any, storyline: Any = None, width: int = 1600) -> Image.Image:
     """Draw ``aligned`` (an :class:`~avatar_cascade.artefacts.aligned_audio.AlignedAudio`) ``width`` px wide.
+
+    Rows from the top: title, waveform (grey past the audio end), clips (overlaps marked), seams
+    (snapped ones with their nominal position), shots of ``storyline`` (optional), time axis.
 
     Args:
         aligned: timeline + audio.
@@ -67,90 +93,94 @@ def render_timeline(aligned: Any, storyline: Any = None, width: int = 1600) -> I
     tl = aligned.timeline
     scale = max(0.5, width / 1600)
     fs = max(9, int(round(13 * scale)))
-    font = _font(fs)
     pad_x = int(8 * scale) + 2
     title_h, wave_h, clip_h = fs + 8, int(140 * scale) + 20, int(28 * scale) + 8
     shot_h = clip_h if storyline is not None else 0
     axis_h = fs + 10
     height = title_h + wave_h + clip_h + shot_h + axis_h + 6
     img = Image.new("RGB", (width, height), BG)
-    d = ImageDraw.Draw(img)
-    plot_w = width - 2 * pad_x
-    total = max(tl.padded_frames, 1)
+    cv = _Canvas(ImageDraw.Draw(img), _font(fs), fs, scale, pad_x, width - 2 * pad_x, width, max(tl.padded_frames, 1))
+    cv.draw.text((pad_x, 3), _title(tl), fill=TEXT, font=cv.font)
+    y0, y1 = title_h, title_h + wave_h
+    _draw_waveform(cv, tl, aligned.audio.waveform, y0, y1)
+    c0 = y1 + 4
+    cy0, cy1 = c0 + int(6 * scale), c0 + clip_h - 2
+    _draw_clips(cv, tl, c0, cy0, cy1)
+    _draw_seams(cv, tl, y0, cy0, cy1)
+    if storyline is not None:
+        _draw_shots(cv, storyline, c0 + clip_h + 2, shot_h)
+    _draw_axis(cv, tl, height - axis_h - 2)
+    return img
 
-    def x_of(frame: float) -> int:
-        return pad_x + int(round(frame / total * plot_w))
 
-    snapped = set(tl.snapped_seams)
+def _title(tl: Any) -> str:
     title = (
         f"{tl.duration_s:.2f} s audio, {tl.num_frames} frames @ {tl.fps_num}/{tl.fps_den} fps, "
         f"{len(tl.clips)} clips of {tl.clip_frames}"
     )
     if tl.snap_tolerance_frames:
-        title += f", seams snapped ±{tl.snap_tolerance_frames} ({len(snapped)} moved)"
+        title += f", seams snapped ±{tl.snap_tolerance_frames} ({len(set(tl.snapped_seams))} moved)"
     if tl.overlap_frames:
         title += f", overlap {tl.overlap_frames}"
-    d.text((pad_x, 3), title, fill=TEXT, font=font)
+    return title
 
-    # waveform
-    y0, y1 = title_h, title_h + wave_h
+
+def _draw_waveform(cv: _Canvas, tl: Any, waveform: torch.Tensor, y0: int, y1: int) -> None:
+    d, pad_x, plot_w = cv.draw, cv.pad_x, cv.plot_w
     mid = (y0 + y1) / 2
-    audio_px = min(plot_w, max(1, int(round(plot_w * tl.duration_s * float(tl.fps) / total))))
+    audio_px = min(plot_w, max(1, int(round(plot_w * tl.duration_s * float(tl.fps) / cv.total))))
     d.rectangle([pad_x + audio_px, y0, pad_x + plot_w, y1], fill=TAIL)
-    lo, hi = waveform_envelope(aligned.audio.waveform, audio_px)
-    amp = (wave_h / 2 - 4) / max(float(hi.abs().max()), float(lo.abs().max()), 1e-6)
+    lo, hi = waveform_envelope(waveform, audio_px)
+    amp = ((y1 - y0) / 2 - 4) / max(float(hi.abs().max()), float(lo.abs().max()), 1e-6)
     for i in range(audio_px):
         d.line([(pad_x + i, mid - float(hi[i]) * amp), (pad_x + i, mid - float(lo[i]) * amp)], fill=WAVE)
     d.line([(pad_x, mid), (pad_x + plot_w, mid)], fill=(200, 200, 200))
 
-    # clips
-    c0 = y1 + 4
-    cy0, cy1 = c0 + int(6 * scale), c0 + clip_h - 2
-    dense = plot_w / max(len(tl.clips), 1) < 12
+
+def _draw_clips(cv: _Canvas, tl: Any, c0: int, cy0: int, cy1: int) -> None:
     for c in tl.clips:
-        xa, xb = x_of(c.frame_start), x_of(c.frame_end)
-        d.rectangle([xa, cy0, max(xa, xb), cy1], fill=CLIP_A if c.index % 2 == 0 else CLIP_B)
+        xa, xb = cv.x_of(c.frame_start), cv.x_of(c.frame_end)
+        cv.draw.rectangle([xa, cy0, max(xa, xb), cy1], fill=CLIP_A if c.index % 2 == 0 else CLIP_B)
         if c.overlap_before:  # frames rendered by both this clip and the one before
             prev_end = tl.clips[c.index - 1].render_end
-            d.rectangle([x_of(c.render_start), c0, x_of(prev_end), c0 + int(4 * scale)], fill=OVERLAP)
-        label = str(c.index)
-        if xb - xa > d.textlength(label, font=font) + 4:
-            d.text((xa + 3, cy0 + 1), label, fill=TEXT, font=font)
+            cv.draw.rectangle([cv.x_of(c.render_start), c0, cv.x_of(prev_end), c0 + int(4 * cv.scale)], fill=OVERLAP)
+        cv.label(xa, xb, cy0 + 1, str(c.index))
 
-    # seams
+
+def _draw_seams(cv: _Canvas, tl: Any, y0: int, cy0: int, cy1: int) -> None:
+    d, scale = cv.draw, cv.scale
+    snapped = set(tl.snapped_seams)
+    dense = cv.plot_w / max(len(tl.clips), 1) < 12
     for i, f in enumerate(tl.seams):
         colour = SNAPPED if i in snapped else SEAM
-        x = x_of(f)
+        x = cv.x_of(f)
         if dense:  # too many clips to draw lines through the waveform: coloured ticks under the clips
             d.line([(x, cy0 + (cy1 - cy0) // 2), (x, cy1)], fill=colour)
             continue
         if i in snapped:
-            xn = x_of(tl.nominal_seams[i])
+            xn = cv.x_of(tl.nominal_seams[i])
             d.line([(xn, cy0), (xn, cy1)], fill=NOMINAL, width=max(1, int(scale)))
             d.line([(xn, cy1), (x, cy1)], fill=SNAPPED)
         d.line([(x, y0), (x, cy1)], fill=colour, width=max(1, int(round(scale))) + (i in snapped))
 
-    # shots
-    if storyline is not None:
-        s0 = c0 + clip_h + 2
-        for j, shot in enumerate(storyline.shots):
-            xa, xb = x_of(shot.frame_start), x_of(shot.frame_end)
-            d.rectangle([xa, s0, max(xa, xb), s0 + shot_h - 4], fill=SHOT_A if j % 2 == 0 else SHOT_B)
-            label = shot.emotion or shot.expression or str(shot.index)
-            if xb - xa > d.textlength(label, font=font) + 4:
-                d.text((xa + 3, s0 + 2), label, fill=TEXT, font=font)
 
-    # time axis
-    a0 = height - axis_h - 2
-    d.line([(pad_x, a0), (pad_x + plot_w, a0)], fill=TEXT)
-    span_s = total / float(tl.fps)
-    step = next((s for s in _NICE_STEPS_S if plot_w / (span_s / s) >= 8 * fs), _NICE_STEPS_S[-1])
+def _draw_shots(cv: _Canvas, storyline: Any, s0: int, shot_h: int) -> None:
+    for j, shot in enumerate(storyline.shots):
+        xa, xb = cv.x_of(shot.frame_start), cv.x_of(shot.frame_end)
+        cv.draw.rectangle([xa, s0, max(xa, xb), s0 + shot_h - 4], fill=SHOT_A if j % 2 == 0 else SHOT_B)
+        cv.label(xa, xb, s0 + 2, shot.emotion or shot.expression or str(shot.index))
+
+
+def _draw_axis(cv: _Canvas, tl: Any, a0: int) -> None:
+    d, font = cv.draw, cv.font
+    d.line([(cv.pad_x, a0), (cv.pad_x + cv.plot_w, a0)], fill=TEXT)
+    span_s = cv.total / float(tl.fps)
+    step = next((s for s in _NICE_STEPS_S if cv.plot_w / (span_s / s) >= 8 * cv.fs), _NICE_STEPS_S[-1])
     t = 0.0
     while t <= span_s + 1e-9:
-        x = x_of(t * float(tl.fps))
+        x = cv.x_of(t * float(tl.fps))
         d.line([(x, a0), (x, a0 + 4)], fill=TEXT)
         label = _clock(t, step)
-        if x + 2 + d.textlength(label, font=font) <= width:
+        if x + 2 + d.textlength(label, font=font) <= cv.width:
             d.text((x + 2, a0 + 3), label, fill=TEXT, font=font)
         t += step
-    return img
