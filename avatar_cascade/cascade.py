@@ -16,13 +16,20 @@ from pathlib import Path
 
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.core.seeds import check_seed
-from avatar_cascade.sampling.settings import SamplerSettings, check_resolution
+from avatar_cascade.core.settings import Settings
+from avatar_cascade.models.mllm import load_mllm
+from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.aligner.aligner import align_audio
-from avatar_cascade.stages.blueprint.sampler import BlueprintSettings, render_blueprint
+from avatar_cascade.stages.aligner.settings import AlignerSettings
+from avatar_cascade.stages.blueprint.sampler import render_blueprint
+from avatar_cascade.stages.blueprint.settings import BlueprintSettings
+from avatar_cascade.stages.director.director import direct
+from avatar_cascade.stages.director.settings import DirectorSettings
 from avatar_cascade.stages.keyframes.extractor import extract_keyframes
-from avatar_cascade.stages.keyframes.lift import LiftSettings
-from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
+from avatar_cascade.stages.keyframes.settings import KeyframeSettings
+from avatar_cascade.stages.refiner.refiner import refine_clips
+from avatar_cascade.stages.refiner.settings import RefinerSettings
+from avatar_cascade.stages.stitcher.settings import StitcherSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +44,21 @@ MODEL_FOLDERS = {
 OPTIONAL_ROLES = ("audio_encoder", "mllm", "clip_vision")
 
 
-@dataclass
+# The settings object of every stage, by the CascadeConfig field (and command-line prefix) that holds it.
+STAGE_SETTINGS: dict[str, type[Settings]] = {
+    "aligner": AlignerSettings,
+    "director": DirectorSettings,
+    "blueprint": BlueprintSettings,
+    "keyframes": KeyframeSettings,
+    "refiner": RefinerSettings,
+    "stitcher": StitcherSettings,
+}
+
+
+@dataclass(kw_only=True)
 class CascadeConfig:
-    """Everything a CLI run needs. Model names are resolved inside ``models_dir/<folder>/``."""
+    """Everything a CLI run needs. Model names are resolved inside ``models_dir/<folder>/``; each
+    stage's settings object carries its own defaults (see :data:`STAGE_SETTINGS`)."""
 
     image: Path
     audio: Path
@@ -52,22 +71,30 @@ class CascadeConfig:
     text_encoder: str | None = None
     audio_encoder: str | None = None
     mllm: str | None = None
-    fps: str = "25"
-    clip_frames: int = 81
-    width: int = 832
-    height: int = 480
-    seed: int = 0
-    blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
-    refiner: RefinerSettings = field(default_factory=RefinerSettings)
-    max_audio_s: float = 3600.0
-    director_tokens: int = 512
     clip_vision: str | None = None
     audio_adapter: str | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)
     reroll: str | None = None
-    colour_match: float = 1.0
-    snap_seams_frames: int = 8
-    lift: LiftSettings = field(default_factory=LiftSettings)
+    aligner: AlignerSettings = field(default_factory=AlignerSettings)
+    director: DirectorSettings = field(default_factory=DirectorSettings)
+    blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
+    keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
+    refiner: RefinerSettings = field(default_factory=RefinerSettings)
+    stitcher: StitcherSettings = field(default_factory=StitcherSettings)
+
+    def stage_settings(self) -> dict[str, Settings]:
+        return {name: getattr(self, name) for name in STAGE_SETTINGS}
+
+
+def check_settings(cfg: CascadeConfig, flag_of=None) -> None:
+    """Check every stage's settings before anything is loaded; ``flag_of(stage, name)`` names the input
+    in the error (default ``stage.name``)."""
+    for stage, settings in cfg.stage_settings().items():
+        try:
+            settings.check()
+        except InputError as exc:
+            name = flag_of(stage, exc.input_name) if flag_of else f"{stage}.{exc.input_name}"
+            raise InputError(name, exc.value, exc.problem, exc.fix) from None
 
 
 def pick_model(models_dir: Path, role: str, name: str | None, required: bool = True) -> Path | None:
@@ -109,44 +136,65 @@ class StageTimer:
             log.info("stage %s: %.2f s", stage, dt)
 
 
-def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] | None = None) -> Path:
-    """Run all six stages; returns the written mp4 path (per-stage seconds go to ``timings``)."""
-    from avatar_cascade.media import load_audio, load_image
+def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] | None = None, flag_of=None) -> Path:
+    """Run all six stages; returns the written mp4 path (per-stage seconds go to ``timings``).
+
+    ``flag_of(stage, name)`` names a bad setting in the error (the CLI: its flag).
+    """
     from avatar_cascade.models.audio_encoder import load_audio_encoder
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
     stage = StageTimer(timings)
-    check_resolution(cfg.width, cfg.height)
-    check_seed(cfg.seed, "--seed")
+    check_settings(cfg, flag_of)
     wd = cfg.workdir
     wd.mkdir(parents=True, exist_ok=True)
-    # Inputs first: a bad image, audio or model name fails before any model is loaded.
-    reference = load_image(cfg.image, input_name="--image")
-    audio = load_audio(cfg.audio, input_name="--audio", max_duration_s=cfg.max_audio_s)
-    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
-    extra = _extra_model_paths(cfg)
+    reference, audio, paths, extra = _inputs(cfg)
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
-        aligned = align_audio(
-            audio,
-            cfg.fps,
-            cfg.clip_frames,
-            runtime,
-            audio_encoder=audio_encoder,
-            snap_seams_frames=cfg.snap_seams_frames,
-            max_duration_s=cfg.max_audio_s,
-        )
+        aligned = align_audio(audio, cfg.aligner, runtime, audio_encoder=audio_encoder)
         aligned.save(wd)
 
     with stage("director"):
-        storyline = _direct(cfg, paths, reference, audio, aligned, runtime)
+        mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
+        storyline = direct(
+            mllm, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline, cfg.director, runtime
+        )
     (wd / "storyline.json").write_text(storyline.to_json())
     aligned.save(wd, storyline=storyline)  # timeline.png now with the shots
 
     with stage("load_models"):
-        dit, vae, te, clip_vision = _load_generators(cfg, paths, extra, aligned)
+        models = _load_generators(cfg, paths, extra, aligned)
+    clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage)
 
+    with stage("stitcher"):
+        result = stitch_clips(
+            clips.iter_frames(),
+            aligned.timeline,
+            audio,
+            cfg.out,
+            cfg.stitcher,
+            runtime,
+            metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
+            keyframes=clips.keyframes,
+        )
+    return result.path
+
+
+def _inputs(cfg: CascadeConfig):
+    """Inputs first: a bad image, audio or model name fails before any model is loaded."""
+    from avatar_cascade.media import load_audio, load_image
+
+    reference = load_image(cfg.image, input_name="--image")
+    audio = load_audio(cfg.audio, input_name="--audio", max_duration_s=cfg.aligner.max_duration_s)
+    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
+    return reference, audio, paths, _extra_model_paths(cfg)
+
+
+def _generate(cfg: CascadeConfig, models, reference, aligned, storyline, runtime: Runtime, stage: StageTimer):
+    """Blueprint -> keyframes -> refined sub-clips, each stage with its settings from ``cfg``."""
+    dit, vae, te, clip_vision = models
+    wd = cfg.workdir
     with stage("blueprint"):
         blueprint = render_blueprint(
             dit, vae, te, reference, aligned, storyline, cfg.blueprint, runtime, work_dir=wd, image_encoder=clip_vision
@@ -156,54 +204,22 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     with stage("keyframes"):
         keyframes = extract_keyframes(
-            blueprint,
-            aligned,
-            reference,
-            cfg.width,
-            cfg.height,
-            runtime,
-            clip_vision=clip_vision,
-            lift=cfg.lift,
-            storyline=storyline,
-            dit=dit,
-            vae=vae,
-            text_encoder=te,
-            work_dir=wd,
-        )
+            blueprint, aligned, reference, cfg.keyframes, runtime,
+            clip_vision=clip_vision, storyline=storyline, dit=dit, vae=vae, text_encoder=te, work_dir=wd,
+        )  # fmt: skip
 
     with stage("refiner"):
         clips = refine_clips(
-            dit,
-            vae,
-            te,
-            keyframes,
-            aligned,
-            storyline,
-            cfg.refiner,
-            runtime,
-            wd / "clips",
-            reroll=cfg.reroll,
-            image_encoder=clip_vision,
-        )
+            dit, vae, te, keyframes, aligned, storyline, cfg.refiner, runtime, wd / "clips",
+            reroll=cfg.reroll, image_encoder=clip_vision,
+        )  # fmt: skip
     log.info(
         "refiner: %d clips rendered, %d reused from %s",
         clips.computed,
         len(clips.records) - clips.computed,
         wd / "clips",
     )
-
-    with stage("stitcher"):
-        result = stitch_clips(
-            clips.iter_frames(),
-            aligned.timeline,
-            audio,
-            cfg.out,
-            runtime,
-            metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
-            keyframes=clips.keyframes,
-            colour_match=cfg.colour_match,
-        )
-    return result.path
+    return clips
 
 
 def _extra_model_paths(cfg: CascadeConfig) -> dict:
@@ -251,32 +267,6 @@ def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
     return dit, vae, te, clip_vision
 
 
-def _direct(cfg: CascadeConfig, paths: dict, reference, audio, aligned, runtime: Runtime):
-    """The Director stage: the MLLM when one is configured, else the rule-based storyline."""
-    from avatar_cascade.models.mllm import load_mllm
-    from avatar_cascade.stages.director.director import direct
-
-    mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
-    if mllm is not None:
-        with runtime.use_models(mllm.model):
-            storyline = direct(
-                mllm,
-                reference,
-                audio.waveform,
-                audio.sample_rate,
-                cfg.prompt,
-                aligned.timeline,
-                runtime,
-                seed=cfg.seed,
-                max_new_tokens=cfg.director_tokens,
-            )
-    else:
-        storyline = direct(
-            None, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline, runtime, seed=cfg.seed
-        )
-    return storyline
-
-
 def demo_config(
     out: Path, workdir: Path, models_dir: Path, image: Path, audio: Path, prompt: str, names: dict[str, str]
 ) -> CascadeConfig:
@@ -297,12 +287,10 @@ def demo_config(
         models_dir=models_dir,
         out=out,
         workdir=workdir,
-        fps="16",
-        clip_frames=17,
         audio_adapter=names["audio_adapter"],
-        width=64,
-        height=64,
+        aligner=AlignerSettings(fps="16", clip_frames=17),
+        director=DirectorSettings(max_new_tokens=128),
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),
+        keyframes=KeyframeSettings(width=64, height=64),
         refiner=RefinerSettings(batch_size=2, sampler=fast),
-        director_tokens=128,
     )

@@ -33,12 +33,122 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-adapter", help="InfiniteTalk adapter in models/model_patches or diffusion_models")
     p.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]", help="LoRA in models/loras")
     p.add_argument("--reroll", help="re-render these clips with new seeds, e.g. '3, 7-9'")
-    p.add_argument("--fps", default="25", help="output frame rate, e.g. 25 or 30000/1001")
-    p.add_argument("--clip-frames", type=int, default=81, help="sub-clip length, 4n+1")
-    p.add_argument("--width", type=int, default=832)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
+    _add_setting_args(p)
+
+
+# Flags kept from before the settings flags were generated: each sets one setting of one stage.
+ALIASES = {
+    "--fps": ("aligner", "fps"),
+    "--clip-frames": ("aligner", "clip_frames"),
+    "--width": ("keyframes", "width"),
+    "--height": ("keyframes", "height"),
+}
+# Flags that set the setting of this name in every stage that has one (a stage's own flag wins).
+SHARED = {"--seed": "seed", "--steps": "steps"}
+
+
+def _stage_leaves() -> dict:
+    from avatar_cascade.cascade import STAGE_SETTINGS
+    from avatar_cascade.core.settings import leaves
+
+    return {stage: leaves(cls) for stage, cls in STAGE_SETTINGS.items()}
+
+
+def stage_flag(stage: str, name: str) -> str:
+    """The flag of setting ``name`` (flat name) of ``stage``: an alias such as ``--fps``, else ``--<stage>-<name>``."""
+    for flag, target in ALIASES.items():
+        if target == (stage, name):
+            return flag
+    return f"--{stage}-{name.replace('_', '-')}"
+
+
+def _add_flag(p, flag: str, leaf, dest: str) -> None:
+    from avatar_cascade.core.settings import to_widget
+
+    shown = "none" if leaf.value is None and leaf.spec.none_as is None else to_widget(leaf)
+    text = f"{leaf.spec.tooltip} (default: {shown})".replace("%", "%%")
+    if leaf.kind == "BOOLEAN":
+        p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        return
+    metavar = "{" + ",".join(map(str, leaf.spec.choices)) + "}" if leaf.spec.choices else leaf.kind
+    p.add_argument(flag, dest=dest, default=None, metavar=metavar, help=text)
+
+
+def _add_setting_args(p: argparse.ArgumentParser) -> None:
+    """The aliases, the shared flags and one flag per setting of every stage; every default is the
+    settings class's own (None here = not given)."""
+    from avatar_cascade.core.settings import to_widget
+
+    stages = _stage_leaves()
+    for flag, (stage, name) in ALIASES.items():
+        leaf = next(leaf for leaf in stages[stage] if leaf.name == name)
+        _add_flag(p, flag, leaf, f"set:{stage}:{name}")
+    for flag, field_name in SHARED.items():
+        found = [(stage, leaf) for stage, ls in stages.items() for leaf in ls if leaf.path[-1] == field_name]
+        defaults = ", ".join(f"{stage} {leaf.name} {to_widget(leaf)}" for stage, leaf in found)
+        text = f"{field_name} of every stage that has one (a stage's own flag wins; default: {defaults})"
+        p.add_argument(flag, dest=f"shared:{field_name}", default=None, metavar="INT", help=text)
+    for stage, ls in stages.items():
+        group = p.add_argument_group(f"{stage} settings")
+        for leaf in ls:
+            if leaf.spec.cli and (stage, leaf.name) not in ALIASES.values():
+                _add_flag(group, stage_flag(stage, leaf.name), leaf, f"set:{stage}:{leaf.name}")
+
+
+def _stage_values(stage: str, ls: list, given: dict, flags: dict) -> dict:
+    """The engine values of the flags given for ``stage`` (shared flags first, its own flags win)."""
+    from avatar_cascade.core.settings import from_text
+
+    values = {}
+    for flag, field_name in SHARED.items():
+        text = given.get(f"shared:{field_name}")
+        for leaf in ls if text is not None else ():
+            if leaf.path[-1] == field_name:
+                values[leaf.name], flags[(stage, leaf.name)] = from_text(leaf, text, flag), flag
+    for leaf in ls:
+        text = given.get(f"set:{stage}:{leaf.name}")
+        if text is not None:
+            flag = stage_flag(stage, leaf.name)
+            values[leaf.name] = text if leaf.kind == "BOOLEAN" else from_text(leaf, text, flag)
+            flags[(stage, leaf.name)] = flag
+    return values
+
+
+def build_run_config(args: argparse.Namespace):
+    """``(CascadeConfig, flag_of)`` of a parsed ``run`` command; ``flag_of(stage, name)`` is the flag
+    that set (or would set) a setting, for error messages."""
+    from avatar_cascade.cascade import STAGE_SETTINGS, CascadeConfig
+    from avatar_cascade.core.settings import build
+
+    given, flags = vars(args), {}
+    settings = {
+        stage: build(STAGE_SETTINGS[stage], _stage_values(stage, ls, given, flags))
+        for stage, ls in _stage_leaves().items()
+    }
+    cfg = CascadeConfig(
+        image=args.image,
+        audio=args.audio,
+        prompt=args.prompt,
+        models_dir=args.models,
+        out=args.out,
+        workdir=_workdir(args.out, args.workdir),
+        dit=args.dit,
+        vae=args.vae,
+        text_encoder=args.text_encoder,
+        audio_encoder=args.audio_encoder,
+        mllm=args.mllm,
+        clip_vision=args.clip_vision,
+        audio_adapter=args.audio_adapter,
+        loras=[_lora_arg(x) for x in args.lora],
+        reroll=args.reroll,
+        **settings,
+    )
+    return cfg, lambda stage, name: flags.get((stage, name), stage_flag(stage, name))
+
+
+def run_config(argv: list[str]):
+    """The CascadeConfig of ``python -m avatar_cascade run ARGV...`` (without running it)."""
+    return build_run_config(_parser().parse_args(["run", *argv]))[0]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,10 +227,9 @@ def _dispatch(args) -> int:
                 print(f"sample input: {p}")
         return 0
 
-    from avatar_cascade.cascade import CascadeConfig, demo_config, run_cascade
-    from avatar_cascade.sampling.settings import SamplerSettings
-    from avatar_cascade.stages.refiner.refiner import RefinerSettings
+    from avatar_cascade.cascade import demo_config, run_cascade
 
+    flag_of = None
     if args.cmd == "demo":
         from avatar_cascade.demo.models import write_demo_models
         from avatar_cascade.media import sample_audio_path, sample_image_path
@@ -130,29 +239,7 @@ def _dispatch(args) -> int:
         names = write_demo_models(models)
         cfg = demo_config(args.out, wd, models, sample_image_path(), sample_audio_path(), DEMO_PROMPT, names)
     else:
-        cfg = CascadeConfig(
-            image=args.image,
-            audio=args.audio,
-            prompt=args.prompt,
-            models_dir=args.models,
-            out=args.out,
-            workdir=_workdir(args.out, args.workdir),
-            dit=args.dit,
-            vae=args.vae,
-            text_encoder=args.text_encoder,
-            audio_encoder=args.audio_encoder,
-            mllm=args.mllm,
-            fps=args.fps,
-            clip_frames=args.clip_frames,
-            width=args.width,
-            height=args.height,
-            seed=args.seed,
-            clip_vision=args.clip_vision,
-            audio_adapter=args.audio_adapter,
-            loras=[_lora_arg(x) for x in args.lora],
-            reroll=args.reroll,
-            refiner=RefinerSettings(seed=args.seed, sampler=SamplerSettings(steps=args.steps)),
-        )
-    out = run_cascade(cfg, Runtime())
+        cfg, flag_of = build_run_config(args)
+    out = run_cascade(cfg, Runtime(), flag_of=flag_of)
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s (intermediates in {cfg.workdir})")
     return 0

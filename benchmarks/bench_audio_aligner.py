@@ -67,12 +67,14 @@ def align_case(minutes: float, encoder: str) -> dict:
     from avatar_cascade.media import AudioTrack
     from avatar_cascade.media.timeline_plot import render_timeline
     from avatar_cascade.stages.aligner.aligner import align_audio
+    from avatar_cascade.stages.aligner.settings import AlignerSettings
 
     enc = _encoder(encoder)
     audio = AudioTrack(_speech(minutes), SR)
     runtime = Runtime(device=torch.device("cpu"), show_progress=False)
     t0 = time.perf_counter()
-    aligned = align_audio(audio, FPS, 81, runtime, audio_encoder=enc, snap_seams_frames=8)
+    settings = AlignerSettings(fps=FPS, clip_frames=81, snap_seams_frames=8, max_duration_s=None)
+    aligned = align_audio(audio, settings, runtime, audio_encoder=enc)
     align_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     render_timeline(aligned)

@@ -39,11 +39,13 @@ def _aligned(minutes: float):
     from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.media import AudioTrack
     from avatar_cascade.stages.aligner.aligner import align_audio
+    from avatar_cascade.stages.aligner.settings import AlignerSettings
 
     t = torch.arange(int(minutes * 60 * SR)) / SR
     voiced = torch.sin(2 * torch.pi * 0.4 * t) > -0.3  # ~60 % speech, pauses in between
     wave = (0.3 * torch.sin(2 * torch.pi * 180 * t) * voiced).float()[None]
-    return align_audio(AudioTrack(wave, SR), 25, 81, Runtime(device=torch.device("cpu"), show_progress=False))
+    settings = AlignerSettings(fps=25, clip_frames=81, snap_seams_frames=0)
+    return align_audio(AudioTrack(wave, SR), settings, Runtime(device=torch.device("cpu"), show_progress=False))
 
 
 def _tiny_models():
@@ -74,6 +76,7 @@ def _run(models, minutes: float, settings, device, keyframe_size: tuple[int, int
     from avatar_cascade.stages.blueprint.sampler import render_blueprint
     from avatar_cascade.stages.director.rules import rule_based_storyline
     from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+    from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
     aligned = _aligned(minutes)
     story = rule_based_storyline("a calm presenter", aligned.timeline, None)
@@ -90,7 +93,8 @@ def _run(models, minutes: float, settings, device, keyframe_size: tuple[int, int
         bp_s = time.perf_counter() - t0
         store = sum(p.stat().st_size for p in bp.folder.glob("window_*.safetensors")) / 2**20
         t0 = time.perf_counter()
-        kf = extract_keyframes(bp, aligned, reference, *keyframe_size, rt)
+        width, height = keyframe_size
+        kf = extract_keyframes(bp, aligned, reference, KeyframeSettings(width=width, height=height), rt)
         kf_s = time.perf_counter() - t0
         video_s = aligned.timeline.duration_s
         return {

@@ -73,7 +73,9 @@ def cascade(minutes: float) -> dict:
     from avatar_cascade.demo.models import write_demo_models
     from avatar_cascade.media import sample_image_path
     from avatar_cascade.sampling.settings import SamplerSettings
+    from avatar_cascade.stages.aligner.settings import AlignerSettings
     from avatar_cascade.stages.blueprint.sampler import BlueprintSettings
+    from avatar_cascade.stages.keyframes.settings import KeyframeSettings
     from avatar_cascade.stages.refiner.refiner import RefinerSettings
 
     torch.set_num_threads(1)
@@ -89,10 +91,8 @@ def cascade(minutes: float) -> dict:
         models_dir=models,
         out=tmp / "out.mp4",
         workdir=tmp / "work",
-        fps=FPS,
-        clip_frames=CLIP_FRAMES,
-        width=SIZE,
-        height=SIZE,
+        aligner=AlignerSettings(fps=FPS, clip_frames=CLIP_FRAMES),
+        keyframes=KeyframeSettings(width=SIZE, height=SIZE),
         blueprint=BlueprintSettings(width=SIZE, height=SIZE, fps=8, window_frames=CLIP_FRAMES, sampler=fast),
         refiner=RefinerSettings(batch_size=4, sampler=fast),
     )
@@ -160,8 +160,8 @@ def sequential_baseline(minutes: float) -> dict:
     prev = image_to_model_space(load_image(sample_image_path()), SIZE, SIZE)
     t0 = time.perf_counter()
     for c in tl.clips:
-        req = ClipRequest(c.num_frames, prev, None, emb[0], emb[1], derive_seed(0, c.index))
-        cond = encode_condition(vae, [req], SIZE, SIZE, rt)
+        req = ClipRequest.first_last(c.num_frames, prev, None, emb[0], emb[1], derive_seed(0, c.index))
+        cond = encode_condition(vae, [req], SIZE, SIZE)
         frames = decode_to_uint8(vae, sample_clips(dit.transformer, cond, [req], settings, rt))[0]
         prev = frames[-1].float().div(127.5).sub(1).permute(2, 0, 1)
     wall = time.perf_counter() - t0

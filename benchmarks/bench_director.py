@@ -43,6 +43,7 @@ def run_director(minutes: float, model: str) -> dict:
     from avatar_cascade.demo.tiny_mllm import write_tiny_qwen25_omni_thinker, write_tiny_qwen25_vl
     from avatar_cascade.models.mllm import load_mllm
     from avatar_cascade.stages.director.director import direct
+    from avatar_cascade.stages.director.settings import DirectorSettings
 
     wave = _speech_like(minutes * 60)
     timeline = plan_timeline(wave.shape[-1], SR, FPS, CLIP_FRAMES)
@@ -68,8 +69,8 @@ def run_director(minutes: float, model: str) -> dict:
             mllm.generate = generate
         t0 = time.perf_counter()
         story = direct(
-            mllm, torch.rand(256, 256, 3), wave, SR, "A lively lecture, smile at 0:30", timeline, runtime,
-            seed=0, max_new_tokens=64, tokens_per_shot=4,
+            mllm, torch.rand(256, 256, 3), wave, SR, "A lively lecture, smile at 0:30", timeline,
+            DirectorSettings(seed=0, max_new_tokens=64, tokens_per_shot=4), runtime,
         )  # fmt: skip
         director_s = time.perf_counter() - t0
     by_rules = sum(s.source == "rules" for s in story.shots)

@@ -56,8 +56,7 @@ def _requests(n: int, frames: int, text_dim: int, text_tokens: int):
     return [
         ClipRequest(
             num_frames=frames,
-            first_frame=None,
-            last_frame=None,
+            known={},
             prompt_embeds=torch.randn(text_tokens, text_dim, generator=g),
             negative_embeds=torch.randn(text_tokens, text_dim, generator=g),
             seed=i,

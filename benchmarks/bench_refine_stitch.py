@@ -67,6 +67,7 @@ def stitch(
     from avatar_cascade.artefacts.timeline import plan_timeline
     from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.media import AudioTrack
+    from avatar_cascade.stages.stitcher.settings import StitcherSettings
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
     tl = plan_timeline(int(seconds * SR), SR, FPS, clip_frames=81)
@@ -103,13 +104,9 @@ def stitch(
             tl,
             audio,
             Path(d) / "out.mp4",
+            StitcherSettings(codec=codec, crf=crf, preset=preset, colour_match=colour, double_fps=double_fps),
             rt,
-            codec=codec,
-            crf=crf,
-            preset=preset,
             keyframes=keys,
-            colour_match=colour,
-            double_fps=double_fps,
         )
         wall = time.perf_counter() - t0
         size_mb = result.path.stat().st_size / 2**20
@@ -252,11 +249,11 @@ def sequential_tiny(clips: int = 8, frames: int = 17, size: int = 64) -> dict:
     def run() -> None:
         first = kf.as_model_frames()[0]
         for k in range(clips):
-            req = ClipRequest(
+            req = ClipRequest.first_last(
                 frames, first, None, bank.get(story.shot_prompt(k)), bank.get(story.shot_negative(k)), derive_seed(0, k)
             )
             video = decode_to_uint8(
-                vae, sample_clips(dit, encode_condition(vae, [req], size, size, rt), [req], sampler, rt)
+                vae, sample_clips(dit, encode_condition(vae, [req], size, size), [req], sampler, rt)
             )
             first = video[0, -1].permute(2, 0, 1).float() / 127.5 - 1  # the next clip starts where this one ended
 

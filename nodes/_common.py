@@ -1,45 +1,79 @@
-"""Widget definitions shared by the DiT-sampling nodes."""
+"""Widgets shared by the stage nodes, and the bridge from a settings class to a node's widgets.
+
+A node lists which settings it shows and under which widget names (:class:`NodeWidgets`); the
+default, range, step and tooltip of each widget come from the engine's settings class
+(:mod:`avatar_cascade.core.settings`), and so do the checks of ``VALIDATE_INPUTS``.
+"""
 
 from __future__ import annotations
 
-from avatar_cascade.sampling.settings import SCHEDULERS
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# The sampler widgets of the DiT-sampling nodes (blueprint, refiner), in their order; the advanced
+# ones (Wan 2.2 A14B low-noise guidance, audio guidance) are optional inputs.
+SAMPLER_WIDGETS = ("steps", "guidance", "shift", "scheduler", "seed")
+ADVANCED_SAMPLER_WIDGETS = ("guidance_low_noise", "audio_guidance")
+SAMPLER_RENAME = {"guidance_low_noise": "guidance_2"}
 
 
-def sampler_inputs(steps: int, guidance: float, shift: float) -> dict:
-    return {
-        "steps": ("INT", {"default": steps, "min": 1, "max": 200, "tooltip": "Denoising steps (20-40 full quality)."}),
-        "guidance": (
-            "FLOAT",
-            {
-                "default": guidance,
-                "min": 0.0,
-                "max": 30.0,
-                "step": 0.1,
-                "tooltip": "Text guidance scale (1.0 = off, one forward per step).",
-            },
-        ),
-        "shift": (
-            "FLOAT",
-            {
-                "default": shift,
-                "min": 0.1,
-                "max": 50.0,
-                "step": 0.1,
-                "tooltip": "Flow-matching shift: 3.0 at 480p, 5.0 at 720p.",
-            },
-        ),
-        "scheduler": (list(SCHEDULERS), {"default": "unipc", "tooltip": "Flow-matching scheduler."}),
-        "seed": (
-            "INT",
-            {
-                "default": 0,
-                "min": 0,
-                "max": 2**63 - 1,
-                "control_after_generate": True,
-                "tooltip": "Run seed; each window/clip derives its own seed from it.",
-            },
-        ),
-    }
+class NodeWidgets:
+    """The widgets one node shows for one settings class.
+
+    Args:
+        settings: the settings class (e.g. ``BlueprintSettings``).
+        names: the node's widget names of these settings, in the node's order.
+        rename: widget name -> flat setting name where they differ (``blueprint_fps`` -> ``fps``).
+    """
+
+    def __init__(self, settings: type, names: Sequence[str], rename: Mapping[str, str] | None = None) -> None:
+        from avatar_cascade.core.settings import leaves
+
+        self.settings = settings
+        self.names = tuple(names)
+        self.rename = dict(rename or {})
+        by_name = {leaf.name: leaf for leaf in leaves(settings)}
+        self.leaves = {w: by_name[self.rename.get(w, w)] for w in self.names}
+
+    def inputs(self, *names: str) -> dict[str, tuple]:
+        """ComfyUI input specs of ``names`` (default: all), in that order."""
+        from avatar_cascade.core.settings import widget
+
+        return {w: widget(self.leaves[w]) for w in (names or self.names)}
+
+    def build(self, widgets: Mapping[str, Any]):
+        """The settings object of these widget values (other keys are ignored; missing widgets = defaults)."""
+        from avatar_cascade.core.settings import build, from_widget
+
+        values = {self.leaves[w].name: from_widget(self.leaves[w], v) for w, v in widgets.items() if w in self.leaves}
+        return build(self.settings, values)
+
+    def validate(self, widgets: Mapping[str, Any]) -> bool | str:
+        """``VALIDATE_INPUTS``: True, or what to change. Unknown (linked) widgets are None or absent; the
+        rules tying several settings together are checked once all of this node's widgets are known."""
+        from avatar_cascade.core.errors import InputError
+        from avatar_cascade.core.settings import check_value, from_widget
+
+        known = {w: v for w, v in widgets.items() if w in self.leaves and v is not None}
+        by_setting = {self.leaves[w].name: w for w in self.names}
+        try:
+            for w, v in known.items():
+                leaf = self.leaves[w]
+                check_value(w, leaf.spec, leaf.kind, from_widget(leaf, v))
+            if len(known) == len(self.names):
+                try:
+                    self.build(known).check()
+                except InputError as exc:
+                    name = by_setting.get(exc.input_name, exc.input_name)
+                    raise InputError(name, exc.value, exc.problem, exc.fix) from None
+        except InputError as exc:
+            return str(exc)
+        return True
+
+
+def first_failure(*results: bool | str) -> bool | str:
+    """The first message among ``VALIDATE_INPUTS`` results, else True."""
+    return next((r for r in results if r is not True), True)
 
 
 MODEL_INPUTS = {
@@ -56,37 +90,3 @@ OPTIONAL_MODEL_INPUTS = {
         {"tooltip": "CLIP ViT-H image encoder: required by Wan 2.1 I2V / FLF2V DiTs, unused by Wan 2.2."},
     ),
 }
-
-
-def advanced_sampler_inputs() -> dict:
-    """Optional widgets: low-noise expert guidance (Wan 2.2 A14B) and audio guidance (audio adapter)."""
-    return {
-        "guidance_low_noise": (
-            "FLOAT",
-            {
-                "default": -1.0,
-                "min": -1.0,
-                "max": 30.0,
-                "step": 0.1,
-                "tooltip": "Wan 2.2 A14B: text guidance of the low-noise expert (-1 = same as guidance).",
-            },
-        ),
-        "audio_guidance": (
-            "FLOAT",
-            {
-                "default": 4.0,
-                "min": 0.0,
-                "max": 30.0,
-                "step": 0.1,
-                "tooltip": "Audio guidance with an audio adapter (InfiniteTalk: 4; 1.0 = no extra audio pass).",
-            },
-        ),
-    }
-
-
-def sampler_settings(steps, guidance, shift, scheduler, guidance_low_noise=-1.0, audio_guidance=4.0):
-    """SamplerSettings from the widgets of :func:`sampler_inputs` and :func:`advanced_sampler_inputs`."""
-    from avatar_cascade.sampling.settings import SamplerSettings
-
-    low = None if guidance_low_noise is None or guidance_low_noise < 0 else float(guidance_low_noise)
-    return SamplerSettings(steps, guidance, shift, scheduler, guidance_2=low, audio_guidance=float(audio_guidance))

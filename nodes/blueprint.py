@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import comfy_bridge as bridge
-from ._common import MODEL_INPUTS, OPTIONAL_MODEL_INPUTS, advanced_sampler_inputs, sampler_inputs, sampler_settings
-from .validation import validate_widgets
+from ._common import (
+    ADVANCED_SAMPLER_WIDGETS,
+    MODEL_INPUTS,
+    OPTIONAL_MODEL_INPUTS,
+    SAMPLER_RENAME,
+    SAMPLER_WIDGETS,
+    NodeWidgets,
+)
 
 KEEP_STORES = 4  # blueprints kept per work folder: ComfyUI may hold views of older ones in its cache
 WORK_FOLDER = (
@@ -20,27 +25,19 @@ WORK_FOLDER = (
 )
 
 
-def _default_weights() -> str:
-    from avatar_cascade.stages.keyframes.scores import DEFAULT_WEIGHTS
+def blueprint_widgets() -> NodeWidgets:
+    from avatar_cascade.stages.blueprint.settings import BlueprintSettings
 
-    return json.dumps(DEFAULT_WEIGHTS)
+    names = ("width", "height", "blueprint_fps", "window_frames", "overlap_frames", "reanchor", "prompt_mode")
+    names += SAMPLER_WIDGETS + ADVANCED_SAMPLER_WIDGETS
+    return NodeWidgets(BlueprintSettings, names, {"blueprint_fps": "fps", **SAMPLER_RENAME})
 
 
-def parse_weights(text: str) -> dict:
-    """Weights widget (JSON object of score name -> weight; empty = defaults) as a checked dict."""
-    from avatar_cascade.core.errors import InputError
-    from avatar_cascade.stages.keyframes.scores import check_weights
+def keyframe_widgets() -> NodeWidgets:
+    from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
-    text = (text or "").strip()
-    if not text:
-        return check_weights(None)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError("weights", text, f"is not valid JSON ({exc.msg})", 'write e.g. {"identity": 1.0}') from exc
-    if not isinstance(data, dict):
-        raise InputError("weights", text, "must be a JSON object", 'write e.g. {"identity": 1.0, "mouth": 0.5}')
-    return check_weights(data)
+    names = ("width", "height", "search_radius_s", "colour_match", "weights", "lift_denoise", "lift_steps", "seed")
+    return NodeWidgets(KeyframeSettings, names, {"seed": "lift_seed"})
 
 
 def _ui_image(path: Path) -> dict:
@@ -64,126 +61,33 @@ class AvatarCascadeBlueprintSampler:
     FUNCTION = "render"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        from avatar_cascade.stages.blueprint.plan import PROMPT_MODES
+    def settings_widgets(cls) -> tuple[NodeWidgets, ...]:
+        return (blueprint_widgets(),)
 
+    @classmethod
+    def INPUT_TYPES(cls):
+        w = blueprint_widgets()
         return {
             "required": {
                 **MODEL_INPUTS,
                 "image": ("IMAGE", {"tooltip": "Reference image (first frame of the first window)."}),
                 "timeline": ("AVATAR_TIMELINE", {"tooltip": "From the Audio Aligner."}),
                 "storyline": ("AVATAR_STORYLINE", {"tooltip": "From the Director or Storyline Edit."}),
-                "width": ("INT", {"default": 320, "min": 16, "max": 4096, "step": 16, "tooltip": "Blueprint width."}),
-                "height": ("INT", {"default": 192, "min": 16, "max": 4096, "step": 16, "tooltip": "Blueprint height."}),
-                "blueprint_fps": (
-                    "FLOAT",
-                    {
-                        "default": 8.0,
-                        "min": 1.0,
-                        "max": 60.0,
-                        "step": 0.5,
-                        "tooltip": "Blueprint frame rate (at most the video fps).",
-                    },
-                ),
-                "window_frames": (
-                    "INT",
-                    {"default": 33, "min": 5, "max": 257, "step": 4, "tooltip": "Frames per blueprint window (4n+1)."},
-                ),
-                "overlap_frames": (
-                    "INT",
-                    {
-                        "default": 1,
-                        "min": 1,
-                        "max": 253,
-                        "tooltip": "Frames each window shares with the previous one: conditioned on its last frames "
-                        "and cross-faded with them. 1 = continue from the last frame; 5 or 9 = whole latent frames.",
-                    },
-                ),
-                "reanchor": (
-                    "FLOAT",
-                    {
-                        "default": 0.5,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.05,
-                        "tooltip": "How strongly the continuation frames are colour-matched to the reference before "
-                        "they condition the next window (stops colour drift from compounding; 0 = off).",
-                    },
-                ),
-                "prompt_mode": (
-                    list(PROMPT_MODES),
-                    {
-                        "default": "majority",
-                        "tooltip": "A window spanning several shots is prompted with the shot covering most of it "
-                        "(majority), the shot at its centre, or all of them in order (combine).",
-                    },
-                ),
-                **sampler_inputs(20, 5.0, 3.0),
+                **w.inputs(*w.names[: -len(ADVANCED_SAMPLER_WIDGETS)]),
                 "work_folder": WORK_FOLDER,
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **advanced_sampler_inputs()},
+            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS)},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(
-        cls,
-        width=None,
-        height=None,
-        blueprint_fps=None,
-        window_frames=None,
-        overlap_frames=None,
-        seed=None,
-        scheduler=None,
-        **_,
-    ):
-        msg = validate_widgets(
-            width=width,
-            height=height,
-            blueprint_fps=blueprint_fps,
-            window_frames=window_frames,
-            seed=seed,
-            scheduler=scheduler,
-        )
-        if msg is True and window_frames is not None and overlap_frames is not None:
-            if not 1 <= int(overlap_frames) <= int(window_frames) - 4:
-                return (
-                    f"overlap_frames = {overlap_frames}: must be 1 to window_frames - 4 ({int(window_frames) - 4}). "
-                    "Fix: use 1, or 5 / 9 with longer windows"
-                )
-        return msg
+    def VALIDATE_INPUTS(cls, **widgets):
+        return blueprint_widgets().validate(widgets)
 
-    def render(
-        self,
-        dit,
-        vae,
-        text_encoder,
-        image,
-        timeline,
-        storyline,
-        width,
-        height,
-        blueprint_fps,
-        window_frames,
-        overlap_frames,
-        reanchor,
-        prompt_mode,
-        steps,
-        guidance,
-        shift,
-        scheduler,
-        seed,
-        work_folder,
-        clip_vision=None,
-        guidance_low_noise=-1.0,
-        audio_guidance=4.0,
-    ):
+    def render(self, dit, vae, text_encoder, image, timeline, storyline, work_folder, clip_vision=None, **widgets):
         from avatar_cascade.media import check_image_tensor
-        from avatar_cascade.stages.blueprint.sampler import BlueprintSettings, render_blueprint
+        from avatar_cascade.stages.blueprint.sampler import render_blueprint
 
-        sampler = sampler_settings(steps, guidance, shift, scheduler, guidance_low_noise, audio_guidance)
-        settings = BlueprintSettings(
-            width, height, blueprint_fps, window_frames, seed, sampler, overlap_frames, reanchor, prompt_mode
-        )
+        settings = blueprint_widgets().build(widgets)
         ref = check_image_tensor(image, "image")
         bp = render_blueprint(
             dit,
@@ -221,67 +125,17 @@ class AvatarCascadeKeyframeExtractor:
     FUNCTION = "extract"
 
     @classmethod
+    def settings_widgets(cls) -> tuple[NodeWidgets, ...]:
+        return (keyframe_widgets(),)
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "blueprint": ("AVATAR_BLUEPRINT", {"tooltip": "From the Blueprint Sampler."}),
                 "timeline": ("AVATAR_TIMELINE", {"tooltip": "From the Audio Aligner."}),
                 "image": ("IMAGE", {"tooltip": "Reference image."}),
-                "width": ("INT", {"default": 832, "min": 16, "max": 4096, "step": 16, "tooltip": "Refine width."}),
-                "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Refine height."}),
-                "search_radius_s": (
-                    "FLOAT",
-                    {
-                        "default": 0.25,
-                        "min": 0.0,
-                        "max": 5.0,
-                        "step": 0.05,
-                        "tooltip": "Candidates lie within this many seconds of each seam.",
-                    },
-                ),
-                "colour_match": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.05,
-                        "tooltip": "Strength of colour matching to the reference.",
-                    },
-                ),
-                "weights": (
-                    "STRING",
-                    {
-                        "default": _default_weights(),
-                        "tooltip": "Score weights as JSON (identity, sharpness, face, mouth, colour, centre, "
-                        "diversity); names left out keep their default, empty = all defaults.",
-                    },
-                ),
-                "lift_denoise": (
-                    "FLOAT",
-                    {
-                        "default": 0.0,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.05,
-                        "tooltip": "DiT refinement of each lifted keyframe, anchored on the reference (img2img "
-                        "strength; 0 = off, 0.2-0.4 adds detail). Needs dit, vae and text_encoder.",
-                    },
-                ),
-                "lift_steps": (
-                    "INT",
-                    {"default": 20, "min": 1, "max": 200, "tooltip": "Full schedule length of the refinement."},
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 2**63 - 1,
-                        "control_after_generate": True,
-                        "tooltip": "Noise seed of the refinement (each seam derives its own).",
-                    },
-                ),
+                **keyframe_widgets().inputs(),
                 "work_folder": WORK_FOLDER,
             },
             "optional": {
@@ -295,41 +149,25 @@ class AvatarCascadeKeyframeExtractor:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None, weights=None, seed=None, **_):
-        from avatar_cascade.core.errors import InputError
-
-        if weights is not None:
-            try:
-                parse_weights(weights)
-            except InputError as exc:
-                return str(exc)
-        return validate_widgets(width=width, height=height, seed=seed)
+    def VALIDATE_INPUTS(cls, **widgets):
+        return keyframe_widgets().validate(widgets)
 
     def extract(
         self,
         blueprint,
         timeline,
         image,
-        width,
-        height,
-        search_radius_s,
-        colour_match,
-        weights,
-        lift_denoise,
-        lift_steps,
-        seed,
         work_folder,
         clip_vision=None,
         dit=None,
         vae=None,
         text_encoder=None,
         storyline=None,
+        **widgets,
     ):
         from avatar_cascade.media import check_image_tensor
         from avatar_cascade.media.contact_sheet import as_uint8_tensor
-        from avatar_cascade.sampling.settings import SamplerSettings
         from avatar_cascade.stages.keyframes.extractor import extract_keyframes
-        from avatar_cascade.stages.keyframes.lift import LiftSettings
 
         ref = check_image_tensor(image, "image")
         folder = bridge.work_dir(work_folder)
@@ -337,14 +175,9 @@ class AvatarCascadeKeyframeExtractor:
             blueprint,
             timeline,
             ref,
-            width,
-            height,
+            keyframe_widgets().build(widgets),
             bridge.make_runtime(),
-            search_radius_s=search_radius_s,
-            weights=parse_weights(weights),
-            colour_match=colour_match,
             clip_vision=clip_vision,
-            lift=LiftSettings(lift_denoise, SamplerSettings(lift_steps, 5.0, 5.0), seed),
             storyline=storyline,
             dit=dit,
             vae=vae,

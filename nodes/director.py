@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
+from ._common import NodeWidgets
+
+
+def director_widgets() -> NodeWidgets:
+    from avatar_cascade.stages.director.settings import DirectorSettings
+
+    return NodeWidgets(DirectorSettings, ("seed", "max_new_tokens"))
 
 
 class AvatarCascadeDirector:
@@ -40,51 +47,28 @@ class AvatarCascadeDirector:
                         "located (they stay part of the general instruction).",
                     },
                 ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 2**63 - 1,
-                        "tooltip": "Director seed (greedy decoding is deterministic).",
-                    },
-                ),
-                "max_new_tokens": (
-                    "INT",
-                    {
-                        "default": 512,
-                        "min": 64,
-                        "max": 8192,
-                        "tooltip": "Tokens the model may write in the global pass. A shot pass (16 shots) may "
-                        "write max(this, 96 per shot) = 1536 tokens by default.",
-                    },
-                ),
+                **director_widgets().inputs(),
             },
             "optional": {"mllm": ("AVATAR_MLLM", {"tooltip": "Director model; leave empty for the rule-based plan."})},
         }
 
-    def direct(self, image, timeline, instruction, seed, max_new_tokens, mllm=None):
+    @classmethod
+    def settings_widgets(cls) -> tuple[NodeWidgets, ...]:
+        return (director_widgets(),)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **widgets):
+        return director_widgets().validate(widgets)
+
+    def direct(self, image, timeline, instruction, mllm=None, **widgets):
         from avatar_cascade.media import check_image_tensor
         from avatar_cascade.stages.director.director import direct
 
         runtime = bridge.make_runtime()
         ref = check_image_tensor(image, "image")
         a = timeline.audio
-        if mllm is None:
-            story = direct(None, ref, a.waveform, a.sample_rate, instruction, timeline.timeline, runtime, seed=seed)
-        else:
-            with runtime.use_models(mllm.model):
-                story = direct(
-                    mllm,
-                    ref,
-                    a.waveform,
-                    a.sample_rate,
-                    instruction,
-                    timeline.timeline,
-                    runtime,
-                    seed=seed,
-                    max_new_tokens=max_new_tokens,
-                )
+        settings = director_widgets().build(widgets)
+        story = direct(mllm, ref, a.waveform, a.sample_rate, instruction, timeline.timeline, settings, runtime)
         text = story.to_json()
         return {"ui": {"text": [text]}, "result": (story, text)}
 

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from . import comfy_bridge as bridge
-from ._common import MODEL_INPUTS, OPTIONAL_MODEL_INPUTS, advanced_sampler_inputs, sampler_inputs, sampler_settings
-from .validation import validate_widgets
+from ._common import (
+    ADVANCED_SAMPLER_WIDGETS,
+    MODEL_INPUTS,
+    OPTIONAL_MODEL_INPUTS,
+    SAMPLER_RENAME,
+    SAMPLER_WIDGETS,
+    NodeWidgets,
+    first_failure,
+)
+
+
+def refiner_widgets() -> NodeWidgets:
+    from avatar_cascade.stages.refiner.settings import RefinerSettings
+
+    names = SAMPLER_WIDGETS + ("batch_size", "negative_frame_strength") + ADVANCED_SAMPLER_WIDGETS + ("devices",)
+    return NodeWidgets(RefinerSettings, names, SAMPLER_RENAME)
+
+
+def stitcher_widgets() -> NodeWidgets:
+    from avatar_cascade.stages.stitcher.settings import StitcherSettings
+
+    return NodeWidgets(StitcherSettings, ("crf", "codec", "pix_fmt", "colour_match", "crossfade", "double_fps"))
 
 
 def _check_reroll(reroll) -> bool | str:
@@ -15,23 +36,6 @@ def _check_reroll(reroll) -> bool | str:
 
     try:
         parse_reroll(reroll)
-    except InputError as exc:
-        return str(exc)
-    return True
-
-
-def _devices(text) -> tuple[str, ...]:
-    """'auto' / '' -> () (every local GPU); 'cuda:0, cuda:1' -> ('cuda:0', 'cuda:1')."""
-    text = (text or "").strip()
-    return () if text.lower() in ("", "auto") else tuple(d.strip() for d in text.split(",") if d.strip())
-
-
-def _check_devices(text) -> bool | str:
-    from avatar_cascade.core.errors import InputError
-    from avatar_cascade.stages.refiner.refiner import RefinerSettings
-
-    try:
-        RefinerSettings(devices=_devices(text)).check()
     except InputError as exc:
         return str(exc)
     return True
@@ -52,34 +56,19 @@ class AvatarCascadeFLFRefiner:
     FUNCTION = "refine"
 
     @classmethod
+    def settings_widgets(cls) -> tuple[NodeWidgets, ...]:
+        return (refiner_widgets(),)
+
+    @classmethod
     def INPUT_TYPES(cls):
+        w = refiner_widgets()
         return {
             "required": {
                 **MODEL_INPUTS,
                 "keyframes": ("AVATAR_KEYFRAMES", {"tooltip": "One keyframe per seam (Keyframe Extractor)."}),
                 "timeline": ("AVATAR_TIMELINE", {"tooltip": "From the Audio Aligner."}),
                 "storyline": ("AVATAR_STORYLINE", {"tooltip": "Shot prompts, one per clip."}),
-                **sampler_inputs(30, 5.0, 5.0),
-                "batch_size": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 64,
-                        "tooltip": "Clips per forward pass; 0 = automatic from free memory (halved on out-of-memory).",
-                    },
-                ),
-                "negative_frame_strength": (
-                    "FLOAT",
-                    {
-                        "default": 0.0,
-                        "min": 0.0,
-                        "max": 10.0,
-                        "step": 0.05,
-                        "tooltip": "Negative-frame guidance: push each clip away from a blurred, colour-shifted "
-                        "copy of its keyframes (0 = off; 0.5-2 typical; doubles the DiT time).",
-                    },
-                ),
+                **w.inputs(*SAMPLER_WIDGETS, "batch_size", "negative_frame_strength"),
                 "reroll": (
                     "STRING",
                     {
@@ -93,28 +82,12 @@ class AvatarCascadeFLFRefiner:
                     {"default": "clips", "tooltip": "Clip cache folder inside output/avatar_cascade_work/."},
                 ),
             },
-            "optional": {
-                **OPTIONAL_MODEL_INPUTS,
-                **advanced_sampler_inputs(),
-                "devices": (
-                    "STRING",
-                    {
-                        "default": "auto",
-                        "tooltip": "GPUs to spread clips over: 'auto' = every local GPU (each extra GPU holds its "
-                        "own copy of the DiT and VAE), or a list such as 'cuda:0, cuda:1'; 'cuda:0' = one GPU.",
-                    },
-                ),
-            },
+            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices")},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, seed=None, scheduler=None, reroll=None, devices=None, **_):
-        msg = validate_widgets(seed=seed, scheduler=scheduler)
-        if msg is True and reroll is not None:
-            msg = _check_reroll(reroll)
-        if msg is True and devices is not None:
-            msg = _check_devices(devices)
-        return msg
+    def VALIDATE_INPUTS(cls, reroll=None, **widgets):
+        return first_failure(refiner_widgets().validate(widgets), _check_reroll(reroll) if reroll is not None else True)
 
     def refine(
         self,
@@ -124,24 +97,13 @@ class AvatarCascadeFLFRefiner:
         keyframes,
         timeline,
         storyline,
-        steps,
-        guidance,
-        shift,
-        scheduler,
-        seed,
-        batch_size,
         cache_folder,
-        negative_frame_strength=0.0,
         reroll="",
         clip_vision=None,
-        guidance_low_noise=-1.0,
-        audio_guidance=4.0,
-        devices="auto",
+        **widgets,
     ):
-        from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
+        from avatar_cascade.stages.refiner.refiner import refine_clips
 
-        sampler = sampler_settings(steps, guidance, shift, scheduler, guidance_low_noise, audio_guidance)
-        settings = RefinerSettings(seed, batch_size, sampler, negative_frame_strength, _devices(devices))
         clips = refine_clips(
             dit,
             vae,
@@ -149,7 +111,7 @@ class AvatarCascadeFLFRefiner:
             keyframes,
             timeline,
             storyline,
-            settings,
+            refiner_widgets().build(widgets),
             bridge.make_runtime(),
             bridge.work_dir(cache_folder),
             reroll=reroll,
@@ -177,9 +139,14 @@ class AvatarCascadeClipStitcher:
     OUTPUT_NODE = True
 
     @classmethod
-    def INPUT_TYPES(cls):
-        from avatar_cascade.stages.stitcher.stitcher import DEFAULT_IMAGE_FRAMES, PIX_FMTS
+    def settings_widgets(cls) -> tuple[NodeWidgets, ...]:
+        return (stitcher_widgets(),)
 
+    @classmethod
+    def INPUT_TYPES(cls):
+        from avatar_cascade.stages.stitcher.stitcher import DEFAULT_IMAGE_FRAMES
+
+        w = stitcher_widgets()
         return {
             "required": {
                 "clips": ("AVATAR_CLIPS", {"tooltip": "From the First-Last-Frame Refiner."}),
@@ -188,39 +155,10 @@ class AvatarCascadeClipStitcher:
                     "STRING",
                     {"default": "avatar_cascade/avatar", "tooltip": "Output name inside ComfyUI's output folder."},
                 ),
-                "crf": ("INT", {"default": 19, "min": 0, "max": 51, "tooltip": "Quality (lower = better, bigger)."}),
+                **w.inputs("crf"),
             },
             "optional": {
-                "codec": (
-                    ["h264", "h265"],
-                    {"default": "h264", "tooltip": "H.264 plays everywhere; H.265 is smaller."},
-                ),
-                "pix_fmt": (
-                    list(PIX_FMTS),
-                    {"default": "yuv420p", "tooltip": "yuv420p plays everywhere; yuv444p / 10-bit keep more colour."},
-                ),
-                "colour_match": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.05,
-                        "tooltip": "Match each clip's colours to its two keyframes (ramped across the clip) to "
-                        "cancel colour drift; 0 = off.",
-                    },
-                ),
-                "crossfade": (
-                    "BOOLEAN",
-                    {"default": True, "tooltip": "Blend frames rendered by two clips (timelines with overlap)."},
-                ),
-                "double_fps": (
-                    "BOOLEAN",
-                    {
-                        "default": False,
-                        "tooltip": "Write at twice the frame rate (e.g. 24 -> 48) with midpoint frames.",
-                    },
-                ),
+                **w.inputs("codec", "pix_fmt", "colour_match", "crossfade", "double_fps"),
                 "max_image_frames": (
                     "INT",
                     {
@@ -234,23 +172,19 @@ class AvatarCascadeClipStitcher:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def stitch(
-        self,
-        clips,
-        timeline,
-        filename_prefix,
-        crf,
-        codec="h264",
-        pix_fmt="yuv420p",
-        colour_match=1.0,
-        crossfade=True,
-        double_fps=False,
-        max_image_frames=300,
-        prompt=None,
-        extra_pnginfo=None,
-    ):
-        from avatar_cascade.stages.stitcher.stitcher import stitch_clips
+    @classmethod
+    def VALIDATE_INPUTS(cls, **widgets):
+        return stitcher_widgets().validate(widgets)
 
+    def stitch(
+        self, clips, timeline, filename_prefix, crf, max_image_frames=None, prompt=None, extra_pnginfo=None, **w
+    ):
+        from avatar_cascade.stages.stitcher.stitcher import DEFAULT_IMAGE_FRAMES, stitch_clips
+
+        cap = DEFAULT_IMAGE_FRAMES if max_image_frames is None else max_image_frames
+        settings = stitcher_widgets().build({"crf": crf, **w})
+        if clips.keyframes is None:
+            settings = dataclasses.replace(settings, colour_match=0.0)  # nothing to match the colours to
         metadata = {}  # what ComfyUI's own video saver writes: the prompt and each extra_pnginfo entry, as JSON
         if prompt is not None:
             metadata["prompt"] = json.dumps(prompt)
@@ -261,18 +195,13 @@ class AvatarCascadeClipStitcher:
             timeline.timeline,
             timeline.audio,
             bridge.output_path(filename_prefix, "mp4"),
+            settings,
             bridge.make_runtime(),
-            codec=codec,
-            crf=crf,
-            pix_fmt=pix_fmt,
             metadata=metadata,
-            keyframes=clips.keyframes if colour_match > 0 else None,
-            colour_match=colour_match if clips.keyframes is not None else 0.0,
-            crossfade=crossfade,
-            double_fps=double_fps,
-            collect_frames=max_image_frames,
+            keyframes=clips.keyframes if settings.colour_match > 0 else None,
+            collect_frames=cap,
         )
-        images, text = _image_output(result, max_image_frames)
+        images, text = _image_output(result, cap)
         ui = {**bridge.ui_video(result.path), "text": [text]}
         return {"ui": ui, "result": (bridge.video_output(result.path), str(result.path), images)}
 

@@ -1,4 +1,13 @@
-"""Test setup: the repository root on sys.path (so ``nodes`` imports), offline hubs, few threads."""
+"""Test setup: the repository root on sys.path (so ``nodes`` and ``tests.helpers`` import), offline hubs,
+one torch thread, and the fixtures shared by several test modules.
+
+Fixtures here: ``demo_models_dir`` (the demo-model tree, once per session), ``models`` (the tiny
+DiT, VAE and text encoder loaded from it, per module), ``counter`` (a :class:`ForwardCounter` on
+that DiT, per test), ``audio_encoder`` / ``audio_adapter_file`` (the demo tree's wav2vec2 and
+InfiniteTalk adapter) and ``timeline`` (31 frames at 25 fps in 4 clips of 9, for the stitcher).
+Plain helpers (CPU runtime, tone generators, tiny-model loading, refiner inputs) are in
+``tests/helpers.py``. Slow tests carry ``@pytest.mark.slow`` (``-m "not slow"`` skips them).
+"""
 
 import os
 import sys
@@ -28,3 +37,57 @@ def demo_models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_demo_models(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one intra-op thread (set above), even if an earlier test changed it."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def models(demo_models_dir):
+    """``(dit, vae, text_encoder)``: the tiny demo models through the real loaders (one load per module)."""
+    from tests.helpers import load_tiny_models
+
+    return load_tiny_models(demo_models_dir)
+
+
+@pytest.fixture()
+def counter(models):
+    """Counts forwards of the tiny DiT (``models[0]``) during one test: ``counter.take()``, ``counter.calls``."""
+    from tests.helpers import ForwardCounter
+
+    c = ForwardCounter(models[0].transformer)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def audio_encoder(demo_models_dir):
+    """The demo tree's tiny wav2vec2 (hidden 32, 2 layers, the real 320x CNN), through the real loader."""
+    from avatar_cascade.demo.models import AUDIO_ENCODER_FILE
+    from avatar_cascade.models.audio_encoder import load_audio_encoder
+
+    return load_audio_encoder(demo_models_dir / "audio_encoders" / AUDIO_ENCODER_FILE)
+
+
+@pytest.fixture(scope="session")
+def audio_adapter_file(demo_models_dir):
+    """The demo tree's tiny InfiniteTalk-layout audio adapter (fits the tiny DiT)."""
+    from avatar_cascade.demo.models import AUDIO_ADAPTER_FILE
+
+    return demo_models_dir / "model_patches" / AUDIO_ADAPTER_FILE
+
+
+@pytest.fixture()
+def timeline():
+    """1.23 s at 25 fps -> 31 frames; clips of 9 frames: 0-8, 8-16, 16-24, 24-32 (2 frames past the audio end).
+
+    (``test_bad_inputs`` has its own ``timeline``: an Aligner output from a file.)"""
+    from avatar_cascade.artefacts.timeline import plan_timeline
+
+    tl = plan_timeline(19680, 16000, 25, clip_frames=9)
+    assert tl.num_frames == 31 and tl.padded_frames == 33 and len(tl.clips) == 4
+    return tl

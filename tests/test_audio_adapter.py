@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from avatar_cascade.core.errors import InputError, ModelFileError
 from avatar_cascade.demo import tiny_weights as TW
@@ -15,15 +14,10 @@ from avatar_cascade.models import audio_proj as AP
 from avatar_cascade.models.audio_adapter import AudioAdapterModule
 from avatar_cascade.models.audio_proj import AudioAdapterConfig
 from avatar_cascade.models.wan_dit import load_bundled_config, load_wan_dit
+from tests.helpers import save_safetensors as _save
 
 TINY = load_bundled_config("avatar-cascade-tiny-wan")
 FRAMES = 9  # pixel frames -> 3 latent frames
-
-
-def _save(path, sd):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

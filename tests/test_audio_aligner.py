@@ -15,44 +15,32 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, VideoWriter
 from avatar_cascade.media.timeline_plot import NOMINAL, SEAM, SHOT_A, SNAPPED
-from avatar_cascade.models.audio_encoder import load_audio_encoder
 from avatar_cascade.stages.aligner.aligner import align_audio, as_audio_track
 from avatar_cascade.stages.aligner.features import conv_geometry, extract_frame_features, features_from_comfy_output
+from avatar_cascade.stages.aligner.settings import AlignerSettings
 from nodes import NODE_CLASS_MAPPINGS
 from nodes.comfy_bridge import preview_image
+from tests.helpers import cpu_runtime, speechlike, tone
 
 SR = 16000
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    """The demo models' tiny wav2vec2 (hidden 32, 2 layers, the real 320x CNN), through the real loader."""
-    from safetensors.torch import save_file
+def encoder(audio_encoder):
+    """The demo models' tiny wav2vec2 (hidden 32, 2 layers, the real 320x CNN): conftest's ``audio_encoder``."""
+    return audio_encoder
 
-    from avatar_cascade.demo.models import AUDIO_ENCODER_FILE, tiny_wav2vec2_state_dict
 
-    path = tmp_path_factory.mktemp("audio_encoders") / AUDIO_ENCODER_FILE
-    save_file(tiny_wav2vec2_state_dict(), str(path))
-    return load_audio_encoder(path)
+def align(audio, fps, clip_frames, rt, audio_encoder=None, audio_encoder_output=None, **kw):
+    """``align_audio`` with ``AlignerSettings(fps, clip_frames, **kw)``, on the fixed grid unless
+    ``snap_seams_frames`` is given."""
+    settings = AlignerSettings(fps=fps, clip_frames=clip_frames, **{"snap_seams_frames": 0, **kw})
+    return align_audio(audio, settings, rt, audio_encoder=audio_encoder, audio_encoder_output=audio_encoder_output)
 
 
 def runtime(previews=None) -> Runtime:
-    return Runtime(device=torch.device("cpu"), show_progress=False, preview=None if previews is None else
-                   lambda kind, payload: previews.append((kind, payload)))  # fmt: skip
-
-
-def tone(seconds: float, sr: int = SR, hz: float = 220.0, channels: int = 1, amp: float = 0.3) -> torch.Tensor:
-    t = torch.arange(int(seconds * sr)) / sr
-    return (amp * torch.sin(2 * math.pi * hz * t)).repeat(channels, 1)
-
-
-def speechlike(seconds: float, sr: int = SR, seed: int = 0) -> torch.Tensor:
-    """Tone bursts with noise, amplitude-modulated like syllables (deterministic)."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(int(seconds * sr)) / sr
-    env = 0.5 + 0.5 * torch.sin(2 * math.pi * 3.3 * t)
-    x = env * (torch.sin(2 * math.pi * 180 * t) + 0.3 * torch.randn(t.numel(), generator=g))
-    return 0.3 * x[None]
+    """A CPU runtime; with a ``previews`` list it collects ``(kind, payload)`` of every preview."""
+    return cpu_runtime(preview=None if previews is None else lambda kind, payload: previews.append((kind, payload)))
 
 
 # -- seams ---------------------------------------------------------------------
@@ -62,7 +50,7 @@ def test_seam_snaps_into_a_planted_silence():
     wav = tone(20.0)
     gap = (3.58, 3.92)  # frames 89.5..98 at 25 fps; nominal seam at frame 80 (3.2 s), reachable with 16 frames
     wav[:, int(gap[0] * SR) : int(gap[1] * SR)] = 0
-    aligned = align_audio(AudioTrack(wav, SR), 25, 81, runtime(), snap_seams_frames=16)
+    aligned = align(AudioTrack(wav, SR), 25, 81, runtime(), snap_seams_frames=16)
     tl = aligned.timeline
     assert tl.nominal_seams[:3] == [0, 80, 160]
     seam = tl.seams[1]
@@ -71,13 +59,13 @@ def test_seam_snaps_into_a_planted_silence():
     assert tl.meta["seams_in_pause"][0] is True and not any(tl.meta["seams_in_pause"][1:])
     assert all((c.num_frames - 1) % 4 == 0 for c in tl.clips)
     # Without snapping the grid stays nominal.
-    plain = align_audio(AudioTrack(wav, SR), 25, 81, runtime()).timeline
+    plain = align(AudioTrack(wav, SR), 25, 81, runtime()).timeline
     assert plain.seams == plain.nominal_seams and plain.snapped_seams == []
 
 
 def test_snapping_and_overlap_keep_audio_ranges_exact_at_ntsc_48k_stereo():
     wav = speechlike(30.0, 48000).repeat(2, 1)
-    aligned = align_audio(AudioTrack(wav, 48000), "30000/1001", 33, runtime(), snap_seams_frames=8, overlap_frames=4)
+    aligned = align(AudioTrack(wav, 48000), "30000/1001", 33, runtime(), snap_seams_frames=8, overlap_frames=4)
     tl = aligned.timeline
     assert tl.clips[0].sample_range[0] == 0 and tl.clips[-1].sample_range[1] == wav.shape[1]
     assert all(a.sample_range[1] == b.sample_range[0] for a, b in zip(tl.clips, tl.clips[1:]))
@@ -90,7 +78,7 @@ def test_snapping_and_overlap_keep_audio_ranges_exact_at_ntsc_48k_stereo():
 
 
 def test_features_one_row_per_frame_with_every_layer(encoder):
-    aligned = align_audio(AudioTrack(speechlike(3.0), SR), 25, 17, runtime(), audio_encoder=encoder)
+    aligned = align(AudioTrack(speechlike(3.0), SR), 25, 17, runtime(), audio_encoder=encoder)
     f = aligned.features
     layers = encoder.num_layers + 1
     assert f.dtype == torch.float16 and f.shape == (75, layers, encoder.hidden_size)
@@ -161,7 +149,7 @@ def test_chunked_equals_one_shot(encoder, mode):
 
 
 def test_frame_windows_shapes_and_zero_padding(encoder):
-    aligned = align_audio(AudioTrack(speechlike(2.0), SR), 25, 17, runtime(), audio_encoder=encoder)
+    aligned = align(AudioTrack(speechlike(2.0), SR), 25, 17, runtime(), audio_encoder=encoder)
     f = aligned.features  # 50 frames
     w = aligned.frame_windows([0, Fraction(1, 25), 1.0, Fraction(49, 25), 2.0])
     assert w.shape == (5, 5, f.shape[1], f.shape[2]) and w.dtype == torch.float16
@@ -180,7 +168,7 @@ def test_frame_windows_shapes_and_zero_padding(encoder):
 
 
 def test_clip_windows_cover_every_rendered_frame(encoder):
-    aligned = align_audio(AudioTrack(speechlike(3.0), SR), 25, 17, runtime(), audio_encoder=encoder, overlap_frames=4)
+    aligned = align(AudioTrack(speechlike(3.0), SR), 25, 17, runtime(), audio_encoder=encoder, overlap_frames=4)
     tl, f = aligned.timeline, aligned.features
     for c in tl.clips:
         cw = aligned.clip_windows(c.index)
@@ -191,7 +179,7 @@ def test_clip_windows_cover_every_rendered_frame(encoder):
     with pytest.raises(InputError) as e:
         aligned.clip_windows(len(tl.clips))
     assert e.value.input_name == "clip_index"
-    bare = align_audio(AudioTrack(speechlike(1.0), SR), 25, 17, runtime())
+    bare = align(AudioTrack(speechlike(1.0), SR), 25, 17, runtime())
     with pytest.raises(InputError, match="audio encoder"):
         bare.frame_windows([0.0])
 
@@ -205,8 +193,8 @@ def _comfy_output(encoder, x: torch.Tensor, batch: int = 1) -> dict:
 
 def test_comfy_audio_encoder_output_is_accepted(encoder):
     x = speechlike(3.0)[0]
-    ours = align_audio(AudioTrack(x[None], SR), 25, 17, runtime(), audio_encoder=encoder, feature_mode="native")
-    comfy = align_audio(AudioTrack(x[None], SR), 25, 17, runtime(), audio_encoder_output=_comfy_output(encoder, x))
+    ours = align(AudioTrack(x[None], SR), 25, 17, runtime(), audio_encoder=encoder, feature_mode="native")
+    comfy = align(AudioTrack(x[None], SR), 25, 17, runtime(), audio_encoder_output=_comfy_output(encoder, x))
     assert comfy.features.shape == ours.features.shape
     torch.testing.assert_close(comfy.features.float(), ours.features.float(), atol=4e-3, rtol=2e-3)
     assert comfy.timeline.meta["features"]["source"] == "AUDIO_ENCODER_OUTPUT"
@@ -242,7 +230,7 @@ def test_files_of_any_kind_go_through_the_aligner(tmp_path, encoder):
     with VideoWriter(video, Fraction(25), 64, 64, audio=AudioTrack(wav, 48000)) as w:
         w.write(np.zeros((38, 64, 64, 3), np.uint8))
     for path in (tmp_path / "a.ogg", video):
-        aligned = align_audio(path, 25, 17, runtime(), audio_encoder=encoder)
+        aligned = align(path, 25, 17, runtime(), audio_encoder=encoder)
         assert aligned.audio.sample_rate == 48000 and abs(aligned.audio.duration_s - 1.5) < 0.03
         assert aligned.features.shape[0] == aligned.timeline.num_frames
 
@@ -266,21 +254,21 @@ def test_bad_audio_gives_clear_errors(tmp_path):
     ]
     for audio, message in cases:
         with pytest.raises(InputError, match=message) as e:
-            align_audio(audio, 25, 17, rt)
+            align(audio, 25, 17, rt)
         assert e.value.input_name == "audio" and "Fix:" in str(e.value)
     with pytest.raises(InputError, match="longer than the limit of 2 s") as e:
-        align_audio(AudioTrack(tone(3.0), SR), 25, 17, rt, max_duration_s=2.0)
+        align(AudioTrack(tone(3.0), SR), 25, 17, rt, max_duration_s=2.0)
     wav = tmp_path / "long.wav"
     _write_audio(wav, tone(3.0).numpy(), SR, "pcm_f32le", "flt")
     with pytest.raises(InputError, match="limit of 2 s"):
-        align_audio(wav, 25, 17, rt, max_duration_s=2)
+        align(wav, 25, 17, rt, max_duration_s=2)
 
 
 def test_documented_behaviour_for_odd_but_valid_audio():
     rt = runtime()
-    silent = align_audio(AudioTrack(torch.zeros(1, SR), SR), 25, 17, rt, snap_seams_frames=8)
+    silent = align(AudioTrack(torch.zeros(1, SR), SR), 25, 17, rt, snap_seams_frames=8)
     assert any("silent" in w for w in silent.timeline.meta["warnings"])
-    short = align_audio(AudioTrack(tone(0.1), SR), 25, 81, rt)  # 3 frames: one 5-frame clip
+    short = align(AudioTrack(tone(0.1), SR), 25, 81, rt)  # 3 frames: one 5-frame clip
     assert short.timeline.num_frames == 3 and [c.num_frames for c in short.timeline.clips] == [5]
     # int16 ComfyUI waveforms are scaled to -1..1; float above full scale is scaled down, not clipped
     ints = {"waveform": (tone(1.0, channels=2)[None] * 32767).to(torch.int16), "sample_rate": 44100}
@@ -288,7 +276,7 @@ def test_documented_behaviour_for_odd_but_valid_audio():
     loud = as_audio_track({"waveform": tone(1.0)[None] * 10, "sample_rate": SR})
     assert abs(float(loud.waveform.abs().max()) - 1.0) < 1e-6
     # multichannel at 192 kHz works (downmixed for features and seams)
-    surround = align_audio(AudioTrack(tone(0.5, 192000, channels=6), 192000), 48, 17, rt, snap_seams_frames=4)
+    surround = align(AudioTrack(tone(0.5, 192000, channels=6), 192000), 48, 17, rt, snap_seams_frames=4)
     assert surround.audio.num_channels == 6 and surround.timeline.num_frames == 24
 
 
@@ -308,13 +296,13 @@ def test_loudness_normalisation():
     import torchaudio.functional as AF
 
     quiet = speechlike(3.0, 48000).repeat(2, 1) * 0.1
-    aligned = align_audio(AudioTrack(quiet, 48000), 25, 17, runtime(), loudness_lufs=-23.0)
+    aligned = align(AudioTrack(quiet, 48000), 25, 17, runtime(), loudness_lufs=-23.0)
     assert abs(float(AF.loudness(aligned.audio.waveform, 48000)) + 23.0) < 0.5
     assert aligned.timeline.meta["loudness"]["gain_db"] > 10
-    hot = align_audio(AudioTrack(speechlike(3.0) * 0.1, SR), 25, 17, runtime(), loudness_lufs=-1.0)
+    hot = align(AudioTrack(speechlike(3.0) * 0.1, SR), 25, 17, runtime(), loudness_lufs=-1.0)
     assert float(hot.audio.waveform.abs().max()) <= 1.0 + 1e-6 and hot.timeline.meta["loudness"]["peak_limited"]
     with pytest.raises(InputError) as e:
-        align_audio(AudioTrack(quiet, 48000), 25, 17, runtime(), loudness_lufs=5.0)
+        align(AudioTrack(quiet, 48000), 25, 17, runtime(), loudness_lufs=5.0)
     assert e.value.input_name == "loudness_lufs"
 
 
@@ -329,7 +317,7 @@ def test_timeline_picture_preview_and_files(tmp_path, encoder):
     wav = tone(8.0)
     wav[:, int(3.6 * SR) : int(3.95 * SR)] = 0
     previews = []
-    aligned = align_audio(AudioTrack(wav, SR), 25, 81, runtime(previews), audio_encoder=encoder, snap_seams_frames=16)
+    aligned = align(AudioTrack(wav, SR), 25, 81, runtime(previews), audio_encoder=encoder, snap_seams_frames=16)
     assert aligned.timeline.snapped_seams == [1]
     ((kind, payload),) = previews
     assert kind == "timeline" and payload.dtype == torch.uint8 and payload.shape[1:] == (512, 3)

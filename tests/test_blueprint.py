@@ -14,11 +14,7 @@ import torch
 
 from avatar_cascade.artefacts.blueprint import Blueprint
 from avatar_cascade.core.errors import InputError
-from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.demo import tiny_weights as TW
-from avatar_cascade.media import AudioTrack
 from avatar_cascade.sampling.settings import SamplerSettings
-from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.blueprint.plan import choose_shots, plan_window_spans, plan_windows
 from avatar_cascade.stages.blueprint.sampler import (
     BlueprintSettings,
@@ -27,42 +23,15 @@ from avatar_cascade.stages.blueprint.sampler import (
     render_blueprint,
 )
 from avatar_cascade.stages.director.rules import rule_based_storyline
+from tests.helpers import ForwardCounter, aligned_tone
+from tests.helpers import cpu_runtime as _runtime
 
 SR = 16000
 FAST = SamplerSettings(steps=2, guidance=1.0, shift=3.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is ~20x faster than two on an oversubscribed 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _runtime(**kw) -> Runtime:
-    return Runtime(device=torch.device("cpu"), show_progress=False, **kw)
-
-
-def _aligned(seconds: float, fps=16, clip_frames=17):
-    t = torch.arange(int(seconds * SR)) / SR
-    wave = (0.3 * torch.sin(2 * torch.pi * 220 * t) * (torch.sin(2 * torch.pi * 0.7 * t) > 0)).float()[None]
-    return align_audio(AudioTrack(wave, SR), fps, clip_frames, _runtime())
-
-
-@pytest.fixture(scope="module")
-def models(demo_models_dir):
-    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
-    from avatar_cascade.models.text_encoder import load_text_encoder
-    from avatar_cascade.models.wan_dit import load_wan_dit
-    from avatar_cascade.models.wan_vae import load_wan_vae
-
-    return (
-        load_wan_dit(demo_models_dir / "diffusion_models" / DIT_FILE),
-        load_wan_vae(demo_models_dir / "vae" / VAE_FILE),
-        load_text_encoder(demo_models_dir / "text_encoders" / TEXT_ENCODER_FILE),
-    )
+# ``models`` (the tiny demo DiT, VAE, text encoder) comes from conftest.py. The audio is a 220 Hz tone
+# gated at 0.7 Hz (pauses for the seams).
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +43,7 @@ def reference():
 @pytest.fixture(scope="module")
 def short():
     """3 s at 16 fps in clips of 17 frames (seams every second), its storyline."""
-    aligned = _aligned(3.0)
+    aligned = aligned_tone(3.0, gate_hz=0.7)
     return aligned, rule_based_storyline("a calm talk", aligned.timeline, [-30.0, -12.0, -20.0])
 
 
@@ -82,21 +51,6 @@ def _settings(seed=0, **kw):
     base = dict(width=32, height=32, fps=4, window_frames=9, seed=seed, sampler=FAST, overlap_frames=5)
     base.update(kw)
     return BlueprintSettings(**base)
-
-
-class ForwardCounter:
-    """Counts forwards of the DiT and the VAE while it is active."""
-
-    def __init__(self, *modules):
-        self.calls = 0
-        self._handles = [m.register_forward_hook(self._hook) for m in modules]
-
-    def _hook(self, *_):
-        self.calls += 1
-
-    def close(self):
-        for h in self._handles:
-            h.remove()
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +154,7 @@ def test_unchanged_inputs_reuse_the_blueprint_without_a_dit_forward(rendered, mo
         again = render_blueprint(dit, vae, te, reference, aligned, story, _settings(0), _runtime(), work_dir=wd)
     finally:
         counter.close()
-    assert counter.calls == 0 and again.reused and not bp.reused
+    assert counter.count == 0 and again.reused and not bp.reused
     assert again.folder == bp.folder and torch.equal(again.frames(0, 13), bp.frames(0, 13))
 
 
@@ -221,7 +175,7 @@ def test_an_interrupted_blueprint_resumes_after_its_last_finished_window(rendere
         resumed = render_blueprint(dit, vae, te, reference, aligned, story, _settings(0), _runtime(), work_dir=tmp_path)
     finally:
         counter.close()
-    assert counter.calls == FAST.steps  # one window re-rendered, not two
+    assert counter.count == FAST.steps  # one window re-rendered, not two
     assert torch.equal(resumed.frames(0, 13), bp.frames(0, 13))
 
 
@@ -255,6 +209,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+@pytest.mark.slow  # 4801 frames through the real planning, store and keyframe extraction
 def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, tmp_path, monkeypatch):
     """STAND-IN: the per-window DiT/VAE render is replaced by a fast frame generator (labelled).
 
@@ -263,16 +218,17 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, 
     """
     import avatar_cascade.stages.blueprint.sampler as blueprint_mod
     from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+    from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
-    def standin_sample_window(dit, vae, request, known, settings, runtime, image_embeds, desc):
+    def standin_sample_window(dit, vae, request, settings, runtime, image_embeds, desc):
         g = torch.Generator().manual_seed(request.seed)
-        start = ((known[-1].permute(1, 2, 0) + 1) * 127.5).round()
+        start = ((request.known[max(request.known)].permute(1, 2, 0) + 1) * 127.5).round()
         drift = torch.randint(-6, 7, (request.num_frames, 1, 1, 3), generator=g).cumsum(0)
         return (start[None] + drift).clamp(0, 255).to(torch.uint8)
 
     monkeypatch.setattr(blueprint_mod, "sample_window", standin_sample_window)
     dit, vae, te = models
-    aligned = _aligned(600.0, fps=25, clip_frames=81)
+    aligned = aligned_tone(600.0, fps=25, clip_frames=81, gate_hz=0.7)
     story = rule_based_storyline("talk", aligned.timeline, None)
     rss = []
     rt = _runtime(preview=lambda kind, payload: rss.append(_rss_mb()) if kind == "blueprint" else None)
@@ -285,28 +241,22 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, 
     growth = max(rss[10:]) - rss[10]
     assert growth < 0.25 * len(bp) * frame_bytes / 2**20, f"RSS grew {growth:.0f} MB over {len(rss)} windows"
 
-    kf = extract_keyframes(bp, aligned, reference, 64, 48, _runtime())
+    kf = extract_keyframes(bp, aligned, reference, KeyframeSettings(width=64, height=48), _runtime())
     assert len(kf.images) == len(aligned.timeline.clips) + 1 == len(aligned.timeline.seams)
     assert bp._cached is None or bp._cached[1].shape[0] <= 33
 
 
-def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, demo_models_dir, tmp_path):
-    from avatar_cascade.demo.models import AUDIO_ENCODER_FILE
+def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, audio_encoder, audio_adapter_file):
     from avatar_cascade.models import audio_adapter as AA
-    from avatar_cascade.models.audio_encoder import load_audio_encoder
-    from avatar_cascade.models.wan_dit import load_bundled_config
 
     dit, vae, te = models
-    encoder = load_audio_encoder(demo_models_dir / "audio_encoders" / AUDIO_ENCODER_FILE)
+    encoder = audio_encoder
     t = torch.arange(2 * SR) / SR
     wave = (0.3 * torch.sin(2 * torch.pi * 220 * t) * (t > 0.8)).float()[None]
-    aligned = align_audio(AudioTrack(wave, SR), 16, 17, _runtime(), audio_encoder=encoder)
+    aligned = aligned_tone(2.0, wave=wave, audio_encoder=encoder)
     assert aligned.features is not None
     story = rule_based_storyline("talk", aligned.timeline, None)
-    path = TW.write_tiny_audio_adapter(
-        tmp_path / "tiny_adapter.safetensors", load_bundled_config("avatar-cascade-tiny-wan")
-    )
-    adapter = AA.load_audio_adapter(path, dit)
+    adapter = AA.load_audio_adapter(audio_adapter_file, dit)
     talking = adapter.attach(dit)
     seen = []
     try:

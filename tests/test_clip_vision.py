@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from avatar_cascade.core.errors import InputError, ModelFileError
-from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.demo import tiny_weights as TW
 from avatar_cascade.demo.layouts import dit_to_original_layout
 from avatar_cascade.models import clip_vision as C
@@ -15,12 +13,8 @@ from avatar_cascade.models import wan_dit as W
 from avatar_cascade.sampling.conditioning import ClipRequest
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.settings import SamplerSettings
-
-
-def _save(path, sd):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    return path
+from tests.helpers import cpu_runtime
+from tests.helpers import save_safetensors as _save
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +145,7 @@ def flf_dit(tmp_path_factory):
 def _requests(n, last=True):
     g = torch.Generator().manual_seed(1)
     return [
-        ClipRequest(
+        ClipRequest.first_last(
             num_frames=5,
             first_frame=torch.rand(3, 16, 16, generator=g) * 2 - 1,
             last_frame=(torch.rand(3, 16, 16, generator=g) * 2 - 1) if last else None,
@@ -182,7 +176,7 @@ def test_flf2v_image_embeds_shape(flf_dit, encoder):
     hook2 = flf_dit.transformer.register_forward_pre_hook(
         lambda m, a, kw: text.append(tuple(kw["encoder_hidden_states"].shape)), with_kwargs=True
     )
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     try:
         out = sample_clips(flf_dit, _cond(3), reqs, SamplerSettings(steps=2, guidance=3.0), rt, image_encoder=encoder)
     finally:
@@ -194,7 +188,7 @@ def test_flf2v_image_embeds_shape(flf_dit, encoder):
 
 
 def test_first_frame_only_on_an_flf2v_dit(flf_dit, encoder):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     pos = flf_dit.transformer.condition_embedder.image_embedder.pos_embed
     out = sample_clips(flf_dit, _cond(2), _requests(2, last=False), SamplerSettings(steps=2), rt, image_encoder=encoder)
     assert torch.isfinite(out).all()
@@ -202,7 +196,7 @@ def test_first_frame_only_on_an_flf2v_dit(flf_dit, encoder):
 
 
 def test_an_image_dit_without_encoder_says_what_to_connect(flf_dit):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     with pytest.raises(InputError, match="clip_vision.*CLIP Vision loader"):
         sample_clips(flf_dit, _cond(1), _requests(1), SamplerSettings(steps=1), rt)
 

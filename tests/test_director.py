@@ -26,6 +26,8 @@ from avatar_cascade.models.mllm import load_mllm
 from avatar_cascade.stages.director.audio import excerpt_spans, summarize_audio
 from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.json_output import parse_model_json, repair_json
+from avatar_cascade.stages.director.settings import DirectorSettings
+from tests.helpers import cpu_runtime
 
 SR = 16000
 GLOBAL = (
@@ -50,6 +52,9 @@ class ScriptedMLLM:
         self.calls: list[dict] = []
         if hears:  # pretend to be a model that hears, at Qwen2.5-Omni's 16 kHz and 30 s per excerpt
             self.accepts_audio, self.audio_rate, self.max_audio_s = True, 16000, 30.0
+
+    def modules(self):  # the model-handle contract: nothing to place, it is not a model
+        return []
 
     def generate(self, messages_text, image=None, max_new_tokens=512, seed=0, system=None, audio=None):
         self.calls.append({"prompt": messages_text, "image": image, "max_new_tokens": max_new_tokens, "audio": audio})
@@ -82,9 +87,8 @@ def scripted(shots=good_shots, global_reply=GLOBAL, hears=False):
 def run(mllm, seconds=9.0, instruction="talk warmly", sr=SR, **kw):
     tl = plan_timeline(int(seconds * sr), sr, 25, 81)
     wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * (0.05 * SR / sr))[None]
-    story = direct(
-        mllm, torch.rand(32, 24, 3), wav, sr, instruction, tl, Runtime(torch.device("cpu"), show_progress=False), **kw
-    )
+    rt = cpu_runtime()
+    story = direct(mllm, torch.rand(32, 24, 3), wav, sr, instruction, tl, DirectorSettings(**kw), rt)
     return story, tl
 
 
@@ -251,7 +255,8 @@ def test_qwen3_vl_folder_loads_and_generates(tmp_path):
         ('{"shots": [{"index": 0, "prompt": "she smi', {"shots": [{"index": 0, "prompt": "she smi"}]}),
         ('{"a": 1 "b": 2, // comment\n "c": [1, 2,],}', {"a": 1, "b": 2, "c": [1, 2]}),
         ('{"a": {"b": 1]}', {"a": {"b": 1}}),
-        ('{"emotion": happy, "n": 1e2, "key"', {"emotion": "happy", "n": 100.0, "key": None}),
+        # a dangling key without a value is dropped (json-repair), so the Director fills it from rules
+        ('{"emotion": happy, "n": 1e2, "key"', {"emotion": "happy", "n": 100.0}),
         ('[{"index": 3}, {"index": 4', [{"index": 3}, {"index": 4}]),
     ],
 )
@@ -371,7 +376,7 @@ def test_thirty_minutes_planned_in_batches():
     m = scripted()
     wav = torch.zeros(1, tl.num_samples)
     wav[0, : 60 * SR] = 0.1
-    story = direct(m, torch.rand(16, 16, 3), wav, SR, "a long lecture", tl, rt, shots_per_batch=16)
+    story = direct(m, torch.rand(16, 16, 3), wav, SR, "a long lecture", tl, DirectorSettings(shots_per_batch=16), rt)
     batches = math.ceil(len(tl.clips) / 16)
     assert len(m.calls) == 1 + batches
     assert totals == [(1 + batches, "director")] and sum(updates) == 1 + batches
@@ -389,9 +394,9 @@ def test_interrupt_between_passes():
 
     m = scripted()
     tl = plan_timeline(9 * SR, SR, 25, 81)
-    rt = Runtime(torch.device("cpu"), show_progress=False, interrupt_check=stop)
+    rt = cpu_runtime(interrupt_check=stop)
     with pytest.raises(Interrupted):
-        direct(m, torch.rand(16, 16, 3), torch.zeros(1, tl.num_samples), SR, "", tl, rt)
+        direct(m, torch.rand(16, 16, 3), torch.zeros(1, tl.num_samples), SR, "", tl, DirectorSettings(), rt)
     assert len(m.calls) == 1
 
 
@@ -403,7 +408,8 @@ def test_director_without_a_model_is_rule_based():
 
 def test_bad_inputs_name_the_input():
     with pytest.raises(InputError, match="image"):
-        direct(None, torch.rand(3, 16, 16), torch.zeros(1, SR), SR, "", plan_timeline(SR, SR, 25), Runtime())
+        tl = plan_timeline(SR, SR, 25)
+        direct(None, torch.rand(3, 16, 16), torch.zeros(1, SR), SR, "", tl, DirectorSettings(), Runtime())
     with pytest.raises(InputError, match="shots_per_batch"):
         run(None, shots_per_batch=0)
 
@@ -457,7 +463,8 @@ def test_long_audio_is_heard_in_bounded_excerpts():
     m = scripted(hears=True)
     tl = plan_timeline(10 * 60 * SR, SR, 25, 81)  # 10 minutes, 186 sub-clips
     wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * 0.05)[None]
-    direct(m, torch.rand(16, 16, 3), wav, SR, "", tl, Runtime(torch.device("cpu"), show_progress=False))
+    rt = cpu_runtime()
+    direct(m, torch.rand(16, 16, 3), wav, SR, "", tl, DirectorSettings(), rt)
     glob = m.calls[0]["audio"]
     assert len(glob) == 3 and all(e.end_s - e.start_s == pytest.approx(10.0) for e in glob)
     assert glob[0].start_s > 0 and glob[-1].end_s < 600  # one from each third, centred

@@ -11,11 +11,9 @@ import pytest
 import torch
 
 from avatar_cascade.core.errors import InputError, ModelFileError
-from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.demo.tiny_mllm import write_tiny_qwen25_vl
-from avatar_cascade.media import AudioTrack
-from avatar_cascade.stages.aligner.aligner import align_audio
 from nodes import NODE_CLASS_MAPPINGS, comfy_bridge
+from tests.helpers import aligned_tone, cpu_runtime, tone
 
 SR = 16000
 INSTRUCTION = "A calm teacher explains the lesson. Smile at 0:04, look left during 0:06-0:07."
@@ -24,10 +22,9 @@ INSTRUCTION = "A calm teacher explains the lesson. Smile at 0:04, look left duri
 @pytest.fixture(scope="module")
 def aligned():
     """An AVATAR_TIMELINE from the real Audio Aligner: 8 s of tone with a pause at 3-4 s (3 sub-clips)."""
-    t = torch.arange(8 * SR) / SR
-    wave = 0.3 * torch.sin(2 * torch.pi * 220.0 * t)
-    wave[3 * SR : 4 * SR] = 0.0
-    return align_audio(AudioTrack(wave[None], SR), 25, 81, Runtime(torch.device("cpu"), show_progress=False))
+    wave = tone(8.0)
+    wave[:, 3 * SR : 4 * SR] = 0.0
+    return aligned_tone(8.0, 25, 81, wave=wave)  # the fixed grid (snap_seams_frames=0)
 
 
 @pytest.fixture
@@ -114,7 +111,7 @@ def test_mllm_loader_node_and_director_with_a_real_model(models_dir, aligned, im
     monkeypatch.setattr(
         comfy_bridge,
         "make_runtime",
-        lambda node_id=None: Runtime(torch.device("cpu"), show_progress=False, model_loader=model_loader),
+        lambda node_id=None: cpu_runtime(model_loader=model_loader),
     )
     real_generate = type(mllm).generate
 

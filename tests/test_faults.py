@@ -23,27 +23,22 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.artefacts.aligned_audio import AlignedAudio
-from avatar_cascade.artefacts.keyframes import Keyframes
-from avatar_cascade.artefacts.timeline import plan_timeline
 from avatar_cascade.core.errors import InputError, Interrupted
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.media import AudioTrack, probe_media
+from avatar_cascade.media import probe_media
 from avatar_cascade.sampling.settings import SamplerSettings
-from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.blueprint.sampler import BlueprintSettings, render_blueprint
 from avatar_cascade.stages.director.rules import rule_based_storyline
-from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
 from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
+from avatar_cascade.stages.stitcher.settings import StitcherSettings
 from avatar_cascade.stages.stitcher.stitcher import stitch_clips
+from tests.helpers import aligned_tone, refiner_inputs
+from tests.helpers import cpu_runtime as quiet
+from tests.helpers import tone_track as speech
 
-SR = 16000
 STEPS = 2
 FAST = SamplerSettings(steps=STEPS, guidance=1.0, shift=3.0)  # guidance 1: one DiT forward per step
-
-
-def quiet(**kw) -> Runtime:
-    return Runtime(device=torch.device("cpu"), show_progress=False, **kw)
+PLAIN = StitcherSettings(colour_match=0.0)  # synthetic clips without keyframes
 
 
 def stop_when(condition):
@@ -57,49 +52,15 @@ def stop_when(condition):
     return check
 
 
-class ForwardCounter:
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.calls = 0
-        self._handle = module.register_forward_hook(self._hook)
-
-    def _hook(self, *_) -> None:
-        self.calls += 1
-
-    def take(self) -> int:
-        n, self.calls = self.calls, 0
-        return n
-
-    def close(self) -> None:
-        self._handle.remove()
-
-
-@pytest.fixture(scope="module")
-def models(demo_models_dir):
-    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
-    from avatar_cascade.models.text_encoder import load_text_encoder
-    from avatar_cascade.models.wan_dit import load_wan_dit
-    from avatar_cascade.models.wan_vae import load_wan_vae
-
-    return (
-        load_wan_dit(demo_models_dir / "diffusion_models" / DIT_FILE),
-        load_wan_vae(demo_models_dir / "vae" / VAE_FILE),
-        load_text_encoder(demo_models_dir / "text_encoders" / TEXT_ENCODER_FILE),
-    )
-
-
-@pytest.fixture()
-def counter(models):
-    c = ForwardCounter(models[0].transformer)
-    yield c
-    c.close()
+# ``models`` (the tiny demo DiT, VAE, text encoder), ``counter`` (DiT forwards) and ``timeline`` (31 frames
+# in 4 clips) come from conftest.py.
 
 
 # ----------------------------------------------------------------------------- blueprint
 
 
 def test_interrupted_blueprint_keeps_its_finished_window_and_a_rerun_resumes(models, tmp_path, counter):
-    t = torch.arange(3 * SR) / SR
-    aligned = align_audio(AudioTrack((0.3 * torch.sin(2 * torch.pi * 220 * t))[None], SR), 16, 17, quiet())
+    aligned = aligned_tone(3.0, 16, 17)
     story = rule_based_storyline("a calm talk", aligned.timeline, [-20.0, -20.0, -20.0])
     reference = torch.rand(48, 40, 3, generator=torch.Generator().manual_seed(5))
     settings = BlueprintSettings(width=32, height=32, fps=4, window_frames=9, overlap_frames=5, sampler=FAST)
@@ -127,15 +88,6 @@ def test_interrupted_blueprint_keeps_its_finished_window_and_a_rerun_resumes(mod
 
 
 # ----------------------------------------------------------------------------- refiner
-
-
-def refiner_inputs(clips: int = 3, size: int = 16, fps: int = 16):
-    frames = 4 * clips + 1
-    tl = plan_timeline(frames * SR // fps, SR, fps, clip_frames=5)
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (clips + 1, size, size, 3), generator=g, dtype=torch.uint8)
-    aligned = AlignedAudio(tl, AudioTrack(torch.zeros(1, tl.num_samples), SR))
-    return Keyframes(images, tl.seams, [None] * (clips + 1)), aligned, inbetween_storyline(tl, "a person talks")
 
 
 def test_interrupted_refiner_keeps_finished_clips_and_a_rerun_renders_only_the_rest(models, tmp_path, counter):
@@ -166,19 +118,9 @@ def test_interrupted_refiner_keeps_finished_clips_and_a_rerun_renders_only_the_r
 # ----------------------------------------------------------------------------- stitcher
 
 
-@pytest.fixture()
-def timeline():
-    return plan_timeline(19680, SR, 25, clip_frames=9)  # 31 frames in 4 clips
-
-
 def clip_stream(timeline, size: int = 64):
     for k, sub in enumerate(timeline.clips):
         yield np.full((sub.frame_end - sub.frame_start + 1, size, size, 3), 40 * k, np.uint8)
-
-
-def speech(n: int) -> AudioTrack:
-    t = torch.arange(n) / SR
-    return AudioTrack((0.3 * torch.sin(2 * torch.pi * 220 * t))[None], SR)
 
 
 def test_interrupt_mid_stitch_leaves_the_previous_video_untouched(tmp_path, timeline):
@@ -194,7 +136,7 @@ def test_interrupt_mid_stitch_leaves_the_previous_video_untouched(tmp_path, time
     checks = []
     stop = stop_when(lambda: checks.append(1) or len(checks) > 2)  # after two clips were encoded
     with pytest.raises(Interrupted):
-        stitch_clips(clips(), timeline, speech(timeline.num_samples), out, quiet(interrupt_check=stop))
+        stitch_clips(clips(), timeline, speech(timeline.num_samples), out, PLAIN, quiet(interrupt_check=stop))
     assert made == [0, 1]
     assert out.read_bytes() == b"the render from yesterday"
     assert [p.name for p in tmp_path.iterdir()] == ["take.mp4"]  # no partial left behind
@@ -237,7 +179,7 @@ def test_full_disk_while_stitching_leaves_no_truncated_video(tmp_path, timeline,
 
     monkeypatch.setattr(av, "open", open_on_a_small_disk)
     with pytest.raises(InputError) as info:
-        stitch_clips(clip_stream(timeline), timeline, speech(timeline.num_samples), out, quiet())
+        stitch_clips(clip_stream(timeline), timeline, speech(timeline.num_samples), out, PLAIN, quiet())
     assert opened and opened[0].failed
     msg = str(info.value)
     assert "output" in msg and str(out) in msg and "disk is full" in msg and "Fix: free some disk space" in msg
@@ -246,7 +188,7 @@ def test_full_disk_while_stitching_leaves_no_truncated_video(tmp_path, timeline,
         assert out.read_bytes() == b"old video"
 
     monkeypatch.setattr(av, "open", real_open)  # space freed: the same call now writes a whole video
-    result = stitch_clips(clip_stream(timeline), timeline, speech(timeline.num_samples), out, quiet())
+    result = stitch_clips(clip_stream(timeline), timeline, speech(timeline.num_samples), out, PLAIN, quiet())
     assert probe_media(result.path)["video_frames"] == timeline.num_frames
 
 
@@ -264,6 +206,6 @@ def test_other_write_errors_are_not_disguised_as_a_full_disk(tmp_path, timeline,
     )
     out = tmp_path / "final.mp4"
     with pytest.raises(OSError) as info:
-        stitch_clips(clip_stream(timeline), timeline, speech(timeline.num_samples), out, quiet())
+        stitch_clips(clip_stream(timeline), timeline, speech(timeline.num_samples), out, PLAIN, quiet())
     assert info.value.errno == errno.EIO and not isinstance(info.value, InputError)
     assert list(tmp_path.iterdir()) == []

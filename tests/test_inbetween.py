@@ -4,7 +4,6 @@ refiner and stitcher with every key written once."""
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import torch
 
 from avatar_cascade.artefacts.timeline import frame_to_sample
 from avatar_cascade.core.errors import InputError
-from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, probe_media
 from avatar_cascade.stages.inbetween.inbetween import fit_images, keyframes_from_images
+from tests.helpers import cpu_runtime
 
 
 def keys(n: int, h: int = 40, w: int = 60) -> torch.Tensor:
@@ -87,33 +86,21 @@ def test_node_builds_keyframes_timeline_and_storyline():
     assert aligned.timeline.num_frames == 9 and len(kf.images) == 3 and "a cat jumps" in story.shot_prompt(1)
 
 
-def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(demo_models_dir, tmp_path):
-    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
-    from avatar_cascade.models.text_encoder import load_text_encoder
-    from avatar_cascade.models.wan_dit import load_wan_dit
-    from avatar_cascade.models.wan_vae import load_wan_vae
+def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(models, tmp_path):
+    """``models``: the tiny demo DiT, VAE and text encoder (conftest.py)."""
     from avatar_cascade.sampling.settings import SamplerSettings
     from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
+    from avatar_cascade.stages.stitcher.settings import StitcherSettings
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a busy 2-core machine
-    try:
-        d = Path(demo_models_dir)
-        models = (
-            load_wan_dit(d / "diffusion_models" / DIT_FILE),
-            load_wan_vae(d / "vae" / VAE_FILE),
-            load_text_encoder(d / "text_encoders" / TEXT_ENCODER_FILE),
-        )
-        kf, aligned, story = keyframes_from_images(keys(3), 5, 16, 16, 16, prompt="a ball bounces")
-        rt = Runtime(device=torch.device("cpu"), show_progress=False)
-        settings = RefinerSettings(seed=1, batch_size=2, sampler=SamplerSettings(steps=2, guidance=3.0, shift=3.0))
-        clips = refine_clips(*models, kf, aligned, story, settings, rt, tmp_path / "clips")
-        out = stitch_clips(
-            clips.iter_frames(), aligned.timeline, aligned.audio, tmp_path / "inbetween.mp4", rt, collect_frames=100
-        )
-    finally:
-        torch.set_num_threads(threads)
+    kf, aligned, story = keyframes_from_images(keys(3), 5, 16, 16, 16, prompt="a ball bounces")
+    rt = cpu_runtime()
+    settings = RefinerSettings(seed=1, batch_size=2, sampler=SamplerSettings(steps=2, guidance=3.0, shift=3.0))
+    clips = refine_clips(*models, kf, aligned, story, settings, rt, tmp_path / "clips")
+    plain = StitcherSettings(colour_match=0.0)  # the drawn keys are the colours
+    out = stitch_clips(
+        clips.iter_frames(), aligned.timeline, aligned.audio, tmp_path / "inbetween.mp4", plain, rt, collect_frames=100
+    )
     a, b = clips.frames(0), clips.frames(1)
     assert a.shape[0] == b.shape[0] == 5
     # 9 frames: segment 0 whole, then segment 1 without its first frame (key 1, already written as segment 0's last)

@@ -8,36 +8,24 @@ import torch
 from avatar_cascade.artefacts.blueprint import Blueprint
 from avatar_cascade.artefacts.keyframes import Keyframes
 from avatar_cascade.core.errors import InputError
-from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.media import AudioTrack
 from avatar_cascade.sampling.settings import SamplerSettings
-from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.keyframes.extractor import extract_keyframes
-from avatar_cascade.stages.keyframes.lift import LiftSettings
 from avatar_cascade.stages.keyframes.scores import AudioEnergy, diversity_score, face_score, identity_proxy, sharpness
+from avatar_cascade.stages.keyframes.settings import KeyframeSettings, LiftSettings
+from tests.helpers import aligned_tone
+from tests.helpers import cpu_runtime as _runtime
+
+
+def extract(bp, aligned, reference, width, height, rt, *, lift=None, **kw):
+    """``extract_keyframes`` with ``KeyframeSettings(width, height, lift, **settings)``; the models,
+    storyline, CLIP vision and work folder in ``kw`` go to the call."""
+    inputs = {k: kw.pop(k) for k in ("clip_vision", "storyline", "dit", "vae", "text_encoder", "work_dir") if k in kw}
+    settings = KeyframeSettings(width=width, height=height, **kw, **({"lift": lift} if lift else {}))
+    return extract_keyframes(bp, aligned, reference, settings, rt, **inputs)
+
 
 SR = 16000
 SIZE = 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is ~20x faster than two on an oversubscribed 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _runtime(**kw) -> Runtime:
-    return Runtime(device=torch.device("cpu"), show_progress=False, **kw)
-
-
-def _aligned(seconds: float, fps=16, clip_frames=17, wave=None, **kw):
-    if wave is None:
-        t = torch.arange(int(seconds * SR)) / SR
-        wave = (0.3 * torch.sin(2 * torch.pi * 220 * t)).float()[None]
-    return align_audio(AudioTrack(wave, SR), fps, clip_frames, _runtime(), **kw)
 
 
 def face(
@@ -92,7 +80,7 @@ def planted():
     frames[8] = face(**OTHER)  # a different person, right at the seam
     frames[9] = shifted(face())
     frames[10] = face(hand=True)  # the face hidden by a hand
-    return Blueprint.from_frames(frames, 8), _aligned(2.0)
+    return Blueprint.from_frames(frames, 8), aligned_tone(2.0)
 
 
 def test_scores_rank_the_planted_defects(reference_image):
@@ -117,7 +105,7 @@ def test_scores_rank_the_planted_defects(reference_image):
 
 def test_the_sharp_on_identity_frame_wins(planted, reference_image):
     bp, aligned = planted
-    kf = extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.25)
+    kf = extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.25)
     s = kf.scores[1]
     assert s["window"] == [6, 10] and [c[0] for c in s["candidates"]] == [6, 7, 8, 9, 10]
     assert kf.source_indices[1] == 6, s["candidates"]
@@ -131,21 +119,21 @@ def test_the_sharp_on_identity_frame_wins(planted, reference_image):
 def test_weights_are_configurable(planted, reference_image):
     bp, aligned = planted
     only_centre = {k: 0.0 for k in ("identity", "sharpness", "face", "mouth", "colour", "diversity")}
-    kf = extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), weights=only_centre)
+    kf = extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), weights=only_centre)
     assert kf.source_indices[1] == 8  # the frame at the seam, whatever it shows
     with pytest.raises(InputError, match="weights"):
-        extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), weights={"beauty": 1.0})
+        extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), weights={"beauty": 1.0})
 
 
 def test_one_keyframe_per_seam_inside_its_window():
-    aligned = _aligned(20.0, fps=25, clip_frames=33, snap_seams_frames=8)
+    aligned = aligned_tone(20.0, fps=25, clip_frames=33, snap_seams_frames=8)
     tl = aligned.timeline
     g = torch.Generator().manual_seed(0)
     bp_fps = Fraction(8)
     n = int(Fraction(tl.padded_frames - 1) / tl.fps * bp_fps) + 1
     bp = Blueprint.from_frames(torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8), bp_fps)
     radius = 0.5
-    kf = extract_keyframes(bp, aligned, torch.rand(40, 40, 3), 48, 32, _runtime(), search_radius_s=radius)
+    kf = extract(bp, aligned, torch.rand(40, 40, 3), 48, 32, _runtime(), search_radius_s=radius)
     assert len(kf.images) == len(tl.clips) + 1 == len(kf.source_indices) == len(kf.scores)
     assert kf.images.shape[1:] == (32, 48, 3) and kf.frame_indices == tl.seams
     assert kf.source_indices[0] is None and kf.scores[0]["source"] == "reference"
@@ -171,68 +159,55 @@ def test_contact_sheet_and_reuse_from_the_work_folder(planted, reference_image, 
     from PIL import Image
 
     bp, aligned = planted
-    kf = extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), work_dir=tmp_path)
+    kf = extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), work_dir=tmp_path)
     sheet = tmp_path / "keyframes" / "contact_sheet.png"
     assert sheet.is_file() and Image.open(sheet).size[0] >= 3 * SIZE
     assert len(list((tmp_path / "keyframes").glob("keyframe_*.png"))) == 3
-    again = extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), work_dir=tmp_path)
+    again = extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), work_dir=tmp_path)
     assert again.reused and not kf.reused
     assert again.key == kf.key and torch.equal(again.images, kf.images) and again.scores == kf.scores
     loaded = Keyframes.load(tmp_path)
     assert loaded.source_indices == kf.source_indices
     # a changed input (here the colour matching) is recomputed
-    other = extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), colour_match=0.0, work_dir=tmp_path)
+    other = extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), colour_match=0.0, work_dir=tmp_path)
     assert other.key != kf.key
 
 
-@pytest.fixture(scope="module")
-def models(demo_models_dir):
-    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
-    from avatar_cascade.models.text_encoder import load_text_encoder
-    from avatar_cascade.models.wan_dit import load_wan_dit
-    from avatar_cascade.models.wan_vae import load_wan_vae
-
-    return (
-        load_wan_dit(demo_models_dir / "diffusion_models" / DIT_FILE),
-        load_wan_vae(demo_models_dir / "vae" / VAE_FILE),
-        load_text_encoder(demo_models_dir / "text_encoders" / TEXT_ENCODER_FILE),
-    )
+# ``models`` (the tiny demo DiT, VAE, text encoder) and ``counter`` (DiT forwards) come from conftest.py.
 
 
-def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(planted, reference_image, models, tmp_path):
+def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(
+    planted, reference_image, models, counter, tmp_path
+):
     from avatar_cascade.stages.director.rules import rule_based_storyline
 
     dit, vae, te = models
     bp, aligned = planted
     story = rule_based_storyline("talk", aligned.timeline, None)
-    calls = []
-    hook = dit.transformer.register_forward_hook(lambda *_: calls.append(1))
-    try:
 
-        def run(denoise, seed=0, work_dir=None):
-            lift = LiftSettings(denoise, SamplerSettings(steps=4, guidance=1.0, shift=3.0), seed, batch_size=2)
-            return extract_keyframes(
-                bp, aligned, reference_image, SIZE, SIZE, _runtime(),
-                lift=lift, storyline=story, dit=dit, vae=vae, text_encoder=te, work_dir=work_dir,
-            )  # fmt: skip
+    def run(denoise, seed=0, work_dir=None):
+        sampler = SamplerSettings(steps=4, guidance=1.0, shift=3.0)
+        lift = LiftSettings(denoise=denoise, sampler=sampler, seed=seed, batch_size=2)
+        return extract(
+            bp, aligned, reference_image, SIZE, SIZE, _runtime(),
+            lift=lift, storyline=story, dit=dit, vae=vae, text_encoder=te, work_dir=work_dir,
+        )  # fmt: skip
 
-        plain = run(0.0)
-        assert calls == []
-        a = run(0.5, work_dir=tmp_path)
-        assert len(calls) == 2 * 1  # 2 of 4 steps, one batch of the 2 seams, no CFG
-        b = run(0.5)
-        c = run(0.5, seed=1)
-        calls.clear()
-        reused = run(0.5, work_dir=tmp_path)
-        assert calls == []
-    finally:
-        hook.remove()
+    plain = run(0.0)
+    assert counter.take() == 0
+    a = run(0.5, work_dir=tmp_path)
+    assert counter.take() == 2 * 1 and not a.reused  # 2 of 4 steps, one batch of the 2 seams, no CFG
+    b = run(0.5)
+    c = run(0.5, seed=1)
+    counter.take()
+    reused = run(0.5, work_dir=tmp_path)
+    assert counter.take() == 0 and reused.reused
     assert torch.equal(a.images[0], plain.images[0])  # seam 0 stays the reference
     assert (a.images[1:].float() - plain.images[1:].float()).abs().mean() > 1.0
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     assert torch.equal(reused.images, a.images) and all(s["lifted"] for s in a.scores[1:])
     with pytest.raises(InputError, match="dit"):
-        extract_keyframes(bp, aligned, reference_image, SIZE, SIZE, _runtime(), lift=LiftSettings(0.5))
+        extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), lift=LiftSettings(denoise=0.5))
 
 
 def test_clip_vision_identity_prefers_the_reference_person(reference_image, tmp_path):
@@ -260,7 +235,7 @@ def test_clip_vision_identity_prefers_the_reference_person(reference_image, tmp_
         "centre": 0.1,
         **{k: 0.0 for k in ("sharpness", "face", "mouth", "colour", "diversity")},
     }
-    kf = extract_keyframes(bp, _aligned(2.0), reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.125,
+    kf = extract(bp, aligned_tone(2.0), reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.125,
                            weights=weights, clip_vision=clip)  # fmt: skip
     s = kf.scores[1]
     assert s["identity_method"] == "clip_vision" and kf.source_indices[1] == 7

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from avatar_cascade.core.errors import ModelFileError
 from avatar_cascade.demo.layouts import dit_to_original_layout, vae_to_original_layout
@@ -16,12 +15,7 @@ from avatar_cascade.models import text_encoder as T
 from avatar_cascade.models import wan_dit as W
 from avatar_cascade.models import wan_vae as V
 from avatar_cascade.models.files import dequantize, file_identity, resolve_model_path
-
-
-def _save(path, sd):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    return path
+from tests.helpers import save_safetensors as _save
 
 
 def _meta_shapes(cls, config):

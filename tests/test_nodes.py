@@ -89,6 +89,7 @@ def run_api_workflow(api: dict, input_dir: Path) -> dict:
     return results
 
 
+@pytest.mark.slow  # the whole demo workflow through the nodes
 def test_demo_workflow_runs_through_the_nodes(demo_models_dir, tmp_path, monkeypatch):
     from avatar_cascade.cli import copy_sample_inputs
     from avatar_cascade.media import probe_media

@@ -19,7 +19,6 @@ from avatar_cascade.artefacts.aligned_audio import AlignedAudio
 from avatar_cascade.artefacts.keyframes import Keyframes
 from avatar_cascade.artefacts.timeline import plan_timeline
 from avatar_cascade.core.errors import InputError
-from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.demo import tiny_weights as TW
 from avatar_cascade.demo.layouts import dit_to_original_layout
@@ -30,6 +29,9 @@ from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
 from avatar_cascade.stages.refiner.refiner import RefinerSettings, parse_reroll, refine_clips
+from tests.helpers import cpu_runtime as quiet
+from tests.helpers import load_tiny_models
+from tests.helpers import refiner_inputs as make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SR, FPS, SIZE = 16000, 16, 16
@@ -37,70 +39,8 @@ STEPS = 2
 SETTINGS = RefinerSettings(seed=7, batch_size=2, sampler=SamplerSettings(steps=STEPS, guidance=3.0, shift=3.0))
 
 
-def load_models(models_dir: Path):
-    from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE
-    from avatar_cascade.models.text_encoder import load_text_encoder
-    from avatar_cascade.models.wan_dit import load_wan_dit
-    from avatar_cascade.models.wan_vae import load_wan_vae
-
-    models_dir = Path(models_dir)
-    return (
-        load_wan_dit(models_dir / "diffusion_models" / DIT_FILE),
-        load_wan_vae(models_dir / "vae" / VAE_FILE),
-        load_text_encoder(models_dir / "text_encoders" / TEXT_ENCODER_FILE),
-    )
-
-
-def make_inputs(clips: int = 3):
-    """Timeline of ``clips`` clips of 5 frames, random keyframes, one-prompt storyline (all deterministic)."""
-    frames = 4 * clips + 1
-    tl = plan_timeline(frames * SR // FPS, SR, FPS, clip_frames=5)
-    assert len(tl.clips) == clips
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (clips + 1, SIZE, SIZE, 3), generator=g, dtype=torch.uint8)
-    kf = Keyframes(images, tl.seams, [None] * (clips + 1))
-    aligned = AlignedAudio(tl, AudioTrack(torch.zeros(1, tl.num_samples), SR))
-    return kf, aligned, inbetween_storyline(tl, "a person talks")
-
-
-def quiet(**kw) -> Runtime:
-    return Runtime(device=torch.device("cpu"), show_progress=False, **kw)
-
-
-class ForwardCounter:
-    """Counts DiT forward calls (by module, so replicas on other workers are told apart)."""
-
-    def __init__(self, transformer):
-        self.calls: list[int] = []
-        self.handle = transformer.register_forward_hook(lambda m, *_: self.calls.append(id(m)))
-
-    def take(self) -> int:
-        n, self.calls = len(self.calls), []
-        return n
-
-    def remove(self):
-        self.handle.remove()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster (no spin-waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models(demo_models_dir):
-    return load_models(demo_models_dir)
-
-
-@pytest.fixture()
-def counter(models):
-    c = ForwardCounter(models[0].transformer)
-    yield c
-    c.remove()
+# ``models`` (the tiny demo DiT, VAE, text encoder) and ``counter`` (DiT forwards) come from conftest.py;
+# make_inputs(): ``clips`` clips of 5 frames at 16 fps, random 16x16 keyframes, one prompt (deterministic).
 
 
 def run(models, cache, settings=SETTINGS, inputs=None, **kw):
@@ -150,7 +90,7 @@ def test_strength_zero_is_exactly_plain_sampling_and_strength_changes_it(models,
     plain = []
     for batch in ([0, 1], [2]):
         reqs = [
-            ClipRequest(
+            ClipRequest.first_last(
                 5,
                 model_frames[k],
                 model_frames[k + 1],
@@ -160,7 +100,7 @@ def test_strength_zero_is_exactly_plain_sampling_and_strength_changes_it(models,
             )
             for k in batch
         ]
-        cond = encode_condition(vae, reqs, SIZE, SIZE, rt)
+        cond = encode_condition(vae, reqs, SIZE, SIZE)
         plain += list(decode_to_uint8(vae, sample_clips(dit, cond, reqs, SETTINGS.sampler, rt)))
     counter.take()
     for got, want in zip(frames_of(clips), plain):
@@ -187,10 +127,11 @@ def killed_run(models_dir: str, cache: str, kill_after: int) -> None:
 
     kf, aligned, story = make_inputs()
     settings = dataclasses.replace(SETTINGS, batch_size=1)
-    refine_clips(*load_models(Path(models_dir)), kf, aligned, story, settings, quiet(preview=preview), Path(cache))
+    refine_clips(*load_tiny_models(models_dir), kf, aligned, story, settings, quiet(preview=preview), Path(cache))
     raise SystemExit("not killed")
 
 
+@pytest.mark.slow  # a subprocess that loads the models, then SIGKILL
 def test_killed_run_resumes_with_only_the_missing_clips(models, demo_models_dir, tmp_path, counter):
     cache = tmp_path / "clips"
     code = (
@@ -288,13 +229,11 @@ def test_two_workers_render_the_same_clips_as_one(models, tmp_path, counter):
 # ----------------------------------------------------------------------------- audio windows, overlap
 
 
-def test_audio_windows_reach_the_dit_and_the_cache_key(models, tmp_path, counter):
+def test_audio_windows_reach_the_dit_and_the_cache_key(models, audio_adapter_file, tmp_path, counter):
     from avatar_cascade.models import audio_adapter as AA
-    from avatar_cascade.models.wan_dit import load_bundled_config
 
     dit, vae, te = models
-    path = TW.write_tiny_audio_adapter(tmp_path / "adapter.safetensors", load_bundled_config("avatar-cascade-tiny-wan"))
-    adapter = AA.load_audio_adapter(path, dit)
+    adapter = AA.load_audio_adapter(audio_adapter_file, dit)
     talking = adapter.attach(dit)
     try:
         kf, aligned, story = make_inputs()

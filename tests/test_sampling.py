@@ -4,34 +4,18 @@ import pytest
 import torch
 
 from avatar_cascade.core.errors import InputError, Interrupted
-from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import check_seed, derive_seed
 from avatar_cascade.sampling.conditioning import ClipRequest, latent_mask
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.settings import SamplerSettings
+from tests.helpers import cpu_runtime
 
 TEXT_DIM = 16
 
 
 @pytest.fixture(scope="module")
 def transformer():
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(0)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=36,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=32,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    ).eval()
+    return _tiny(0)  # defined with the Wan 2.2 expert tests below
 
 
 def _requests(n, frames=5, seed0=10):
@@ -39,8 +23,7 @@ def _requests(n, frames=5, seed0=10):
     return [
         ClipRequest(
             num_frames=frames,
-            first_frame=None,
-            last_frame=None,
+            known={},
             prompt_embeds=torch.randn(8, TEXT_DIM, generator=g),
             negative_embeds=torch.randn(8, TEXT_DIM, generator=g),
             seed=seed0 + i,
@@ -56,7 +39,7 @@ def _cond(n):
 
 @pytest.mark.parametrize("scheduler", ["unipc", "euler", "dpm++"])
 def test_batch_of_three_equals_three_single_runs(transformer, scheduler):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     s = SamplerSettings(steps=3, guidance=4.0, shift=3.0, scheduler=scheduler)
     reqs, cond = _requests(3), _cond(3)
     batch = sample_clips(transformer, cond, reqs, s, rt)
@@ -68,7 +51,7 @@ def test_batch_of_three_equals_three_single_runs(transformer, scheduler):
 
 
 def test_guidance_changes_the_result(transformer):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     reqs, cond = _requests(1), _cond(1)
     a = sample_clips(transformer, cond, reqs, SamplerSettings(steps=2, guidance=1.0), rt)
     b = sample_clips(transformer, cond, reqs, SamplerSettings(steps=2, guidance=6.0), rt)
@@ -83,7 +66,7 @@ def test_interrupt_raises_between_steps(transformer):
         if len(calls) == 3:
             raise Interrupted("stop")
 
-    rt = Runtime(device=torch.device("cpu"), show_progress=False, interrupt_check=check)
+    rt = cpu_runtime(interrupt_check=check)
     steps_done = []
     with pytest.raises(Interrupted):
         sample_clips(
@@ -170,7 +153,7 @@ def experts(transformer):
 def test_experts_switch_at_the_boundary(experts):
     from avatar_cascade.sampling.settings import make_scheduler
 
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     s = SamplerSettings(steps=10, guidance=4.0, shift=5.0, guidance_2=1.0)
     sched = make_scheduler(s)
     sched.set_timesteps(10)
@@ -188,7 +171,7 @@ def test_experts_switch_at_the_boundary(experts):
 
 
 def test_low_noise_guidance_defaults_to_guidance(experts):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     reqs, cond = _requests(1), _cond(1)
     same = sample_clips(experts, cond, reqs, SamplerSettings(steps=3, guidance=4.0, shift=1.0), rt)
     explicit = sample_clips(experts, cond, reqs, SamplerSettings(steps=3, guidance=4.0, shift=1.0, guidance_2=4.0), rt)
@@ -248,7 +231,7 @@ def _with_adapter(transformer):
 
 
 def test_without_an_adapter_audio_changes_nothing(transformer):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     cond = _cond(2)
     s = SamplerSettings(steps=3, guidance=4.0, shift=3.0, audio_guidance=0.0)
     plain = sample_clips(transformer, cond, _requests(2), s, rt)
@@ -259,7 +242,7 @@ def test_three_branch_guidance_is_infinitetalks_formula(transformer):
     """One Euler step from sigma 1 to 0: the result is ``noise - pred``, with pred from three separate forwards."""
     from avatar_cascade.sampling.loop import initial_noise
 
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     dit = _with_adapter(transformer)
     reqs, cond = _audio_requests(2), _cond(2)
     g, ag = 4.0, 3.0
@@ -284,7 +267,7 @@ def test_three_branch_guidance_is_infinitetalks_formula(transformer):
 
 
 def test_audio_guidance_one_is_plain_cfg_with_audio(transformer):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     dit = _with_adapter(transformer)
     rows = []
     h = _record_rows(transformer, rows, "dit")
@@ -300,7 +283,7 @@ def test_audio_guidance_one_is_plain_cfg_with_audio(transformer):
 
 
 def test_audio_batch_equals_single_runs(transformer):
-    rt = Runtime(device=torch.device("cpu"), show_progress=False)
+    rt = cpu_runtime()
     dit = _with_adapter(transformer)
     s = SamplerSettings(steps=3, guidance=4.0, shift=3.0, audio_guidance=3.0)
     reqs, cond = _audio_requests(3), _cond(3)

@@ -15,12 +15,23 @@ import torch
 from avatar_cascade.artefacts.timeline import plan_timeline
 from avatar_cascade.core.errors import InputError, Interrupted
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.media import AudioTrack, probe_media
+from avatar_cascade.media import probe_media
+from avatar_cascade.stages.stitcher.settings import StitcherSettings
 from avatar_cascade.stages.stitcher.stitcher import StitchResult, stitch_clips
+from tests.helpers import cpu_runtime as quiet_runtime
+from tests.helpers import tone_track as speech
 
 SR = 16000
 SIZE = 64
 BITS = 8  # frame index encoded as 8 vertical black/white stripes (survives H.264)
+
+
+def stitch(clips, timeline, audio, out, rt, *, metadata=None, keyframes=None, collect_frames=0, **kw):
+    """``stitch_clips`` with ``StitcherSettings(**kw)``, colour matching off unless ``colour_match`` is given."""
+    settings = StitcherSettings(**{"colour_match": 0.0, **kw})
+    return stitch_clips(
+        clips, timeline, audio, out, settings, rt, metadata=metadata, keyframes=keyframes, collect_frames=collect_frames
+    )
 
 
 def marked_frame(index: int) -> np.ndarray:
@@ -48,21 +59,8 @@ def clip_frames(timeline, k: int) -> np.ndarray:
     return np.stack([marked_frame(i) for i in range(sub.frame_start, sub.frame_end + 1)])
 
 
-def speech(num_samples: int, sr: int = SR) -> AudioTrack:
-    t = torch.arange(num_samples) / sr
-    return AudioTrack((0.3 * torch.sin(2 * torch.pi * 220 * t))[None], sr)
-
-
-def quiet_runtime(**kw) -> Runtime:
-    return Runtime(device=torch.device("cpu"), show_progress=False, **kw)
-
-
-@pytest.fixture
-def timeline():
-    # 1.23 s at 25 fps -> 31 frames; clips of 9 frames: 0-8, 8-16, 16-24, 24-32 (2 frames past the audio end)
-    tl = plan_timeline(19680, SR, 25, clip_frames=9)
-    assert tl.num_frames == 31 and tl.padded_frames == 33 and len(tl.clips) == 4
-    return tl
+# ``timeline`` (1.23 s at 25 fps -> 31 frames; clips of 9 frames: 0-8, 8-16, 16-24, 24-32, 2 frames past the
+# audio end) comes from conftest.py; speech(n) is n samples of a 220 Hz tone.
 
 
 def test_stitch_dedups_seams_and_trims(tmp_path, timeline):
@@ -81,7 +79,7 @@ def test_stitch_dedups_seams_and_trims(tmp_path, timeline):
     runtime = quiet_runtime(progress_factory=Recorder)
     clips = (torch.from_numpy(clip_frames(timeline, k)) for k in range(len(timeline.clips)))
     out = tmp_path / "avatar.mp4"
-    result = stitch_clips(clips, timeline, speech(timeline.num_samples), out, runtime, metadata={"comment": "wf"})
+    result = stitch(clips, timeline, speech(timeline.num_samples), out, runtime, metadata={"comment": "wf"})
     assert isinstance(result, StitchResult)
     assert (result.path, result.num_frames, result.width, result.height) == (out, 31, SIZE, SIZE)
     assert result.fps == Fraction(25) and result.audio_samples == timeline.num_samples
@@ -106,14 +104,14 @@ def test_stitch_holds_one_clip_at_a_time(tmp_path, timeline):
             yield arr
             del arr
 
-    stitch_clips(clips(), timeline, speech(timeline.num_samples), tmp_path / "v.mp4", quiet_runtime())
+    stitch(clips(), timeline, speech(timeline.num_samples), tmp_path / "v.mp4", quiet_runtime())
     assert len(alive) == 4
 
 
 def test_stitch_resamples_matching_audio(tmp_path, timeline):
     audio_48k = speech(timeline.num_samples * 3, sr=48000)  # same duration at another rate
     clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
-    result = stitch_clips(clips, timeline, audio_48k, tmp_path / "v.mp4", quiet_runtime())
+    result = stitch(clips, timeline, audio_48k, tmp_path / "v.mp4", quiet_runtime())
     info = probe_media(result.path)
     assert info["audio"]["sample_rate"] == SR and info["audio"]["samples"] == timeline.num_samples
 
@@ -134,9 +132,7 @@ def test_interrupt_leaves_no_file(tmp_path, timeline):
 
     out = tmp_path / "v.mp4"
     with pytest.raises(Interrupted):
-        stitch_clips(
-            clips(), timeline, speech(timeline.num_samples), out, quiet_runtime(interrupt_check=interrupt_check)
-        )
+        stitch(clips(), timeline, speech(timeline.num_samples), out, quiet_runtime(interrupt_check=interrupt_check))
     assert made == [0, 1]  # clip 2 was never requested
     assert list(tmp_path.iterdir()) == []
 
@@ -150,7 +146,7 @@ def test_interrupt_keeps_existing_file(tmp_path, timeline):
 
     clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
     with pytest.raises(KeyboardInterrupt):
-        stitch_clips(clips, timeline, speech(timeline.num_samples), out, quiet_runtime(interrupt_check=boom))
+        stitch(clips, timeline, speech(timeline.num_samples), out, quiet_runtime(interrupt_check=boom))
     assert out.read_bytes() == b"previous render" and [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
 
 
@@ -171,7 +167,7 @@ def _bad_clips(timeline, k_bad, bad):
 def test_bad_clips_refused(tmp_path, timeline, k_bad, make_bad, message):
     clips = _bad_clips(timeline, k_bad, make_bad(timeline))
     with pytest.raises(InputError, match=message):
-        stitch_clips(clips, timeline, speech(timeline.num_samples), tmp_path / "v.mp4", quiet_runtime())
+        stitch(clips, timeline, speech(timeline.num_samples), tmp_path / "v.mp4", quiet_runtime())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -179,13 +175,13 @@ def test_wrong_clip_count_and_audio_refused(tmp_path, timeline):
     audio = speech(timeline.num_samples)
     few = (clip_frames(timeline, k) for k in range(3))
     with pytest.raises(InputError, match="the timeline has 4 clips"):
-        stitch_clips(few, timeline, audio, tmp_path / "v.mp4", quiet_runtime())
+        stitch(few, timeline, audio, tmp_path / "v.mp4", quiet_runtime())
     many = (clip_frames(timeline, k % 4) for k in range(5))
     with pytest.raises(InputError, match="more than 4 clips"):
-        stitch_clips(many, timeline, audio, tmp_path / "v.mp4", quiet_runtime())
+        stitch(many, timeline, audio, tmp_path / "v.mp4", quiet_runtime())
     other = speech(timeline.num_samples * 2)
     with pytest.raises(InputError, match="does not match the timeline"):
-        stitch_clips(iter([]), timeline, other, tmp_path / "v.mp4", quiet_runtime())
+        stitch(iter([]), timeline, other, tmp_path / "v.mp4", quiet_runtime())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -210,7 +206,7 @@ def rendered(timeline, k: int, fill=None) -> np.ndarray:
 def test_overlapping_clips_are_joined_without_duplicated_or_missing_frames(tmp_path):
     tl = overlap_timeline()
     clips = (rendered(tl, k) for k in range(3))
-    result = stitch_clips(clips, tl, speech(tl.num_samples), tmp_path / "o.mp4", quiet_runtime(), crf=0)
+    result = stitch(clips, tl, speech(tl.num_samples), tmp_path / "o.mp4", quiet_runtime(), crf=0)
     assert read_marks(result.path) == list(range(tl.num_frames)) and result.num_frames == 25
     info = probe_media(result.path)
     assert (info["video_frames"], info["audio_samples"]) == (25, tl.num_samples)
@@ -221,7 +217,7 @@ def test_overlap_frames_are_crossfaded_linearly_or_cut_after_the_seam(tmp_path, 
     tl = overlap_timeline()
     fills = (40, 120, 200)
     clips = (rendered(tl, k, fills[k]) for k in range(3))
-    result = stitch_clips(
+    result = stitch(
         clips, tl, speech(tl.num_samples), tmp_path / "o.mp4", quiet_runtime(), crossfade=crossfade, collect_frames=100
     )
     level = result.frames[:, 0, 0, 0].tolist()
@@ -237,7 +233,7 @@ def test_overlap_frames_are_crossfaded_linearly_or_cut_after_the_seam(tmp_path, 
 
 def test_double_fps_inserts_midpoints_and_keeps_audio_exact(tmp_path, timeline):
     clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
-    result = stitch_clips(
+    result = stitch(
         clips,
         timeline,
         speech(timeline.num_samples),
@@ -267,7 +263,7 @@ def test_double_fps_frame_count_follows_the_audio(tmp_path):
         tl = plan_timeline(samples, SR, 25, clip_frames=9)
         assert tl.num_frames == 25
         clips = (clip_frames(tl, k) for k in range(len(tl.clips)))
-        result = stitch_clips(clips, tl, speech(samples), tmp_path / "d.mp4", quiet_runtime(), double_fps=True)
+        result = stitch(clips, tl, speech(samples), tmp_path / "d.mp4", quiet_runtime(), double_fps=True)
         info = probe_media(result.path)
         assert result.num_frames == want == info["video_frames"] and info["audio_samples"] == samples
 
@@ -276,7 +272,7 @@ def test_gapped_timeline_is_refused(tmp_path, timeline):
     bad = dataclasses.replace(timeline.clips[2], frame_start=18)  # frame 17 rendered by no clip
     tl = dataclasses.replace(timeline, clips=[*timeline.clips[:2], bad, *timeline.clips[3:]])
     with pytest.raises(InputError, match="timeline.*does not follow"):
-        stitch_clips(iter([]), tl, speech(tl.num_samples), tmp_path / "v.mp4", quiet_runtime())
+        stitch(iter([]), tl, speech(tl.num_samples), tmp_path / "v.mp4", quiet_runtime())
 
 
 # ----------------------------------------------------------------------------- codecs, collected frames
@@ -285,21 +281,21 @@ def test_gapped_timeline_is_refused(tmp_path, timeline):
 def test_h265_and_pixel_formats(tmp_path, timeline):
     clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
     out = tmp_path / "v.mp4"
-    stitch_clips(clips, timeline, speech(timeline.num_samples), out, quiet_runtime(), codec="h265", pix_fmt="yuv444p")
+    stitch(clips, timeline, speech(timeline.num_samples), out, quiet_runtime(), codec="h265", pix_fmt="yuv444p")
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.name, v.codec_tag, v.format.name) == ("hevc", "hvc1", "yuv444p")
     assert read_marks(out) == list(range(timeline.num_frames))
     with pytest.raises(InputError, match="codec"):
-        stitch_clips(iter([]), timeline, speech(timeline.num_samples), out, quiet_runtime(), codec="nope")
+        stitch(iter([]), timeline, speech(timeline.num_samples), out, quiet_runtime(), codec="nope")
     with pytest.raises(InputError, match="pix_fmt"):
-        stitch_clips(iter([]), timeline, speech(timeline.num_samples), out, quiet_runtime(), pix_fmt="rgb48")
+        stitch(iter([]), timeline, speech(timeline.num_samples), out, quiet_runtime(), pix_fmt="rgb48")
 
 
 def test_frames_are_collected_only_up_to_the_cap(tmp_path, timeline):
     def run(cap):
         clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
-        return stitch_clips(
+        return stitch(
             clips, timeline, speech(timeline.num_samples), tmp_path / "v.mp4", quiet_runtime(), collect_frames=cap
         ).frames
 
@@ -362,7 +358,7 @@ def test_stitcher_colour_matches_each_clip_to_its_keyframes(tmp_path, timeline):
     audio = speech(timeline.num_samples)
 
     def stitched(strength):
-        return stitch_clips(
+        return stitch(
             iter(clips),
             timeline,
             audio,
@@ -379,7 +375,7 @@ def test_stitcher_colour_matches_each_clip_to_its_keyframes(tmp_path, timeline):
     seams = [c.frame_start for c in timeline.clips]
     assert after[seams].max() < 0.5  # the keyframes themselves are left alone
     with pytest.raises(InputError, match="keyframes"):
-        stitch_clips(iter(clips), timeline, audio, tmp_path / "c.mp4", quiet_runtime(), colour_match=1.0)
+        stitch(iter(clips), timeline, audio, tmp_path / "c.mp4", quiet_runtime(), colour_match=1.0)
 
 
 # ----------------------------------------------------------------------------- constant memory
@@ -415,10 +411,11 @@ def rss_run(seconds: float, out: str) -> None:
             yield frames
 
     rt = Runtime(device=torch.device("cpu"), progress_factory=Meter)
-    result = stitch_clips(clips(), tl, speech(tl.num_samples), out, rt, preset="ultrafast", crf=30)
+    result = stitch(clips(), tl, speech(tl.num_samples), out, rt, preset="ultrafast", crf=30)
     print(json.dumps({"rss_mb": rss, "frames": result.num_frames}))
 
 
+@pytest.mark.slow  # 500 frames of 720p encoded in a fresh process
 def test_stitching_long_720p_keeps_memory_flat(tmp_path):
     """20 s of 720p (500 frames, 1.4 GB of raw pixels) in a fresh process: after the first clips the RSS
     must not grow by more than 64 MB. Holding frames would show as ~2.8 MB per frame (~1.1 GB here); the

@@ -69,6 +69,7 @@ def check_invariants(tl: Timeline, snapped: bool = False) -> None:
     assert tl.frame_to_sample(tl.num_frames - 1) < tl.num_samples
 
 
+@pytest.mark.slow  # 300 hypothesis examples
 @settings(max_examples=300, deadline=None)
 @given(
     seconds=st.floats(min_value=0.01, max_value=3600.0),
@@ -139,6 +140,7 @@ def test_json_round_trip():
     assert back == tl
 
 
+@pytest.mark.slow  # 40 hypothesis examples with seam snapping
 @settings(max_examples=40, deadline=None)
 @given(
     seconds=st.floats(min_value=0.01, max_value=3600.0),

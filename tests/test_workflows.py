@@ -151,6 +151,7 @@ def test_the_shipped_set_covers_the_issue():
     assert {n["class_type"] for n in inb.values()} >= {"ImageBatch", "AvatarCascadeKeyframesFromImages"}
 
 
+@pytest.mark.slow  # a fresh interpreter imports every node
 def test_readme_node_reference_is_in_sync():
     import subprocess
     import sys

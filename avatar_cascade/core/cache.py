@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -119,9 +120,14 @@ def tensor_file_ok(path: Path, required: tuple[str, ...] = ()) -> bool:
     return all(k in header for k in required) and size == 8 + n + max(ends, default=0)
 
 
-def model_identity(handle: object) -> str | None:
-    """Identity of a loaded model for cache keys: ``cache_identity()`` (model + LoRAs + adapter) if it has one."""
-    if handle is None:
-        return None
-    fn = getattr(handle, "cache_identity", None)
-    return fn() if callable(fn) else getattr(handle, "identity", None)
+class CacheIdentified(Protocol):
+    """Anything a cache key can name: every model handle (see ``avatar_cascade.models.handle``)."""
+
+    def cache_identity(self) -> str:
+        """Id of everything in the object that changes what it computes."""
+        ...
+
+
+def model_identity(handle: CacheIdentified | None) -> str | None:
+    """Identity of a loaded model for cache keys (``handle.cache_identity()``; None for no model)."""
+    return None if handle is None else handle.cache_identity()

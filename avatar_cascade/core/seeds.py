@@ -19,3 +19,18 @@ def derive_seed(run_seed: int, index: int, salt: int = 0) -> int:
 
     h = hashlib.sha256(f"{run_seed}:{index}:{salt}".encode()).digest()
     return int.from_bytes(h[:8], "little") & MAX_SEED
+
+
+def seed_setting(tooltip: str, *, control_after_generate: bool = True):
+    """A run seed in ``[0, MAX_SEED]`` declared as a setting (see :mod:`avatar_cascade.core.settings`)."""
+    from avatar_cascade.core.settings import setting
+
+    return setting(
+        0,
+        tooltip=tooltip,
+        min=0,
+        max=MAX_SEED,
+        control_after_generate=control_after_generate,
+        validate=lambda name, value: check_seed(value, name),
+        fix="pick a non-negative 63-bit seed",
+    )

@@ -1,4 +1,4 @@
-"""models.attention."""
+"""Attention kernel of a Wan DiT: the choice, its check, and diffusers' attention backends."""
 
 from __future__ import annotations
 
@@ -48,20 +48,21 @@ def resolve_attention(name: str, device: torch.device) -> str:
 def set_attention(transformer: torch.nn.Module, kernel: str) -> None:
     """Point every attention processor of ``transformer`` at ``kernel`` (``"sdpa" | "flash" | "sage"``).
 
-    diffusers' ``set_attention_backend`` also changes the process-wide default backend;
-    that default is restored so other models (and CPU runs) keep SDPA.
+    Uses the model's own ``set_attention_backend`` (diffusers' documented way to choose a
+    model's backend): the choice sits on the model's processors, so every forward of this
+    model uses it, on any thread, with no context to enter around the forward. The method
+    also makes ``kernel`` the process-wide default; calling it inside diffusers' public
+    ``attention_backend`` context manager puts the previous default back on exit, so other
+    models (and CPU runs) keep theirs.
     """
     if getattr(transformer, "_avatar_attention", "sdpa") == kernel:
         return
-    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+    from diffusers import attention_backend
 
-    previous = _AttentionBackendRegistry._active_backend
-    try:
+    with attention_backend(_BACKENDS["sdpa"]):  # restores the process-wide default on exit
         if kernel == "sdpa":
             transformer.reset_attention_backend()
         else:
             transformer.set_attention_backend(_BACKENDS[kernel])
-    finally:
-        _AttentionBackendRegistry._active_backend = previous
     transformer._avatar_attention = kernel
     log.info("attention kernel: %s", kernel)

@@ -42,6 +42,7 @@ from avatar_cascade.models.files import (
     strict_load,
     strip_prefix,
 )
+from avatar_cascade.models.wan_dit import WanDiT
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ class AudioAdapter:
         self._inputs: dict[int, torch.Tensor] = {}  # block index -> block input before the text cross-attention
         self._moved_from: torch.device | None = None
 
+    def modules(self) -> list[nn.Module]:
+        """The adapter weights, placed with the DiT (``WanDiT.modules()`` lists them)."""
+        return [self.module]
+
+    def cache_identity(self) -> str:
+        """Id for cache keys: the file and the strength (the DiT's key covers both too)."""
+        return f"{self.identity}@{self.strength:g}"
+
     # ------------------------------------------------------------------ binding
 
     def check_fits(self, transformer: Any, input_name: str = "adapter_name") -> None:
@@ -121,13 +130,13 @@ class AudioAdapter:
         """The bound transformer (the first expert), or None when detached."""
         return self.transformers[0] if self.transformers else None
 
-    def attach(self, dit: Any) -> Any:
+    def attach(self, dit: WanDiT) -> WanDiT:
         """Bind to ``dit``'s transformer(s); returns a shallow copy of the handle with ``audio_adapter`` set.
 
         The given handle and the transformer's weights are unchanged; the adapter acts only
         inside :meth:`audio_context`. A Wan 2.2 A14B pair gets the adapter in both experts.
         """
-        experts = [m for _, m in dit.experts()] if hasattr(dit, "experts") else [dit.transformer]
+        experts = [m for _, m in dit.experts()]
         if self.transformers and [id(t) for t in self.transformers] != [id(t) for t in experts]:
             raise RuntimeError("this audio adapter is attached to another DiT; detach() it or load it again")
         for t in experts:
@@ -302,7 +311,7 @@ def _check_adapter_kind(keys: list[str], input_name: str, path: Path) -> None:
 
 
 def load_audio_adapter(
-    path: str | Path, dit: Any, input_name: str = "adapter_name", strength: float = 1.0
+    path: str | Path, dit: WanDiT, input_name: str = "adapter_name", strength: float = 1.0
 ) -> AudioAdapter:
     """Load an InfiniteTalk/MultiTalk adapter file for ``dit`` (a WanDiT handle), on CPU, in the DiT's dtype.
 
@@ -330,7 +339,7 @@ def load_audio_adapter(
     state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
     strict_load(module, state_dict, input_name, path, f"an audio adapter for a {dim}-wide, {layers}-block Wan DiT")
     module.eval().requires_grad_(False)
-    variant = getattr(dit, "variant", "?")
+    variant = dit.variant
     if variant not in KNOWN_BASES:
         log.warning("%s: InfiniteTalk/MultiTalk were trained on Wan 2.1 I2V 14B; on %s it is untested", path, variant)
     log.info("loaded audio adapter %s (%s, %d blocks) for %s", path.name, dtype, layers, variant)

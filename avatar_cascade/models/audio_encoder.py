@@ -53,6 +53,14 @@ class AudioEncoder:
     sample_rate: int = 16000
     normalize: bool = True
 
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules to place on the compute device while it runs (``runtime.use_models(*audio_encoder.modules())``)."""
+        return [self.model]
+
+    def cache_identity(self) -> str:
+        """Id for cache keys: the weights' identity."""
+        return self.identity
+
     @property
     def num_layers(self) -> int:
         return int(self.model.config.num_hidden_layers)

@@ -52,6 +52,14 @@ class CLIPVision:
     identity: str
     path: Path | None
 
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules to place on the compute device while it runs (``runtime.use_models(*image_encoder.modules())``)."""
+        return [self.model]
+
+    def cache_identity(self) -> str:
+        """Id for cache keys: the weights' identity."""
+        return self.identity
+
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)

@@ -12,7 +12,7 @@ Accepted key layouts: ComfyUI / original Wan (``diffusion_model.blocks.0.self_at
 ``lora_down``/``lora_up`` + ``alpha``; a ``model.diffusion_model.`` prefix is stripped first),
 kohya / musubi-tuner (``lora_unet_blocks_0_self_attn_q.lora_down``) and diffusers / peft
 (``transformer.blocks.0.attn1.to_q.lora_A``). Alphas are folded into the matrices by
-diffusers' converter, as ``load_lora_weights`` does.
+diffusers' ``WanLoraLoaderMixin.lora_state_dict``, as ``load_lora_weights`` does.
 """
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ _ORIGINAL_MARKERS = (".self_attn.", ".cross_attn.", ".ffn.0.", ".ffn.2.")
 
 
 def _kohya_to_comfy(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """kohya/musubi names -> ComfyUI's (``lora_unet_blocks_0_self_attn_q`` -> ``diffusion_model.blocks.0.self_attn.q``).
+
+    Kept instead of diffusers' musubi converter, which needs every block to carry every
+    attention and FFN layer with an alpha and refuses embedding / head layers; through the
+    ComfyUI layout a LoRA on some layers only, or on the embeddings, loads too.
+    """
     out = {}
     for key, value in sd.items():
         module, _, rest = key[len("lora_unet_") :].partition(".")
@@ -113,11 +119,14 @@ def _kohya_to_comfy(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def to_peft_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Any supported Wan LoRA layout -> peft keys of the diffusers model (``blocks.0.attn1.to_q.lora_A.weight``).
 
+    The key names are first brought to a layout diffusers reads (``model.`` prefix stripped,
+    bare original keys prefixed, kohya/musubi names renamed to ComfyUI's), then converted by
+    diffusers' public ``WanLoraLoaderMixin.lora_state_dict`` (what ``load_lora_weights`` uses).
     Raises ``KeyError`` / ``ValueError`` for layouts that are not a Wan LoRA.
     """
-    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
+    from diffusers.loaders import WanLoraLoaderMixin
 
-    if any(k.endswith(".dora_scale") for k in sd):
+    if any(k.endswith(".dora_scale") for k in sd):  # dropped before conversion: diffusers' converter refuses them
         log.warning("DoRA magnitudes (dora_scale) are not supported and are left out, as diffusers does")
     sd = {k.replace(".default.", "."): v for k, v in sd.items() if not k.endswith(".dora_scale")}
     if any(k.startswith("model.diffusion_model.") for k in sd):
@@ -128,7 +137,8 @@ def to_peft_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if any(marker in k for k in sd for marker in _ORIGINAL_MARKERS):
             sd = {f"diffusion_model.{k}": v for k, v in sd.items()}
     if any(k.startswith("diffusion_model.") for k in sd):
-        sd = _convert_non_diffusers_wan_lora_to_diffusers({k: v for k, v in sd.items() if k.startswith("diffusion_")})
+        sd = {k: v for k, v in sd.items() if k.startswith("diffusion_model.")}
+    sd = WanLoraLoaderMixin.lora_state_dict(sd)
     return {k.removeprefix("transformer."): v for k, v in sd.items()}
 
 

@@ -12,8 +12,8 @@ Supported families, detected from ``config.json`` (``model_type`` / ``architectu
 
 Nothing is downloaded (``local_files_only=True``) and no repository code is run
 (no ``trust_remote_code``). Weights load on the CPU in the compute dtype
-(bf16 on CUDA, fp32 on CPU unless told otherwise); callers place the model for a
-call with ``runtime.use_models(mllm.model)``, which offloads it afterwards.
+(bf16 on CUDA, fp32 on CPU unless told otherwise); the Director places the model for its
+passes with ``runtime.use_models(*mllm.modules())``, which offloads it afterwards.
 JSON is read out of replies by :mod:`avatar_cascade.stages.director.json_output`.
 """
 
@@ -96,6 +96,14 @@ class MLLM:
     family: str
     identity: str
     accepts_audio: bool
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules to place on the compute device while it runs (``runtime.use_models(*mllm.modules())``)."""
+        return [self.model]
+
+    def cache_identity(self) -> str:
+        """Id for cache keys: the weights' identity."""
+        return self.identity
 
     @property
     def audio_rate(self) -> int | None:
@@ -242,7 +250,7 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
     """Load a supported multimodal LLM from a local Hugging Face folder (on CPU).
 
     The weights stay on the CPU; place them for a call with
-    ``with runtime.use_models(mllm.model): ...`` (ComfyUI's model management inside
+    ``with runtime.use_models(*mllm.modules()): ...`` (ComfyUI's model management inside
     ComfyUI, a move to ``runtime.device`` and back outside it).
 
     Args:

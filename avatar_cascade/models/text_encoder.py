@@ -9,7 +9,6 @@ diffusers' ``WanPipeline._get_t5_prompt_embeds``.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -44,15 +43,10 @@ _FIX_UMT5 = "choose the UMT5-XXL text encoder (e.g. umt5_xxl_fp16.safetensors) t
 
 
 def prompt_clean(text: str) -> str:
-    """diffusers' Wan prompt cleaning: ftfy fix (when installed), HTML unescape, whitespace collapse."""
-    try:
-        import ftfy
+    """diffusers' Wan prompt cleaning (as ``WanPipeline`` encodes): ftfy fix, HTML unescape, whitespace collapse."""
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean as wan_prompt_clean
 
-        text = ftfy.fix_text(text)
-    except ImportError:  # pragma: no cover - ftfy is a declared dependency
-        pass
-    text = html.unescape(html.unescape(text)).strip()
-    return re.sub(r"\s+", " ", text).strip()
+    return wan_prompt_clean(text)
 
 
 @dataclass
@@ -63,6 +57,14 @@ class TextEncoder:
     tokenizer: Any
     identity: str
     max_length: int = 512
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules to place on the compute device while it runs (``runtime.use_models(*text_encoder.modules())``)."""
+        return [self.model]
+
+    def cache_identity(self) -> str:
+        """Id for cache keys: the weights' identity."""
+        return self.identity
 
     @property
     def hidden_size(self) -> int:

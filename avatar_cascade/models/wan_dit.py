@@ -77,7 +77,8 @@ class WanDiT:
         path_2 / identity_2: its file and identity.
         boundary_ratio: A14B switch point: ``transformer`` while ``t >= boundary_ratio * 1000``.
         loras: active LoRA stack (``lora.LoRASpec`` in order); applied by ``lora.activate_loras``.
-        audio_adapter: lip-sync adapter (``audio_context(audio) -> context manager``), or None.
+        audio_adapter: lip-sync adapter (``audio_adapter.AudioAdapter``: ``audio_context(audio)``,
+            ``modules()``, ``identity``, ``strength``), or None.
         attention: ``"auto" | "sdpa" | "flash" | "sage"`` (see ``dit_runtime``).
         offload: ``"none" | "block" | "leaf"`` diffusers group offloading (see ``dit_runtime``).
 
@@ -137,9 +138,8 @@ class WanDiT:
         from avatar_cascade.models.offload import is_group_offloaded
 
         mods = [m for _, m in self.experts() if not is_group_offloaded(m)]
-        adapter = getattr(self.audio_adapter, "module", self.audio_adapter)
-        if isinstance(adapter, torch.nn.Module):
-            mods.append(adapter)
+        if self.audio_adapter is not None:
+            mods += self.audio_adapter.modules()
         return mods
 
     def cache_identity(self) -> str:
@@ -155,9 +155,7 @@ class WanDiT:
             "dit_2": self.identity_2 or None,
             "boundary": self.boundary_ratio if self.transformer_2 is not None else None,
             "loras": [[s.identity, float(s.strength), s.apply_to] for s in self.loras],
-            "audio_adapter": None
-            if adapter is None
-            else [str(getattr(adapter, "identity", type(adapter).__name__)), getattr(adapter, "strength", None)],
+            "audio_adapter": None if adapter is None else [adapter.identity, adapter.strength],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 

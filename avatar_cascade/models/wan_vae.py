@@ -44,6 +44,14 @@ class WanVAE:
     identity: str
     path: Path
 
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules to place on the compute device while it runs (``runtime.use_models(*vae.modules())``)."""
+        return [self.vae]
+
+    def cache_identity(self) -> str:
+        """Id for cache keys: the weights' identity."""
+        return self.identity
+
     @property
     def z_dim(self) -> int:
         """Latent channels: 16 (Wan 2.1 VAE) or 48 (Wan 2.2 VAE)."""

@@ -1,13 +1,20 @@
-"""sampling.conditioning."""
+"""sampling.conditioning: the Wan I2V / FLF2V concat condition from known frames at positions.
+
+One builder for every stage: a clip of ``num_frames`` pixel frames has some frames *known*
+(the blueprint's continuation frames, the refiner's two keyframes at their offsets, the
+lift's reference at frame 0). The DiT input is ``concat([noisy latents (z), mask (4),
+condition latents (z)])`` where the condition video holds the known frames and zeros
+elsewhere and the mask marks them, exactly as diffusers' ``WanImageToVideoPipeline`` does.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from avatar_cascade.core.runtime import Runtime
+KnownFrames = Mapping[int, torch.Tensor]  # pixel frame index -> frame [3, H, W] in [-1, 1]
 
 
 @dataclass
@@ -16,8 +23,7 @@ class ClipRequest:
 
     Attributes:
         num_frames: clip length in pixel frames (4n+1).
-        first_frame: ``[3,H,W]`` in [-1,1], or None.
-        last_frame: ``[3,H,W]`` in [-1,1], or None.
+        known: the clip's known frames, ``{pixel frame index: [3,H,W] in [-1,1]}`` (may be empty).
         prompt_embeds: ``[L,D]`` text embedding.
         negative_embeds: ``[L,D]`` negative text embedding.
         seed: noise seed of this clip.
@@ -26,29 +32,64 @@ class ClipRequest:
     """
 
     num_frames: int
-    first_frame: torch.Tensor | None
-    last_frame: torch.Tensor | None
+    known: KnownFrames
     prompt_embeds: torch.Tensor
     negative_embeds: torch.Tensor
     seed: int
     audio: torch.Tensor | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.known, Mapping):
+            raise TypeError(
+                f"ClipRequest.known maps frame index -> frame, got {type(self.known).__name__}; "
+                "use ClipRequest.first_last(...) for a clip with a first and/or last frame"
+            )
+        outside = [p for p in self.known if not 0 <= p < self.num_frames]
+        if outside:
+            raise ValueError(f"known frame positions {outside} are outside the clip's {self.num_frames} frames")
 
-def build_condition_video(
-    requests: Sequence[ClipRequest], height: int, width: int
+    @classmethod
+    def first_last(
+        cls,
+        num_frames: int,
+        first_frame: torch.Tensor | None,
+        last_frame: torch.Tensor | None,
+        prompt_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor,
+        seed: int,
+        audio: torch.Tensor | None = None,
+    ) -> ClipRequest:
+        """A clip with ``first_frame`` at frame 0 and ``last_frame`` at ``num_frames - 1`` (either may be None)."""
+        known = {p: f for p, f in ((0, first_frame), (num_frames - 1, last_frame)) if f is not None}
+        return cls(num_frames, known, prompt_embeds, negative_embeds, seed, audio)
+
+    @property
+    def first_frame(self) -> torch.Tensor | None:
+        """The known frame at the lowest position (the image of an image-to-video clip), or None."""
+        return self.known[min(self.known)] if self.known else None
+
+    @property
+    def last_frame(self) -> torch.Tensor | None:
+        """The known frame at the highest position when more than one is known, else None.
+
+        With :attr:`first_frame` it is the image pair a Wan 2.1 FLF2V DiT's CLIP tokens come from.
+        """
+        return self.known[max(self.known)] if len(self.known) > 1 else None
+
+
+def condition_video(
+    known: Sequence[KnownFrames], num_frames: int, height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel condition videos ``[B,3,T,H,W]`` and frame masks ``[B,T]`` (1 = known frame)."""
-    n = requests[0].num_frames
-    video = torch.zeros(len(requests), 3, n, height, width)
-    known = torch.zeros(len(requests), n)
-    for b, r in enumerate(requests):
-        if r.first_frame is not None:
-            video[b, :, 0] = r.first_frame
-            known[b, 0] = 1
-        if r.last_frame is not None:
-            video[b, :, n - 1] = r.last_frame
-            known[b, n - 1] = 1
-    return video, known
+    """Pixel condition videos ``[B,3,T,H,W]`` (known frames, zeros elsewhere) and frame masks ``[B,T]`` (1 = known)."""
+    video = torch.zeros(len(known), 3, num_frames, height, width)
+    mask = torch.zeros(len(known), num_frames)
+    for b, frames in enumerate(known):
+        for p, frame in frames.items():
+            if not 0 <= p < num_frames:
+                raise ValueError(f"known frame position {p} is outside a clip of {num_frames} frames")
+            video[b, :, p] = frame
+            mask[b, p] = 1
+    return video, mask
 
 
 def latent_mask(known: torch.Tensor, latent_hw: tuple[int, int], temporal: int = 4) -> torch.Tensor:
@@ -66,14 +107,32 @@ def latent_mask(known: torch.Tensor, latent_hw: tuple[int, int], temporal: int =
     return m.contiguous()
 
 
-def encode_condition(vae, requests: Sequence[ClipRequest], height: int, width: int, runtime: Runtime) -> torch.Tensor:
-    """VAE-encode the clips' condition videos: returns ``[B, 4 + z, T_lat, h, w]``."""
-    video, known = build_condition_video(requests, height, width)
+def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
+    """VAE-encode pixel videos ``[B,3,T,H,W]`` in [-1,1]: latents ``[B,z,T_lat,h,w]`` (float32, VAE device)."""
     param = next(vae.vae.parameters())
     with torch.no_grad():
-        lat = vae.encode(video.to(param.device, param.dtype)).float()
-    mask = latent_mask(known, lat.shape[-2:], vae.temporal_factor).to(lat.device)
-    return torch.cat([mask, lat], dim=1)
+        return vae.encode(video.to(param.device, param.dtype)).float()
+
+
+def encode_known_frames(vae, known: Sequence[KnownFrames], num_frames: int, height: int, width: int) -> torch.Tensor:
+    """The concat condition ``[B, 4 + z, T_lat, h, w]`` of ``B`` clips with known frames at positions.
+
+    Args:
+        vae: a ``WanVAE`` handle.
+        known: per clip, ``{pixel frame index: [3,H,W] in [-1,1]}``.
+        num_frames: clip length in pixel frames (4n+1).
+        height / width: frame size in pixels.
+    """
+    video, mask = condition_video(known, num_frames, height, width)
+    lat = encode_video(vae, video)
+    return torch.cat([latent_mask(mask, lat.shape[-2:], vae.temporal_factor).to(lat.device), lat], dim=1)
+
+
+def encode_condition(vae, requests: Sequence[ClipRequest], height: int, width: int) -> torch.Tensor:
+    """:func:`encode_known_frames` of the requests' known frames (clips of one length)."""
+    if len({r.num_frames for r in requests}) != 1:
+        raise ValueError("encode_condition needs clips of one length per batch")
+    return encode_known_frames(vae, [r.known for r in requests], requests[0].num_frames, height, width)
 
 
 def decode_to_uint8(vae, latents: torch.Tensor) -> torch.Tensor:

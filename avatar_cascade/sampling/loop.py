@@ -1,13 +1,15 @@
-"""Sampler core shared by the blueprint sampler and the first-last-frame refiner.
+"""The one denoising loop: blueprint windows, refiner sub-clips and the keyframe lift.
 
 Flow-matching sampling of a Wan DiT over a *batch of clips*, each with its own
-first/last frame, prompt, negative prompt and seed. Conditioning follows the
+known frames, prompt, negative prompt and seed. Conditioning follows the
 Wan I2V / FLF2V layout used by diffusers' ``WanImageToVideoPipeline``: the DiT
 input is ``concat([noisy latents (16), mask (4), condition latents (16)])``
 where the condition video holds the known frames and zeros elsewhere.
 
 Each clip's noise comes from its own CPU generator seeded with the clip seed,
-so a clip renders the same whether it is sampled alone or inside a batch.
+so a clip renders the same whether it is sampled alone or inside a batch. A run
+starts from that noise (all steps), or from clean latents noised to the level of a
+later step (``start_step`` / ``initial_latents``: img2img, the keyframe lift).
 
 The model is a :class:`~avatar_cascade.models.wan_dit.WanDiT` handle (a bare
 transformer is accepted too): a Wan 2.2 A14B pair switches from the high-noise to
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -115,6 +118,118 @@ def _dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
+@dataclass
+class _Inputs:
+    """What the forwards of one run read besides the latents (moved to each expert's device and dtype)."""
+
+    condition: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+    img: torch.Tensor | None
+    audio: torch.Tensor | None
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> _Inputs:
+        parts = (self.condition, self.pos, self.neg, self.img, self.audio)
+        return _Inputs(*(None if x is None else x.to(device, dtype) for x in parts))
+
+
+def _image_tokens(dit, requests: Sequence[ClipRequest], runtime: Runtime, image_encoder, image_embeds):
+    """CLIP-vision tokens ``[B, n*T, D]`` of the clips' first (and last) known frame; None for a DiT without
+    an image embedder."""
+    from avatar_cascade.models.clip_vision import frame_tokens
+
+    if not dit.has_image_embedder:
+        return None
+    if image_embeds is not None:
+        return image_embeds
+    if image_encoder is None:
+        raise InputError(
+            "clip_vision",
+            None,
+            f"this DiT ({dit.variant}) is a Wan 2.1 image-to-video model that also needs CLIP-vision tokens",
+            "connect a CLIP Vision loader with clip_vision_h.safetensors",
+        )
+    with runtime.use_models(image_encoder.model):
+        return frame_tokens(image_encoder, [(r.first_frame, r.last_frame) for r in requests])
+
+
+def _inputs(dit, condition, requests, runtime, image_encoder, image_embeds, adapter) -> _Inputs:
+    """Text embeddings (padded to 512 tokens next to image tokens), image tokens and audio windows."""
+    pos = torch.stack([r.prompt_embeds for r in requests])
+    neg = torch.stack([r.negative_embeds for r in requests])
+    img = _image_tokens(dit, requests, runtime, image_encoder, image_embeds)
+    if img is not None:
+        pos, neg = _fit_text(pos, TEXT_TOKENS_WITH_IMAGE), _fit_text(neg, TEXT_TOKENS_WITH_IMAGE)
+    audio = None
+    if adapter is not None and any(r.audio is not None for r in requests):
+        ref = next(r.audio for r in requests if r.audio is not None)
+        audio = torch.stack([r.audio if r.audio is not None else torch.zeros_like(ref) for r in requests])
+    return _Inputs(condition, pos, neg, img, audio)
+
+
+def start_latents(
+    scheduler,
+    requests: Sequence[ClipRequest],
+    shape: tuple[int, ...],
+    start_step: int = 0,
+    initial_latents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The latents a run starts from (float32, CPU): each clip's seeded noise ``[B, *shape]``, or, with
+    ``initial_latents`` (img2img), those clean latents noised to the level of step ``start_step``:
+    ``(1 - sigma) * x0 + sigma * noise`` with ``sigma = scheduler.sigmas[start_step]``.
+
+    ``scheduler`` has its timesteps set; with initial latents it is told to begin at ``start_step``.
+    """
+    noise = initial_noise(requests, shape)
+    if initial_latents is None:
+        return noise
+    scheduler.set_begin_index(start_step)
+    sigma = float(scheduler.sigmas[start_step])
+    return (1 - sigma) * initial_latents.float().cpu() + sigma * noise
+
+
+def _check_run(requests, condition, settings: SamplerSettings, start_step: int, initial_latents) -> None:
+    if len({r.num_frames for r in requests}) != 1:
+        raise ValueError("sample_clips needs clips of one length per batch")
+    if not 0 <= start_step < settings.steps:
+        raise ValueError(f"start_step {start_step} must be 0 to steps - 1 ({settings.steps - 1})")
+    if start_step and initial_latents is None:
+        raise ValueError("start_step > 0 needs initial_latents (the clean latents to noise to that step)")
+    shape = (len(requests), condition.shape[1] - 4, *condition.shape[2:])
+    if initial_latents is not None and tuple(initial_latents.shape) != shape:
+        raise ValueError(f"initial_latents are {tuple(initial_latents.shape)}, the condition needs {shape}")
+
+
+def _run_steps(dit, scheduler, latents, inputs: _Inputs, adapter, settings, runtime, start_step, desc, on_step):
+    """The denoising loop from ``start_step``: expert switching, guidance, hooks; clean latents (float32)."""
+    from avatar_cascade.models.clip_vision import wan_image_rows
+
+    timesteps = scheduler.timesteps[start_step:]
+    bar = runtime.progress(len(timesteps), desc)
+    current = None
+    try:
+        for i, t in enumerate(timesteps):
+            runtime.check_interrupt()
+            expert, module = dit.expert_at(float(t))
+            if expert != current:
+                if current is not None:
+                    log.info("step %d (t=%.0f): switching to the %s expert", start_step + i, float(t), expert)
+                current, dtype = expert, _dtype(module)
+                here = inputs.to(runtime.device, dtype)
+            g, branches = _branches(settings, expert, here.audio is not None)
+            x = torch.cat([latents.to(dtype), here.condition], dim=1)
+            ag = settings.audio_guidance
+            with wan_image_rows(module, here.img) as img_rows:
+                pred = _denoise_step(module, x, t, here.pos, here.neg, img_rows, here.audio, adapter, g, ag, branches)
+            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+            bar.update(1)
+            if on_step is not None:
+                on_step(i, len(timesteps), latents)
+    finally:
+        bar.close()
+    return latents.float()
+
+
 def sample_clips(
     transformer: Any,
     condition: torch.Tensor,
@@ -125,6 +240,10 @@ def sample_clips(
     on_step: StepCallback | None = None,
     image_encoder=None,
     image_embeds: torch.Tensor | None = None,
+    *,
+    start_step: int = 0,
+    initial_latents: torch.Tensor | None = None,
+    use_audio_adapter: bool = True,
 ) -> torch.Tensor:
     """Denoise a batch of clips; returns clean latents ``[B, z, T_lat, h, w]`` (float32).
 
@@ -133,78 +252,31 @@ def sample_clips(
             attention kernel are honoured) or a bare diffusers ``WanTransformer3DModel`` (then the
             LoRA adapters stay as the last LoRA node set them); placed on ``runtime.device`` by
             the caller (``runtime.use_models(*dit.modules())``).
-        condition: ``[B, 4 + z, T_lat, h, w]`` from :func:`encode_condition`.
+        condition: ``[B, 4 + z, T_lat, h, w]`` from :func:`~.conditioning.encode_condition`.
         requests: one :class:`ClipRequest` per batch row (same ``num_frames``).
         settings: steps / guidance / shift / scheduler / expert and audio guidance.
         runtime: device, dtype, progress and interrupt hooks.
-        on_step: called as ``on_step(step, total, latents)`` after every step (latent previews).
+        on_step: called as ``on_step(step, total, latents)`` after every step run (latent previews).
         image_encoder: a ``CLIPVision`` handle; needed by Wan 2.1 I2V / FLF2V DiTs (image embedder),
-            which get the penultimate CLIP tokens of each clip's first (and last) frame.
+            which get the penultimate CLIP tokens of each clip's first (and last) known frame.
         image_embeds: precomputed tokens ``[B, n*T, D]`` instead of ``image_encoder``.
+        start_step: first step of the ``settings.steps`` schedule to run (0 = all of them).
+        initial_latents: clean latents ``[B, z, T_lat, h, w]`` to start from (img2img): noised to
+            step ``start_step``'s level with each clip's seeded noise (see :func:`start_latents`);
+            None = pure noise (then ``start_step`` must be 0).
+        use_audio_adapter: False runs the DiT without its audio adapter (no audio context at all).
     """
-    from avatar_cascade.models.clip_vision import frame_tokens, wan_image_rows
     from avatar_cascade.models.dit_runtime import prepare_dit
     from avatar_cascade.models.wan_dit import WanDiT
 
     settings.check()
+    _check_run(requests, condition, settings, start_step, initial_latents)
     dit = as_dit(transformer)
-    if len({r.num_frames for r in requests}) != 1:
-        raise ValueError("sample_clips needs clips of one length per batch")
-    device = runtime.device
-    prepare_dit(dit, device, loras=isinstance(transformer, WanDiT))
-    z = condition.shape[1] - 4
-    latents = initial_noise(requests, (z, *condition.shape[2:])).to(device)
-    pos = torch.stack([r.prompt_embeds for r in requests])
-    neg = torch.stack([r.negative_embeds for r in requests])
-    img = None
-    if dit.has_image_embedder:
-        if image_embeds is None and image_encoder is None:
-            raise InputError(
-                "clip_vision",
-                None,
-                f"this DiT ({dit.variant}) is a Wan 2.1 image-to-video model that also needs CLIP-vision tokens",
-                "connect a CLIP Vision loader with clip_vision_h.safetensors",
-            )
-        img = image_embeds
-        if img is None:
-            frames = [(r.first_frame, r.last_frame) for r in requests]
-            with runtime.use_models(image_encoder.model):
-                img = frame_tokens(image_encoder, frames)
-        pos, neg = _fit_text(pos, TEXT_TOKENS_WITH_IMAGE), _fit_text(neg, TEXT_TOKENS_WITH_IMAGE)
-    adapter = dit.audio_adapter
-    audio = None
-    if adapter is not None and any(r.audio is not None for r in requests):
-        ref = next(r.audio for r in requests if r.audio is not None)
-        audio = torch.stack([r.audio if r.audio is not None else torch.zeros_like(ref) for r in requests])
-
+    prepare_dit(dit, runtime.device, loras=isinstance(transformer, WanDiT))
+    adapter = dit.audio_adapter if use_audio_adapter else None
+    inputs = _inputs(dit, condition, requests, runtime, image_encoder, image_embeds, adapter)
     scheduler = make_scheduler(settings)
-    scheduler.set_timesteps(settings.steps, device=device)
-    timesteps = scheduler.timesteps
-    bar = runtime.progress(len(timesteps), desc)
-    current = None
-    try:
-        for i, t in enumerate(timesteps):
-            runtime.check_interrupt()
-            expert, module = dit.expert_at(float(t))
-            if expert != current:
-                if current is not None:
-                    log.info("step %d (t=%.0f): switching to the %s expert", i, float(t), expert)
-                current = expert
-                dtype = _dtype(module)
-                cond_x = condition.to(device, dtype)
-                pos_d, neg_d = pos.to(device, dtype), neg.to(device, dtype)
-                audio_d = audio.to(device, dtype) if audio is not None else None
-                img_d = img.to(device, dtype) if img is not None else None
-            g, branches = _branches(settings, expert, audio is not None)
-            x = torch.cat([latents.to(dtype), cond_x], dim=1)
-            with wan_image_rows(module, img_d) as img_rows:
-                pred = _denoise_step(
-                    module, x, t, pos_d, neg_d, img_rows, audio_d, adapter, g, settings.audio_guidance, branches
-                )
-            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
-            bar.update(1)
-            if on_step is not None:
-                on_step(i, len(timesteps), latents)
-    finally:
-        bar.close()
-    return latents.float()
+    scheduler.set_timesteps(settings.steps, device=runtime.device)
+    shape = (condition.shape[1] - 4, *condition.shape[2:])
+    latents = start_latents(scheduler, requests, shape, start_step, initial_latents).to(runtime.device)
+    return _run_steps(dit, scheduler, latents, inputs, adapter, settings, runtime, start_step, desc, on_step)

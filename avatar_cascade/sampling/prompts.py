@@ -27,7 +27,7 @@ class PromptBank:
         todo = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if not todo:
             return
-        with self.runtime.use_models(self.text_encoder.model):
+        with self.runtime.use_models(*self.text_encoder.modules()):
             for i in range(0, len(todo), ENCODE_BATCH):
                 chunk = todo[i : i + ENCODE_BATCH]
                 with torch.no_grad():

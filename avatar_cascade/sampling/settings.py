@@ -1,16 +1,21 @@
-"""sampling.settings."""
+"""Denoising settings shared by every stage that samples (blueprint, keyframe lift, refiner).
+
+Each stage nests :class:`SamplerSettings` with its own defaults (``nested(SamplerSettings,
+steps=20, shift=3.0)``); the class defaults below are the refiner's.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.settings import Settings, setting
 
 SCHEDULERS = ("unipc", "euler", "dpm++")
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
+@dataclass(frozen=True, kw_only=True)
+class SamplerSettings(Settings):
     """Denoising settings.
 
     Attributes:
@@ -24,30 +29,27 @@ class SamplerSettings:
             both branches; InfiniteTalk's default 4.0).
     """
 
-    steps: int = 30
-    guidance: float = 5.0
-    shift: float = 5.0
-    scheduler: str = "unipc"
-    guidance_2: float | None = None
-    audio_guidance: float = 4.0
-
-    def check(self) -> SamplerSettings:
-        if self.scheduler not in SCHEDULERS:
-            raise InputError(
-                "scheduler", self.scheduler, "is not a known sampler", f"choose one of {', '.join(SCHEDULERS)}"
-            )
-        if not 1 <= self.steps <= 1000:
-            raise InputError(
-                "steps", self.steps, "must be between 1 and 1000", "use 20-40 for full quality, 4-8 for drafts"
-            )
-        for name, value in (("guidance", self.guidance), ("guidance_2", self.guidance_2)):
-            if value is not None and not 0.0 <= value <= 30.0:
-                raise InputError(name, value, "must be between 0 and 30", "use 4-6 for Wan (1.0 with distill LoRAs)")
-        if not 0.0 <= self.audio_guidance <= 30.0:
-            raise InputError("audio_guidance", self.audio_guidance, "must be between 0 and 30", "use 3-5")
-        if not 0.0 < self.shift <= 50.0:
-            raise InputError("shift", self.shift, "must be in (0, 50]", "use 3.0 at 480p, 5.0 at 720p")
-        return self
+    steps: int = setting(
+        30, tooltip="Denoising steps (20-40 full quality).", min=1, max=1000,
+        fix="use 20-40 for full quality, 4-8 for drafts",
+    )  # fmt: skip
+    guidance: float = setting(
+        5.0, tooltip="Text guidance scale (1.0 = off, one forward per step).", min=0.0, max=30.0, step=0.1,
+        fix="use 4-6 for Wan (1.0 with distill LoRAs)",
+    )  # fmt: skip
+    shift: float = setting(
+        5.0, tooltip="Flow-matching shift: 3.0 at 480p, 5.0 at 720p.", min=0.1, max=50.0, step=0.1,
+        fix="use 3.0 at 480p, 5.0 at 720p",
+    )  # fmt: skip
+    scheduler: str = setting("unipc", tooltip="Flow-matching scheduler.", choices=SCHEDULERS)
+    guidance_2: float | None = setting(
+        None, tooltip="Wan 2.2 A14B: text guidance of the low-noise expert (-1 = same as guidance).",
+        min=0.0, max=30.0, step=0.1, none_as=-1.0, fix="use 4-6 for Wan, or -1 for the same as guidance",
+    )  # fmt: skip
+    audio_guidance: float = setting(
+        4.0, tooltip="Audio guidance with an audio adapter (InfiniteTalk: 4; 1.0 = no extra audio pass).",
+        min=0.0, max=30.0, step=0.1, fix="use 3-5",
+    )  # fmt: skip
 
 
 def make_scheduler(settings: SamplerSettings):
@@ -70,10 +72,20 @@ def make_scheduler(settings: SamplerSettings):
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=settings.shift)
 
 
+def check_size(name: str, v: int) -> None:
+    """One side in pixels: a multiple of 16 (VAE x8, DiT patch x2) from 16 to 4096."""
+    if not isinstance(v, int) or isinstance(v, bool) or v < 16 or v % 16 or v > 4096:
+        fixed = max(16, min(4096, (int(v) // 16) * 16)) if isinstance(v, (int, float)) and v == v else 480
+        raise InputError(name, v, "must be a multiple of 16 between 16 and 4096", f"use {fixed}")
+
+
 def check_resolution(width: int, height: int, prefix: str = "") -> tuple[int, int]:
     """Width/height must be multiples of 16 (VAE x8, DiT patch x2)."""
-    for name, v in ((f"{prefix}width", width), (f"{prefix}height", height)):
-        if not isinstance(v, int) or v < 16 or v % 16 or v > 4096:
-            fixed = max(16, min(4096, (int(v) // 16) * 16)) if isinstance(v, (int, float)) else 480
-            raise InputError(name, v, "must be a multiple of 16 between 16 and 4096", f"use {fixed}")
+    check_size(f"{prefix}width", width)
+    check_size(f"{prefix}height", height)
     return width, height
+
+
+def size_setting(default: int, tooltip: str):
+    """A width or height in pixels (see :func:`check_size`)."""
+    return setting(default, tooltip=tooltip, min=16, max=4096, step=16, validate=check_size)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import torch
 
-from avatar_cascade.artefacts.aligned_audio import AUDIO_WINDOW, AlignedAudio
+from avatar_cascade.artefacts.aligned_audio import AlignedAudio
 from avatar_cascade.artefacts.timeline import plan_timeline
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
@@ -32,7 +31,8 @@ from avatar_cascade.stages.aligner.features import (
     resample_long,
 )
 from avatar_cascade.stages.aligner.loudness import normalise_loudness
-from avatar_cascade.stages.aligner.seams import check_snap_tolerance, snap_to_pauses
+from avatar_cascade.stages.aligner.seams import snap_to_pauses
+from avatar_cascade.stages.aligner.settings import AlignerSettings
 
 log = logging.getLogger(__name__)
 
@@ -116,94 +116,35 @@ def as_audio_track(audio: Any, input_name: str = "audio", max_duration_s: float 
 
 def align_audio(
     audio: AudioTrack | dict | str | os.PathLike,
-    fps: float | str | Fraction,
-    clip_frames: int,
+    settings: AlignerSettings,
     runtime: Runtime,
-    audio_encoder: Any = None,
-    feature_pad_s: float = 0.5,
     *,
-    overlap_frames: int = 0,
-    snap_seams_frames: int = 0,
-    pause_window_s: float = 0.2,
-    max_clip_frames: int | None = None,
-    max_duration_s: float | None = None,
-    loudness_lufs: float | None = None,
+    audio_encoder: Any = None,
     audio_encoder_output: dict | None = None,
-    feature_mode: str = "video",
-    feature_chunk_s: float | None = 30.0,
-    feature_context_s: float = 4.0,
-    window: int = AUDIO_WINDOW,
 ) -> AlignedAudio:
     """Build the timeline for ``audio`` and (optionally) its per-frame features.
 
     Args:
         audio: an ``AudioTrack``, ComfyUI AUDIO dict or audio/video file path (see :func:`as_audio_track`).
-        fps: output video frame rate (exact rationals accepted, e.g. "30000/1001").
-        clip_frames: nominal sub-clip length (4n+1 frames).
+        settings: frame rate (exact rationals accepted, e.g. "30000/1001"), sub-clip length (4n+1
+            frames), seam snapping (frames, in steps of 4; see :mod:`avatar_cascade.stages.aligner.seams`),
+            blending overlap (frames), duration limit (seconds), loudness normalisation (LUFS) and the
+            feature extraction (mode, chunking in seconds, window rows); see :class:`AlignerSettings`.
         runtime: device and hooks for the encoder; receives a ``"timeline"`` preview image.
         audio_encoder: an ``AudioEncoder`` or None.
-        feature_pad_s: audio context on both sides of each clip window, seconds.
-        overlap_frames: frames every clip also renders past each interior seam, for blending
-            (multiple of 4; declared per clip as ``render_start``/``render_end``).
-        snap_seams_frames: move each seam up to this many frames (in steps of 4) into a pause;
-            0 keeps the nominal grid (see :mod:`avatar_cascade.stages.aligner.seams` for the rule).
-        pause_window_s: span around a seam whose loudness is measured, seconds.
-        max_clip_frames: optional cap on clip lengths while snapping.
-        max_duration_s: refuse longer audio (seconds); None = no limit.
-        loudness_lufs: normalise the track to this integrated loudness first; None = as is.
         audio_encoder_output: ComfyUI ``AUDIO_ENCODER_OUTPUT`` to use instead of ``audio_encoder``.
-        feature_mode: ``"video"`` (InfiniteTalk) or ``"native"``; see :mod:`avatar_cascade.stages.aligner.features`.
-        feature_chunk_s / feature_context_s: chunking of long audio, seconds (None = one pass).
-        window: feature rows per frame window for :meth:`AlignedAudio.frame_windows` (odd).
     """
-    track = as_audio_track(audio, "audio", max_duration_s)
-    check_snap_tolerance(snap_seams_frames)
-    if window < 1 or window % 2 == 0:
-        raise InputError("window", window, "must be an odd number of frames", "use 5 (InfiniteTalk)")
+    settings.check()
+    track = as_audio_track(audio, "audio", settings.max_duration_s)
     loudness = None
-    if loudness_lufs is not None:
-        track, loudness = normalise_loudness(track, float(loudness_lufs))
-    wf = track.waveform
-    timeline = plan_timeline(track.num_samples, track.sample_rate, fps, clip_frames, feature_pad_s, overlap_frames)
-    mono = to_mono(wf) if snap_seams_frames or audio_encoder is not None else None
-    if snap_seams_frames and len(timeline.clips) > 1:
-        nominal = [c.frame_start for c in timeline.clips[1:]]
-        snap = snap_to_pauses(
-            mono, track.sample_rate, timeline.fps, timeline.num_frames, nominal, snap_seams_frames, pause_window_s,
-            max_clip_frames,
-        )  # fmt: skip
-        nominal_all = timeline.nominal_seams
-        timeline = plan_timeline(
-            track.num_samples, track.sample_rate, fps, clip_frames, feature_pad_s, overlap_frames, snap.seams
-        )
-        timeline.nominal_seams = nominal_all
-        timeline.meta["seam_levels_db"] = [round(v, 2) for v in snap.levels_db]
-        timeline.meta["seams_in_pause"] = snap.in_pause
-        timeline.meta["loud_level_db"] = round(snap.reference_db, 2)
-    timeline.snap_tolerance_frames = snap_seams_frames
-    level = peak_dbfs(wf)
-    timeline.meta["peak_dbfs"] = round(level, 2) if math.isfinite(level) else None  # None: digital silence
-    if loudness is not None:
-        timeline.meta["loudness"] = loudness
-    if level < SILENCE_DBFS:
-        msg = f"the audio is silent (peak {level:.1f} dBFS): the avatar will not speak"
-        log.warning(msg)
-        timeline.meta.setdefault("warnings", []).append(msg)
-
-    times = torch.arange(timeline.num_frames, dtype=torch.float64) * (timeline.fps_den / timeline.fps_num)
-    features = None
-    if audio_encoder_output is not None:
-        features = features_from_comfy_output(audio_encoder_output, times, track.duration_s)
-        timeline.meta["features"] = {"source": "AUDIO_ENCODER_OUTPUT", "mode": "native"}
-    elif audio_encoder is not None:
-        mono16 = resample_long(mono, track.sample_rate, FEATURE_RATE)
-        features = extract_frame_features(
-            audio_encoder, mono16, times, runtime, feature_mode, feature_chunk_s, feature_context_s
-        )
-        timeline.meta["features"] = {"source": getattr(audio_encoder, "identity", "?"), "mode": feature_mode}
-    if features is not None:
-        timeline.meta["features"].update(layers=int(features.shape[1]), dim=int(features.shape[2]), window=window)
-    aligned = AlignedAudio(timeline=timeline, audio=track, features=features, window=window)
+    if settings.loudness_lufs is not None:
+        track, loudness = normalise_loudness(track, float(settings.loudness_lufs))
+    need_mono = settings.snap_seams_frames or audio_encoder is not None
+    mono = to_mono(track.waveform) if need_mono else None
+    timeline = _plan(track, mono, settings)
+    _describe_level(timeline, track.waveform, loudness)
+    features = _features(timeline, track, mono, settings, runtime, audio_encoder, audio_encoder_output)
+    aligned = AlignedAudio(timeline=timeline, audio=track, features=features, window=settings.window)
     if runtime.preview is not None:
         from avatar_cascade.media.timeline_plot import render_timeline
 
@@ -214,8 +155,58 @@ def align_audio(
         timeline.num_frames,
         timeline.fps,
         len(timeline.clips),
-        clip_frames,
+        settings.clip_frames,
         len(timeline.snapped_seams),
         timeline.duration_s,
     )
     return aligned
+
+
+def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings):
+    """The timeline on the nominal grid, then with its seams snapped into pauses (when asked)."""
+    n, sr = track.num_samples, track.sample_rate
+    timeline = plan_timeline(n, sr, s.fps, s.clip_frames, s.feature_pad_s, s.overlap_frames)
+    if s.snap_seams_frames and len(timeline.clips) > 1:
+        nominal = [c.frame_start for c in timeline.clips[1:]]
+        snap = snap_to_pauses(
+            mono, sr, timeline.fps, timeline.num_frames, nominal, s.snap_seams_frames, s.pause_window_s,
+            s.max_clip_frames,
+        )  # fmt: skip
+        nominal_all = timeline.nominal_seams
+        timeline = plan_timeline(n, sr, s.fps, s.clip_frames, s.feature_pad_s, s.overlap_frames, snap.seams)
+        timeline.nominal_seams = nominal_all
+        timeline.meta["seam_levels_db"] = [round(v, 2) for v in snap.levels_db]
+        timeline.meta["seams_in_pause"] = snap.in_pause
+        timeline.meta["loud_level_db"] = round(snap.reference_db, 2)
+    timeline.snap_tolerance_frames = s.snap_seams_frames
+    return timeline
+
+
+def _describe_level(timeline, waveform: torch.Tensor, loudness: dict | None) -> None:
+    """Peak level (and loudness normalisation) into the timeline's meta; warn about silent audio."""
+    level = peak_dbfs(waveform)
+    timeline.meta["peak_dbfs"] = round(level, 2) if math.isfinite(level) else None  # None: digital silence
+    if loudness is not None:
+        timeline.meta["loudness"] = loudness
+    if level < SILENCE_DBFS:
+        msg = f"the audio is silent (peak {level:.1f} dBFS): the avatar will not speak"
+        log.warning(msg)
+        timeline.meta.setdefault("warnings", []).append(msg)
+
+
+def _features(timeline, track, mono, s: AlignerSettings, runtime, audio_encoder, audio_encoder_output):
+    """Per-frame audio features ``[frames, layers, dim]`` (or None without an encoder)."""
+    times = torch.arange(timeline.num_frames, dtype=torch.float64) * (timeline.fps_den / timeline.fps_num)
+    features = None
+    if audio_encoder_output is not None:
+        features = features_from_comfy_output(audio_encoder_output, times, track.duration_s)
+        timeline.meta["features"] = {"source": "AUDIO_ENCODER_OUTPUT", "mode": "native"}
+    elif audio_encoder is not None:
+        mono16 = resample_long(mono, track.sample_rate, FEATURE_RATE)
+        features = extract_frame_features(
+            audio_encoder, mono16, times, runtime, s.feature_mode, s.feature_chunk_s, s.feature_context_s
+        )
+        timeline.meta["features"] = {"source": audio_encoder.identity, "mode": s.feature_mode}
+    if features is not None:
+        timeline.meta["features"].update(layers=int(features.shape[1]), dim=int(features.shape[2]), window=s.window)
+    return features

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -46,81 +45,22 @@ import torch
 
 from avatar_cascade.artefacts.aligned_audio import AlignedAudio
 from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores, read_index
-from avatar_cascade.artefacts.timeline import check_clip_frames, parse_fps
+from avatar_cascade.artefacts.timeline import parse_fps
 from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.core.seeds import check_seed, derive_seed
+from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.media.frames import match_colour, reference_uint8, to_model_space
-from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, latent_mask
+from avatar_cascade.models.handle import modules_of
+from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
-from avatar_cascade.sampling.settings import SamplerSettings, check_resolution
-from avatar_cascade.stages.blueprint.plan import PROMPT_MODES, BlueprintWindow, plan_windows
+from avatar_cascade.stages.blueprint.plan import BlueprintWindow, plan_windows
+from avatar_cascade.stages.blueprint.settings import BlueprintSettings
 
 log = logging.getLogger(__name__)
 
 KEY_FORMAT = "blueprint/2"
-
-
-@dataclass(frozen=True)
-class BlueprintSettings:
-    """Blueprint size, rate, windows and sampling (defaults suit Wan 2.1 at low cost).
-
-    Attributes:
-        width / height: blueprint resolution in pixels (multiples of 16).
-        fps: blueprint frame rate (at most the video's).
-        window_frames: frames per window (4n+1).
-        seed: run seed; window ``w`` uses ``derive_seed(seed, w, salt=1)``.
-        sampler: denoising settings.
-        overlap_frames: K, frames each window shares with the previous one (1 = last frame only).
-        reanchor: 0..1 strength of the colour re-anchoring of continuation frames to the reference.
-        prompt_mode: ``"majority"``, ``"centre"`` or ``"combine"`` (see :mod:`.blueprint_plan`).
-    """
-
-    width: int = 320
-    height: int = 192
-    fps: float | str = 8
-    window_frames: int = 33
-    seed: int = 0
-    sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings(steps=20, guidance=5.0, shift=3.0))
-    overlap_frames: int = 1
-    reanchor: float = 0.5
-    prompt_mode: str = "majority"
-
-    def check(self) -> BlueprintSettings:
-        check_resolution(self.width, self.height, "blueprint_")
-        parse_fps(self.fps)
-        try:
-            check_clip_frames(self.window_frames)
-        except InputError as exc:
-            raise InputError("window_frames", self.window_frames, exc.problem, exc.fix) from None
-        check_seed(self.seed)
-        self.sampler.check()
-        if not isinstance(self.overlap_frames, int) or not 1 <= self.overlap_frames <= self.window_frames - 4:
-            raise InputError(
-                "overlap_frames",
-                self.overlap_frames,
-                f"must be 1 to window_frames - 4 ({self.window_frames - 4}) so each window adds new frames",
-                "use 1 (continue from the last frame) or 5 / 9 (whole latent frames)",
-            )
-        if not 0.0 <= self.reanchor <= 1.0:
-            raise InputError("reanchor", self.reanchor, "must be between 0 and 1", "use 0.5")
-        if self.prompt_mode not in PROMPT_MODES:
-            raise InputError("prompt_mode", self.prompt_mode, "is not known", f"use one of {', '.join(PROMPT_MODES)}")
-        return self
-
-    def key_parts(self) -> dict:
-        return {
-            "size": [self.width, self.height],
-            "fps": str(parse_fps(self.fps)),
-            "window_frames": self.window_frames,
-            "overlap_frames": self.overlap_frames,
-            "reanchor": self.reanchor,
-            "prompt_mode": self.prompt_mode,
-            "seed": self.seed,
-            "sampler": vars(self.sampler),
-        }
 
 
 def blueprint_frame_count(aligned: AlignedAudio, fps: Fraction) -> int:
@@ -132,16 +72,11 @@ def blueprint_frame_count(aligned: AlignedAudio, fps: Fraction) -> int:
 
 def _uses_audio(dit, aligned: AlignedAudio) -> bool:
     """True when the DiT has an audio adapter and the timeline has features to feed it."""
-    if getattr(dit, "audio_adapter", None) is None or getattr(aligned, "features", None) is None:
-        return False
-    if not hasattr(aligned, "frame_windows"):
-        log.warning("blueprint: the DiT has an audio adapter but this timeline cannot cut audio windows")
-        return False
-    return True
+    return dit.audio_adapter is not None and aligned.features is not None
 
 
 def _uses_image_encoder(dit, image_encoder) -> bool:
-    return image_encoder is not None and bool(getattr(dit, "has_image_embedder", False))
+    return image_encoder is not None and dit.has_image_embedder
 
 
 def window_times(window: BlueprintWindow, bp_fps: Fraction) -> list[Fraction]:
@@ -174,26 +109,9 @@ def blueprint_key(
     )
 
 
-def encode_window_condition(vae, known: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """Wan I2V condition ``[1, 4 + z, T_lat, h, w]`` with the first ``K`` frames known.
-
-    ``known`` is ``[K, 3, H, W]`` in [-1, 1]; with K = 1 this is exactly
-    :func:`~avatar_cascade.sampling.loop.encode_condition` of a clip with a first frame.
-    """
-    k = known.shape[0]
-    video = torch.zeros(1, 3, num_frames, height, width)
-    video[0, :, :k] = known.permute(1, 0, 2, 3)
-    mask = torch.zeros(1, num_frames)
-    mask[0, :k] = 1
-    param = next(vae.vae.parameters())
-    with torch.no_grad():
-        lat = vae.encode(video.to(param.device, param.dtype)).float()
-    return torch.cat([latent_mask(mask, lat.shape[-2:], vae.temporal_factor).to(lat.device), lat], dim=1)
-
-
-def sample_window(dit, vae, request: ClipRequest, known: torch.Tensor, settings, runtime, image_embeds, desc: str):
-    """Render one window: ``[length, h, w, 3]`` uint8 frames."""
-    cond = encode_window_condition(vae, known, request.num_frames, settings.height, settings.width)
+def sample_window(dit, vae, request: ClipRequest, settings, runtime, image_embeds, desc: str) -> torch.Tensor:
+    """Render one window, its first K frames known (``request.known``): ``[length, h, w, 3]`` uint8 frames."""
+    cond = encode_condition(vae, [request], settings.height, settings.width)
     lat = sample_clips(dit, cond, [request], settings.sampler, runtime, desc=desc, image_embeds=image_embeds)
     return decode_to_uint8(vae, lat)[0]
 
@@ -203,13 +121,6 @@ def cross_fade(previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     k = previous.shape[0]
     a = torch.arange(1, k + 1, dtype=torch.float32).div(k + 1).view(k, 1, 1, 1)
     return (previous.float() * (1 - a) + new.float() * a).round().clamp(0, 255).to(torch.uint8)
-
-
-def _modules(handle) -> list[torch.nn.Module]:
-    fn = getattr(handle, "modules", None)
-    if callable(fn) and not isinstance(handle, torch.nn.Module):
-        return list(fn())
-    return [m for m in (getattr(handle, "transformer", None), getattr(handle, "vae", None)) if m is not None]
 
 
 def render_blueprint(
@@ -321,7 +232,7 @@ def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, refer
     bar = runtime.progress(len(windows), "blueprint windows")
     bar.update(done)
     try:
-        with runtime.use_models(*_modules(dit), vae.vae):
+        with runtime.use_models(*modules_of(dit, vae)):
             for win in todo:
                 runtime.check_interrupt()
                 if prev_tail is None:
@@ -330,16 +241,13 @@ def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, refer
                     known = to_model_space(match_colour(prev_tail, ref_small, settings.reanchor))
                 req = ClipRequest(
                     num_frames=win.length,
-                    first_frame=known[0],
-                    last_frame=None,
+                    known=dict(enumerate(known)),  # the first K frames of the window
                     prompt_embeds=prompts.get(win.prompt),
                     negative_embeds=prompts.get(win.negative),
                     seed=derive_seed(settings.seed, win.index, salt=1),
                     audio=aligned.frame_windows(window_times(win, bp_fps), pad="edge") if use_audio else None,
                 )
-                frames = sample_window(
-                    dit, vae, req, known, settings, runtime, image_embeds, desc=f"blueprint window {win.index}"
-                )
+                frames = sample_window(dit, vae, req, settings, runtime, image_embeds, f"blueprint window {win.index}")
                 last = win.index == windows[-1].index
                 k = settings.overlap_frames
                 tail = None if last else frames[win.length - k : win.length].clone()

@@ -56,12 +56,11 @@ from avatar_cascade.stages.director.audio import (
 from avatar_cascade.stages.director.cues import apply_artist_instructions
 from avatar_cascade.stages.director.json_output import parse_model_json
 from avatar_cascade.stages.director.rules import energy_levels, rule_based_storyline
+from avatar_cascade.stages.director.settings import DirectorSettings
 
 log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).parent / "prompts"
-TOKENS_PER_SHOT = 96  # a shot pass may write at least this many tokens per shot
-AUDIO_SECONDS = 30.0  # real audio a hearing model gets per pass (Qwen2.5-Omni: ~25 tokens per second)
 IMAGE_MAX_SIDE = 768  # pixels; the reference image is shrunk to this before the model sees it
 
 
@@ -212,12 +211,8 @@ def direct(
     sample_rate: int,
     instruction: str,
     timeline: Timeline,
+    settings: DirectorSettings,
     runtime: Runtime,
-    seed: int = 0,
-    shots_per_batch: int = 16,
-    max_new_tokens: int = 512,
-    tokens_per_shot: int = TOKENS_PER_SHOT,
-    audio_seconds: float = AUDIO_SECONDS,
 ) -> Storyline:
     """Write the storyline: a global description and one shot per sub-clip of ``timeline``.
 
@@ -230,27 +225,15 @@ def direct(
             times. Only explicit times are applied: "during the chorus" stays part of the
             general instruction (nothing here finds choruses or words in the audio).
         timeline: the master timeline from the Audio Aligner.
-        runtime: progress / interrupt hooks. The model runs where it is: the caller places
-            it, e.g. ``with runtime.use_models(mllm.model): direct(...)``.
-        seed: generation seed (decoding is greedy, so the result is deterministic).
-        shots_per_batch: sub-clips planned per shot pass (keeps long videos within context).
-        max_new_tokens: tokens the model may write in the global pass; a shot pass may
-            write ``max(max_new_tokens, tokens_per_shot x shots in its batch)``.
-        tokens_per_shot: see ``max_new_tokens`` (a real model needs about 60-90 per shot).
-        audio_seconds: seconds of real audio a model that hears (Qwen2.5-Omni) gets per
-            pass (see :mod:`avatar_cascade.stages.director.audio`); 0 = text description only.
-            Ignored for models that cannot hear.
+        settings: seed, token budgets (shots per pass, tokens per pass and per shot) and the
+            seconds of real audio a hearing model gets per pass; see :class:`DirectorSettings`.
+        runtime: device, progress and interrupt hooks; the MLLM is placed on the compute device
+            for the model passes (``runtime.use_models(*mllm.modules())``) and offloaded after.
 
     Returns:
         A validated storyline; ``warnings`` lists what was repaired or planned by rules.
     """
-    if not isinstance(shots_per_batch, int) or shots_per_batch < 1:
-        raise InputError("shots_per_batch", shots_per_batch, "must be at least 1", "use 8 to 32")
-    for name, value in (("max_new_tokens", max_new_tokens), ("tokens_per_shot", tokens_per_shot)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InputError(name, value, "must be at least 1", f"use the default ({512 if 'max' in name else 96})")
-    if not isinstance(audio_seconds, (int, float)) or not 0 <= audio_seconds <= 600:
-        raise InputError("audio_seconds", audio_seconds, "must be 0 to 600 seconds", f"use {AUDIO_SECONDS:g}")
+    settings.check()
     instruction = instruction or ""
     pil = _to_pil(image)
     waveform = check_audio(waveform, sample_rate)
@@ -260,11 +243,12 @@ def direct(
         log.info("Director without a model: rule-based storyline for %d shots", len(timeline.clips))
         story = rules
     else:
-        hearing = _Hearing(mllm, waveform, sample_rate, timeline, float(audio_seconds))
-        story = _plan_with_model(
-            mllm, pil, summary, hearing, instruction, timeline, runtime, rules, seed, shots_per_batch,
-            max_new_tokens, tokens_per_shot,
-        )  # fmt: skip
+        hearing = _Hearing(mllm, waveform, sample_rate, timeline, float(settings.audio_seconds))
+        with runtime.use_models(*mllm.modules()):
+            story = _plan_with_model(
+                mllm, pil, summary, hearing, instruction, timeline, runtime, rules, settings.seed,
+                settings.shots_per_batch, settings.max_new_tokens, settings.tokens_per_shot,
+            )  # fmt: skip
     return apply_artist_instructions(story, instruction, timeline)
 
 

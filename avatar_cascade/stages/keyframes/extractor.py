@@ -31,8 +31,7 @@ from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media.frames import match_colour, reference_uint8, resize_uint8
-from avatar_cascade.sampling.settings import check_resolution
-from avatar_cascade.stages.keyframes.lift import LiftSettings, lift_keyframes
+from avatar_cascade.stages.keyframes.lift import lift_keyframes
 from avatar_cascade.stages.keyframes.scores import (
     AudioEnergy,
     check_weights,
@@ -45,6 +44,7 @@ from avatar_cascade.stages.keyframes.scores import (
     mouth_score,
     sharpness,
 )
+from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,8 @@ def candidate_window(blueprint: Blueprint, timeline, seam: int, radius: Fraction
     return min(lo, centre), max(hi, centre), centre
 
 
-def keyframes_key(
-    blueprint, aligned, reference, width, height, radius, weights, colour_match, clip_vision, lift, lift_parts
-):
-    """Content key of everything that determines the keyframes."""
+def keyframes_key(blueprint, aligned, reference, settings: KeyframeSettings, clip_vision, lift_parts) -> str:
+    """Content key of everything that determines the keyframes (the same parts as before settings objects)."""
     return content_key(
         {
             "format": KEY_FORMAT,
@@ -76,15 +74,19 @@ def keyframes_key(
             "reference": reference.float().contiguous(),
             "timeline": aligned.timeline.to_dict(),
             "audio": aligned.audio.waveform,
-            "size": [width, height],
-            "radius": str(radius),
-            "weights": weights,
-            "colour_match": colour_match,
+            "size": [settings.width, settings.height],
+            "radius": str(_radius(settings)),
+            "weights": check_weights(settings.weights),
+            "colour_match": settings.colour_match,
             "clip_vision": model_identity(clip_vision),
-            "lift": lift.key_parts(),
+            "lift": settings.lift.key_parts(),
             "lift_parts": lift_parts,
         }
     )
+
+
+def _radius(settings: KeyframeSettings) -> Fraction:
+    return Fraction(settings.search_radius_s).limit_denominator(1000)
 
 
 def _lift_prompts(storyline, timeline, n_seams: int) -> list[tuple[str, str]]:
@@ -99,15 +101,10 @@ def extract_keyframes(
     blueprint: Blueprint,
     aligned: AlignedAudio,
     reference: torch.Tensor,
-    width: int,
-    height: int,
+    settings: KeyframeSettings,
     runtime: Runtime,
-    search_radius_s: float = 0.25,
-    weights: dict[str, float] | None = None,
-    colour_match: float = 1.0,
     *,
     clip_vision=None,
-    lift: LiftSettings | None = None,
     storyline=None,
     dit=None,
     vae=None,
@@ -120,40 +117,30 @@ def extract_keyframes(
         blueprint: the low-res blueprint.
         aligned: timeline (seams) and audio (mouth-state energy).
         reference: the reference image ``[H,W,3]`` float 0..1.
-        width / height: refine resolution (multiples of 16).
+        settings: refine resolution (pixels, multiples of 16), candidate search radius (seconds),
+            score weights, colour-match strength (0..1) and the optional DiT lift
+            (``lift.denoise`` 0 = off); see :class:`KeyframeSettings`.
         runtime: device and hooks (one progress step per seam; a ``"keyframes"`` preview
             of the contact sheet).
-        search_radius_s: candidates lie within this many seconds of the seam.
-        weights: score weights (names of ``DEFAULT_WEIGHTS``; missing ones keep their default).
-        colour_match: 0..1 strength of colour matching to the reference.
         clip_vision: CLIP-vision handle: identity by image embeddings (else the statistics
             proxy), and the image tokens of the lift for Wan 2.1 I2V/FLF2V DiTs.
-        lift: the optional DiT refinement (``LiftSettings(denoise=0)`` = off).
         storyline: shot prompts for the lift (else an empty prompt).
         dit / vae / text_encoder: models of the lift (needed when it is on).
         work_dir: folder for ``keyframes/``, ``keyframes.json`` and their reuse.
     """
-    check_resolution(width, height)
-    if search_radius_s < 0 or not math.isfinite(search_radius_s):
-        raise InputError("search_radius_s", search_radius_s, "must be >= 0 seconds", "use 0.25")
-    if not 0 <= colour_match <= 1:
-        raise InputError("colour_match", colour_match, "must be between 0 and 1", "use 1.0")
-    w = check_weights(weights)
-    lift = (lift or LiftSettings()).check()
-    tl = aligned.timeline
+    settings.check()
+    lift = settings.lift
     if lift.enabled and (dit is None or vae is None or text_encoder is None):
         raise InputError(
             "dit", None, "lifting keyframes (lift_denoise > 0) needs the DiT, VAE and text encoder", "connect them"
         )
+    tl = aligned.timeline
     lift_prompts = _lift_prompts(storyline, tl, len(tl.seams)) if lift.enabled else []
     lift_parts = None
     if lift.enabled:
         models = {n: model_identity(m) for n, m in (("dit", dit), ("vae", vae), ("te", text_encoder))}
         lift_parts = {"models": models, "prompts": lift_prompts}
-    radius = Fraction(search_radius_s).limit_denominator(1000)
-    key = keyframes_key(
-        blueprint, aligned, reference, width, height, radius, w, colour_match, clip_vision, lift, lift_parts
-    )
+    key = keyframes_key(blueprint, aligned, reference, settings, clip_vision, lift_parts)
     if work_dir is not None:
         cached = Keyframes.load(work_dir)
         if cached is not None and cached.key == key:
@@ -161,9 +148,28 @@ def extract_keyframes(
             cached.reused = True
             _preview(cached, runtime)
             return cached
+    weights = check_weights(settings.weights)
+    radius = _radius(settings)
+    sources, scores = select_keyframes(blueprint, aligned, reference, weights, radius, runtime, clip_vision=clip_vision)
+    images = _lift_and_match(
+        blueprint, sources, scores, reference, settings, runtime, lift_prompts, (dit, vae, text_encoder), clip_vision
+    )
+    kf = Keyframes(
+        images=images, frame_indices=list(tl.seams), source_indices=sources, scores=scores, weights=weights, key=key
+    )
+    if work_dir is not None:
+        kf.save(work_dir)
+    _preview(kf, runtime)
+    return kf
 
+
+def _lift_and_match(
+    blueprint, sources, scores, reference, settings: KeyframeSettings, runtime, prompts, models, clip_vision
+):
+    """The keyframe images ``[S,H,W,3]`` uint8: the reference, then the chosen blueprint frames resized to the
+    refine size, lifted (when on) and colour-matched to the reference."""
+    height, width = settings.height, settings.width
     ref_full = reference_uint8(reference, height, width)
-    sources, scores = select_keyframes(blueprint, aligned, reference, w, radius, runtime, clip_vision=clip_vision)
     images = [ref_full[None]]
     if len(sources) > 1:
         # float copies at the refine size are made CHUNK keyframes at a time (10 minutes = ~190 keyframes)
@@ -173,26 +179,18 @@ def extract_keyframes(
                 for lo in range(1, len(sources), CHUNK)
             ]
         )
-        if lift.enabled:
+        if settings.lift.enabled:
+            dit, vae, text_encoder = models
             seams = list(range(1, len(sources)))
             lifted = lift_keyframes(
-                lifted, seams, lift_prompts, reference, dit, vae, text_encoder, lift, runtime, image_encoder=clip_vision
-            )
+                lifted, seams, prompts, reference, dit, vae, text_encoder, settings.lift, runtime,
+                image_encoder=clip_vision,
+            )  # fmt: skip
             for sc in scores[1:]:
                 sc["lifted"] = True
-        images += [match_colour(lifted[lo : lo + CHUNK], ref_full, colour_match) for lo in range(0, len(lifted), CHUNK)]
-    kf = Keyframes(
-        images=torch.cat(images),
-        frame_indices=list(tl.seams),
-        source_indices=sources,
-        scores=scores,
-        weights=w,
-        key=key,
-    )
-    if work_dir is not None:
-        kf.save(work_dir)
-    _preview(kf, runtime)
-    return kf
+        strength = settings.colour_match
+        images += [match_colour(lifted[lo : lo + CHUNK], ref_full, strength) for lo in range(0, len(lifted), CHUNK)]
+    return torch.cat(images)
 
 
 def _preview(kf: Keyframes, runtime: Runtime) -> None:

@@ -30,7 +30,6 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 #: Degradation of :func:`drift_degrade`: Gaussian blur sigma as a fraction of the short side,
 #: saturation and contrast factors, and an additive warm cast (R up, B down) in [-1, 1] units.
@@ -40,34 +39,22 @@ CONTRAST = 0.85
 WARM_CAST = (0.08, 0.02, -0.08)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N, C, H, W]`` with reflect padding (radius 3 sigma, capped by the size)."""
-    radius = min(max(1, round(3 * sigma)), x.shape[-2] - 1, x.shape[-1] - 1)
-    if radius < 1:
-        return x
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 def drift_degrade(frames: torch.Tensor) -> torch.Tensor:
     """What a drifted frame looks like: ``[N, 3, H, W]`` in [-1, 1] -> same shape and range.
 
-    Blur (sigma = 1.5% of the short side, at least 0.8 px), saturation x0.7,
-    contrast x0.85 around the mean, and a warm cast.
+    Gaussian blur (sigma = 1.5% of the short side, at least 0.8 px; radius 3 sigma, reflect
+    padding), saturation x0.7 and contrast x0.85 (torchvision's ``adjust_saturation`` /
+    ``adjust_contrast``: blends with the grey image / its mean), then a warm cast.
     """
-    x = frames.float()
+    from torchvision.transforms.v2 import functional as TF
+
+    x = (frames.float() + 1) / 2  # torchvision's colour operations work on [0, 1] images
     sigma = max(0.8, BLUR_FRACTION * min(x.shape[-2:]))
-    x = _gaussian_blur(x, sigma)
-    luma = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
-    x = luma + SATURATION * (x - luma)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = mean + CONTRAST * (x - mean)
-    x = x + torch.tensor(WARM_CAST, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    radius = min(max(1, round(3 * sigma)), x.shape[-2] - 1, x.shape[-1] - 1)
+    if radius >= 1:
+        x = TF.gaussian_blur(x, [2 * radius + 1] * 2, [sigma, sigma])
+    x = TF.adjust_contrast(TF.adjust_saturation(x, SATURATION), CONTRAST)
+    x = x * 2 - 1 + torch.tensor(WARM_CAST, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.clamp(-1, 1).to(frames.dtype)
 
 

@@ -30,7 +30,7 @@ import dataclasses
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,56 +47,19 @@ from avatar_cascade.core.cache import (
 )
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.core.seeds import check_seed, derive_seed
-from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition, latent_mask
+from avatar_cascade.core.seeds import derive_seed
+from avatar_cascade.models.handle import modules_of
+from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
-from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.refiner import negative_frames as nf
-from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, model_modules, run_batches
+from avatar_cascade.stages.refiner.settings import RefinerSettings
+from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, run_batches
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "2"
-MAX_NEGATIVE_FRAME_STRENGTH = 10.0
+CACHE_FORMAT = "3"  # 3: negative-frame degradation through torchvision (slightly different numbers)
 _REROLL_TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-@dataclass(frozen=True)
-class RefinerSettings:
-    """Refiner sampling, batching and guidance.
-
-    Attributes:
-        seed: run seed; clip ``k`` uses ``derive_seed(seed, k, reroll offset)``.
-        batch_size: clips per forward pass (0 = automatic from free memory).
-        sampler: steps / guidance / shift / scheduler.
-        negative_frame_strength: ``s`` of negative-frame guidance (0 = off: exactly plain sampling).
-        devices: devices to spread clips over, e.g. ``("cuda:0", "cuda:1")``; empty = the runtime
-            device plus every other local CUDA device.
-    """
-
-    seed: int = 0
-    batch_size: int = 0
-    sampler: SamplerSettings = field(default_factory=lambda: SamplerSettings(steps=30, guidance=5.0, shift=5.0))
-    negative_frame_strength: float = 0.0
-    devices: tuple[str, ...] = ()
-
-    def check(self) -> RefinerSettings:
-        check_seed(self.seed)
-        if not 0 <= self.batch_size <= 64:
-            raise InputError("batch_size", self.batch_size, "must be 0 (automatic) to 64", "use 0")
-        s = self.negative_frame_strength
-        if not 0.0 <= s <= MAX_NEGATIVE_FRAME_STRENGTH:
-            raise InputError(
-                "negative_frame_strength", s, f"must be between 0 and {MAX_NEGATIVE_FRAME_STRENGTH:g}", "use 0 or 0.5-2"
-            )
-        for d in self.devices:
-            try:
-                torch.device(d)
-            except (RuntimeError, TypeError) as exc:
-                raise InputError("devices", d, "is not a torch device", "use names like cuda:0, cuda:1") from exc
-        self.sampler.check()
-        return self
 
 
 def parse_reroll(text: str | None, num_clips: int | None = None) -> dict[int, int]:
@@ -188,7 +151,7 @@ def refine_clips(
         )
     if not isinstance(reroll, dict):
         reroll = parse_reroll(reroll, len(tl.clips))
-    if not getattr(dit, "has_image_embedder", False):
+    if not dit.has_image_embedder:
         image_encoder = None  # its tokens would not be read: keep it out of the cache key
     records, todo = _plan(
         dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll
@@ -209,7 +172,7 @@ def refine_clips(
 def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None:
     """Clip ``index``'s audio feature windows when the DiT has an audio adapter (the aligner says what
     to connect when the timeline has no features), else None."""
-    return None if getattr(dit, "audio_adapter", None) is None else aligned.clip_windows(index, pad="edge")
+    return None if dit.audio_adapter is None else aligned.clip_windows(index, pad="edge")
 
 
 def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll):
@@ -227,8 +190,8 @@ def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, 
         seed = derive_seed(settings.seed, c.index, salt=offset)
         prompt, negative = storyline.shot_prompt(c.index), storyline.shot_negative(c.index)
         audio = _audio_window(dit, aligned, c.index)
-        kf_offsets = tuple(getattr(c, "keyframe_offsets", (0, c.num_frames - 1)))
-        n = getattr(c, "render_frames", c.num_frames)
+        kf_offsets = c.keyframe_offsets
+        n = c.render_frames
         parts = {
             "format": CACHE_FORMAT,
             "models": models,
@@ -284,9 +247,9 @@ def _render(todo: list[_Job], handles, text_encoder, keyframes, settings, runtim
             bar.update(1)
 
     devices = settings.devices
-    if getattr(dit, "offload", "none") != "none" and not devices:
+    if dit.offload != "none" and not devices:
         devices = (str(runtime.device),)  # group-offloaded DiTs are not replicated
-    with runtime.use_models(*[m for h in handles for m in model_modules(h)]):
+    with runtime.use_models(*modules_of(*handles)):
         workers = make_workers(runtime, devices, handles, bs)
         if len(workers) > 1:  # set attention kernels / LoRAs once per replica, not racing inside the threads
             from avatar_cascade.models.dit_runtime import prepare_dit
@@ -301,8 +264,7 @@ def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Ten
     reqs = [
         ClipRequest(
             num_frames=j.rec.num_frames,
-            first_frame=ctx.kf[j.rec.index],
-            last_frame=ctx.kf[j.rec.index + 1],
+            known=_keyframes_at_offsets(j.rec, ctx.kf),
             prompt_embeds=ctx.prompts.get(j.prompt),
             negative_embeds=ctx.prompts.get(j.negative),
             seed=j.rec.seed,
@@ -310,44 +272,27 @@ def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Ten
         )
         for j in batch
     ]
-    offsets = [j.rec.keyframe_offsets for j in batch]
     dit, vae, image_encoder = worker.handles
     rt = worker.runtime
-    cond = _condition(vae, reqs, offsets, ctx, rt)
+    cond = encode_condition(vae, reqs, ctx.height, ctx.width)
     guidance = contextlib.nullcontext()
     s = ctx.settings.negative_frame_strength
     if s > 0:
         drifted = [
-            dataclasses.replace(
-                r,
-                first_frame=nf.drift_degrade(r.first_frame[None])[0],
-                last_frame=nf.drift_degrade(r.last_frame[None])[0],
-            )
-            for r in reqs
+            dataclasses.replace(r, known={p: nf.drift_degrade(f[None])[0] for p, f in r.known.items()}) for r in reqs
         ]
-        experts = [m for _, m in dit.experts()] if hasattr(dit, "experts") else [dit.transformer]
-        guidance = nf.negative_frame_guidance(experts, _condition(vae, drifted, offsets, ctx, rt), s)
+        experts = [m for _, m in dit.experts()]
+        guidance = nf.negative_frame_guidance(experts, encode_condition(vae, drifted, ctx.height, ctx.width), s)
     desc = "clips " + ",".join(str(j.rec.index) for j in batch)
     with guidance:
         lat = sample_clips(dit, cond, reqs, ctx.settings.sampler, rt, desc=desc, image_encoder=image_encoder)
     return decode_to_uint8(vae, lat)
 
 
-def _condition(vae, reqs: list[ClipRequest], offsets, ctx: _Context, rt: Runtime) -> torch.Tensor:
-    """Concat condition ``[B, 4 + z, T_lat, h, w]`` with each clip's keyframes at its offsets."""
-    if all(tuple(o) == (0, r.num_frames - 1) for o, r in zip(offsets, reqs)):
-        return encode_condition(vae, reqs, ctx.height, ctx.width, rt)
-    n = reqs[0].num_frames
-    video = torch.zeros(len(reqs), 3, n, ctx.height, ctx.width)
-    known = torch.zeros(len(reqs), n)
-    for b, (r, (a, z)) in enumerate(zip(reqs, offsets)):
-        video[b, :, a], video[b, :, z] = r.first_frame, r.last_frame
-        known[b, a] = known[b, z] = 1
-    param = next(vae.vae.parameters())
-    with torch.no_grad():
-        lat = vae.encode(video.to(param.device, param.dtype)).float()
-    mask = latent_mask(known, lat.shape[-2:], vae.temporal_factor).to(lat.device)
-    return torch.cat([mask, lat], dim=1)
+def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Clip ``rec``'s known frames: keyframes ``index`` and ``index + 1`` at its ``keyframe_offsets`` (a, z)."""
+    a, z = rec.keyframe_offsets
+    return {a: kf[rec.index], z: kf[rec.index + 1]}
 
 
 def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings) -> None:

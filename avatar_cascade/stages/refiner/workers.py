@@ -27,6 +27,8 @@ import torch
 
 from avatar_cascade.core.errors import InputError, Interrupted
 from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.models.handle import ModelHandle
+from avatar_cascade.models.wan_dit import WanDiT
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,6 @@ class Worker:
     limit: int
     stop: threading.Event = field(default_factory=threading.Event)
     halvings: int = 0
-
-
-def model_modules(handle: Any) -> list[torch.nn.Module]:
-    """Modules a handle needs on the compute device (``handle.modules()`` or its module attributes)."""
-    if handle is None:
-        return []
-    fn = getattr(handle, "modules", None)
-    if callable(fn) and not isinstance(handle, torch.nn.Module):
-        return list(fn())
-    return [v for v in vars(handle).values() if isinstance(v, torch.nn.Module)]
 
 
 def auto_batch_size(
@@ -91,7 +83,7 @@ def replicate(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def replicate_handle(handle: Any, device: torch.device) -> Any:
+def replicate_handle(handle: ModelHandle | None, device: torch.device) -> ModelHandle | None:
     """A shallow copy of a model handle (``WanDiT``, ``WanVAE``...) with every module replicated on ``device``.
 
     A DiT's audio adapter is re-created around a replica of its weights and
@@ -103,8 +95,8 @@ def replicate_handle(handle: Any, device: torch.device) -> Any:
     for name, value in vars(handle).items():
         if isinstance(value, torch.nn.Module):
             object.__setattr__(new, name, replicate(value, device))
-    adapter = getattr(handle, "audio_adapter", None)
-    if adapter is not None and hasattr(adapter, "attach"):
+    adapter = handle.audio_adapter if isinstance(handle, WanDiT) else None
+    if adapter is not None:
         fresh = type(adapter)(
             replicate(adapter.module, device), identity=adapter.identity, path=adapter.path, strength=adapter.strength
         )

@@ -19,6 +19,10 @@ change that grows towards the middle of the clip. For every frame ``t``:
    a time (one 3x4 matrix product per pixel).
 
 Errors are measured as CIE76 ``delta E`` in Lab (D65, sRGB): :func:`delta_e`.
+
+Own code, not a library: image libraries (scikit-image ``match_histograms``, colour-transfer
+packages) match one image to one reference; this needs the moments of two keyframes ramped
+across a clip, maps smoothed over time, and batches of frames on the GPU.
 """
 
 from __future__ import annotations

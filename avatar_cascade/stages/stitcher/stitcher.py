@@ -43,11 +43,10 @@ from avatar_cascade.artefacts.timeline import Timeline, frames_for_samples
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, VideoWriter, resample
+from avatar_cascade.stages.stitcher.settings import CODECS, PIX_FMTS, StitcherSettings
 
 log = logging.getLogger(__name__)
 
-CODECS = {"h264": "libx264", "h265": "libx265", "libx264": "libx264", "libx265": "libx265"}
-PIX_FMTS = ("yuv420p", "yuv444p", "yuv420p10le")
 DEFAULT_IMAGE_FRAMES = 300
 
 
@@ -130,7 +129,7 @@ class _EncoderWriter(VideoWriter):
 def clip_spans(timeline: Timeline) -> list[tuple[int, int]]:
     """``(render_start, render_end)`` of every clip, checked: the clips cover ``0..num_frames-1`` in
     order, each overlapping or abutting the previous one (starts and ends increase)."""
-    spans = [(getattr(c, "render_start", c.frame_start), getattr(c, "render_end", c.frame_end)) for c in timeline.clips]
+    spans = [(c.render_start, c.render_end) for c in timeline.clips]
 
     def bad(problem: str) -> InputError:
         return InputError("timeline", f"{len(spans)} clips", problem, "rebuild the timeline with the Audio Aligner")
@@ -236,58 +235,77 @@ def stitch_clips(
     timeline: Timeline,
     audio: AudioTrack,
     out_path: str | Path,
+    settings: StitcherSettings,
     runtime: Runtime,
-    codec: str = "libx264",
-    crf: int = 19,
-    pix_fmt: str = "yuv420p",
-    metadata: dict[str, str] | None = None,
     *,
+    metadata: dict[str, str] | None = None,
     keyframes: torch.Tensor | None = None,
-    colour_match: float = 0.0,
-    crossfade: bool = True,
-    double_fps: bool = False,
-    preset: str | None = None,
     collect_frames: int = 0,
 ) -> StitchResult:
     """Stream the sub-clips of ``timeline`` into ``out_path`` with ``audio`` muxed in sync.
 
     Args:
         clips: clip ``k``'s frames as uint8 ``[T_k, H, W, 3]`` with ``T_k`` its rendered
-            frames (``render_frames``, else ``num_frames``), yielded lazily in order.
+            frames (``render_frames``), yielded lazily in order.
         timeline: the master timeline the clips were made for.
         audio: the track the timeline was planned from (resampled / trimmed to
             exactly ``timeline.num_samples`` samples at ``timeline.sample_rate`` Hz).
         out_path: video file (.mp4, .mov, .mkv, .webm); written atomically.
+        settings: codec, crf (0-51, lower = better), pix_fmt, preset, colour-match strength
+            (0-1), crossfade, double_fps; see :class:`StitcherSettings`.
         runtime: progress (one step per clip), interruption between clips, and the
             device colour matching runs on.
-        codec: ``h264`` / ``h265`` (or an FFmpeg encoder name); crf: quality (0-51,
-            lower = better); pix_fmt: one of ``PIX_FMTS``; preset: encoder preset.
         metadata: container tags, e.g. ``{"prompt": ..., "workflow": ...}``.
-        keyframes: ``[clips + 1, H', W', 3]`` uint8, needed when ``colour_match > 0``.
-        colour_match: strength of matching each clip's colours to its keyframes (0-1).
-        crossfade: blend frames rendered by two clips (timelines with overlap).
-        double_fps: write at twice the timeline's rate with midpoint frames.
+        keyframes: ``[clips + 1, H', W', 3]`` uint8, needed when ``settings.colour_match > 0``.
         collect_frames: also return the output frames when there are at most this many.
 
     An error or interruption leaves no file at ``out_path`` (an existing file
     there is replaced only on success).
     """
+    settings.check()
     out_path = Path(out_path)
-    encoder = resolve_codec(codec, pix_fmt)
-    if not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise InputError("crf", crf, "must be an integer from 0 (lossless) to 51", "use 17-23")
+    encoder = resolve_codec(settings.codec, settings.pix_fmt)
     track = match_audio_to_timeline(audio, timeline)
     spans = clip_spans(timeline)
     n_clips = len(spans)
-    if colour_match > 0 and (keyframes is None or len(keyframes) != n_clips + 1):
+    if settings.colour_match > 0 and (keyframes is None or len(keyframes) != n_clips + 1):
         got = "none" if keyframes is None else f"{len(keyframes)} keyframes"
         raise InputError(
             "keyframes", got, f"colour matching needs {n_clips + 1} keyframes", "connect the clips' keyframes"
         )
-    fps = timeline.fps * (2 if double_fps else 1)
-    total = frames_for_samples(timeline.num_samples, fps, timeline.sample_rate) if double_fps else timeline.num_frames
-    sink = _Sink(timeline.num_frames, double_fps, total, 0 < total <= collect_frames)
+    double = settings.double_fps
+    fps = timeline.fps * (2 if double else 1)
+    total = frames_for_samples(timeline.num_samples, fps, timeline.sample_rate) if double else timeline.num_frames
+    sink = _Sink(timeline.num_frames, double, total, 0 < total <= collect_frames)
+
+    def open_writer(size: tuple[int, int]) -> VideoWriter:
+        audio_codec = "libopus" if out_path.suffix.lower() == ".webm" else "aac"
+        crf, pix_fmt = settings.crf, settings.pix_fmt
+        writer = _EncoderWriter(
+            out_path, fps, size[1], size[0], encoder, crf, pix_fmt, track, audio_codec, metadata, preset=settings.preset
+        )
+        writer.open()
+        return writer
+
+    try:
+        size = _stream(clips, spans, sink, open_writer, timeline, settings, keyframes, runtime)
+        sink.finish()
+        if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
+            raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
+        sink.writer.close()
+    except BaseException:
+        if sink.writer is not None:
+            sink.writer.abort()
+        raise
+    log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
+    kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
+    return StitchResult(out_path, total, size[1], size[0], fps, track.num_samples, kept)
+
+
+def _stream(clips, spans, sink: _Sink, open_writer, timeline, settings: StitcherSettings, keyframes, runtime):
+    """Check, colour-match and join every clip into ``sink`` (its writer opened at the first clip's size)."""
     colour_device = runtime.device if runtime.device.type == "cuda" else torch.device("cpu")
+    n_clips = len(spans)
     it = iter(clips)
     progress = runtime.progress(n_clips, "stitch")
     size: tuple[int, int] | None = None
@@ -304,34 +322,20 @@ def stitch_clips(
             del clip
             if sink.writer is None:
                 size = (int(frames.shape[1]), int(frames.shape[2]))
-                audio_codec = "libopus" if out_path.suffix.lower() == ".webm" else "aac"
-                sink.writer = _EncoderWriter(
-                    out_path, fps, size[1], size[0], encoder, crf, pix_fmt, track, audio_codec, metadata, preset=preset
-                )
-                sink.writer.open()
-            if colour_match > 0:
-                frames = _colour(frames, keyframes, k, timeline, colour_match, colour_device)
-            _join(sink, frames, spans, k, pending, crossfade)
+                sink.writer = open_writer(size)
+            if settings.colour_match > 0:
+                frames = _colour(frames, keyframes, k, timeline, settings.colour_match, colour_device)
+            _join(sink, frames, spans, k, pending, settings.crossfade)
             del frames
             progress.update(1)
         if next(it, None) is not None:
             raise InputError(
                 "clips", f"more than {n_clips} clips", "the timeline has fewer clips", "pass one per sub-clip"
             )
-        sink.finish()
-        if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
-            raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
-        sink.writer.close()
-    except BaseException:
-        if sink.writer is not None:
-            sink.writer.abort()
-        raise
     finally:
         progress.close()
     assert size is not None
-    log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
-    kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
-    return StitchResult(out_path, total, size[1], size[0], fps, track.num_samples, kept)
+    return size
 
 
 def _join(sink: _Sink, frames: np.ndarray, spans, k: int, pending: dict, crossfade: bool) -> None:
@@ -359,6 +363,6 @@ def _colour(frames: np.ndarray, keyframes: torch.Tensor, k: int, timeline: Timel
     from avatar_cascade.stages.stitcher.colour import match_clip_colour
 
     c = timeline.clips[k]
-    offsets = tuple(getattr(c, "keyframe_offsets", (0, len(frames) - 1)))
+    offsets = c.keyframe_offsets
     out = match_clip_colour(torch.from_numpy(frames), keyframes[k], keyframes[k + 1], strength, offsets, device=device)
     return out.numpy()

@@ -1,0 +1,65 @@
+"""First-Last-Frame Refiner settings: seed, batching, sampler, negative-frame guidance, devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.seeds import seed_setting
+from avatar_cascade.core.settings import Settings, nested, setting
+from avatar_cascade.sampling.settings import SamplerSettings
+
+MAX_NEGATIVE_FRAME_STRENGTH = 10.0
+
+
+def devices_from_text(text: str | tuple | list | None) -> tuple[str, ...]:
+    """``'auto'`` / ``''`` -> ``()`` (every local GPU); ``'cuda:0, cuda:1'`` -> ``('cuda:0', 'cuda:1')``."""
+    if isinstance(text, (tuple, list)):
+        return tuple(text)
+    text = (text or "").strip()
+    return () if text.lower() in ("", "auto") else tuple(d.strip() for d in text.split(",") if d.strip())
+
+
+def devices_to_text(devices: tuple[str, ...]) -> str:
+    return ", ".join(devices) if devices else "auto"
+
+
+def _check_devices(name: str, devices: tuple[str, ...]) -> None:
+    for d in devices:
+        try:
+            torch.device(d)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(name, d, "is not a torch device", "use names like cuda:0, cuda:1") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefinerSettings(Settings):
+    """Refiner sampling, batching and guidance.
+
+    Attributes:
+        seed: run seed; clip ``k`` uses ``derive_seed(seed, k, reroll offset)``.
+        batch_size: clips per forward pass (0 = automatic from free memory).
+        sampler: steps / guidance / shift / scheduler (30 steps, shift 5.0: full resolution).
+        negative_frame_strength: ``s`` of negative-frame guidance (0 = off: exactly plain sampling).
+        devices: devices to spread clips over, e.g. ``("cuda:0", "cuda:1")``; empty = the runtime
+            device plus every other local CUDA device.
+    """
+
+    seed: int = seed_setting("Run seed; each window/clip derives its own seed from it.")
+    batch_size: int = setting(
+        0, tooltip="Clips per forward pass; 0 = automatic from free memory (halved on out-of-memory).",
+        min=0, max=64, fix="use 0",
+    )  # fmt: skip
+    sampler: SamplerSettings = nested(SamplerSettings, steps=30, guidance=5.0, shift=5.0)
+    negative_frame_strength: float = setting(
+        0.0, tooltip="Negative-frame guidance: push each clip away from a blurred, colour-shifted "
+        "copy of its keyframes (0 = off; 0.5-2 typical; doubles the DiT time).",
+        min=0.0, max=MAX_NEGATIVE_FRAME_STRENGTH, step=0.05, fix="use 0 or 0.5-2",
+    )  # fmt: skip
+    devices: tuple[str, ...] = setting(
+        (), kind="STRING", tooltip="GPUs to spread clips over: 'auto' = every local GPU (each extra GPU holds its "
+        "own copy of the DiT and VAE), or a list such as 'cuda:0, cuda:1'; 'cuda:0' = one GPU.",
+        encode=devices_to_text, decode=devices_from_text, validate=_check_devices,
+    )  # fmt: skip
