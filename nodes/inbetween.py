@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .validation import validate_widgets
+from ._common import NodeWidgets
+
+
+def inbetween_widgets() -> NodeWidgets:
+    from avatar_cascade.stages.inbetween.settings import InbetweenSettings
+
+    return NodeWidgets(InbetweenSettings, ("segment_frames", "fps", "width", "height"))
 
 
 class AvatarCascadeKeyframesFromImages:
@@ -23,23 +29,15 @@ class AvatarCascadeKeyframesFromImages:
     FUNCTION = "build"
 
     @classmethod
+    def settings_widgets(cls) -> tuple[NodeWidgets, ...]:
+        return (inbetween_widgets(),)
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "Two or more keyframes in order (an IMAGE batch)."}),
-                "segment_frames": (
-                    "INT",
-                    {
-                        "default": 17,
-                        "min": 5,
-                        "max": 257,
-                        "step": 4,
-                        "tooltip": "Frames from one key to the next, both keys included (4n+1): 17 = 15 new frames.",
-                    },
-                ),
-                "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 0.5, "tooltip": "Video rate."}),
-                "width": ("INT", {"default": 832, "min": 16, "max": 4096, "step": 16, "tooltip": "Refine width."}),
-                "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Refine height."}),
+                **inbetween_widgets().inputs(),
                 "prompt": (
                     "STRING",
                     {"default": "", "multiline": True, "tooltip": "What happens between the keys (every segment)."},
@@ -51,20 +49,18 @@ class AvatarCascadeKeyframesFromImages:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, segment_frames=None, fps=None, width=None, height=None, **_):
-        msg = validate_widgets(fps=fps, width=width, height=height)
-        if msg is True and segment_frames is not None:
-            msg = validate_widgets(clip_frames=segment_frames)
-            if msg is not True:
-                return msg.replace("clip_frames", "segment_frames", 1)
-        return msg
+    def VALIDATE_INPUTS(cls, **widgets):
+        return inbetween_widgets().validate(widgets)
 
     def build(self, images, segment_frames, fps, width, height, prompt, audio=None):
         from avatar_cascade.media import AudioTrack
         from avatar_cascade.stages.inbetween.inbetween import keyframes_from_images
 
+        settings = inbetween_widgets().build(
+            {"segment_frames": segment_frames, "fps": fps, "width": width, "height": height}
+        )
         track = AudioTrack.from_comfy(audio) if audio is not None else None
-        return keyframes_from_images(images, segment_frames, fps, width, height, audio=track, prompt=prompt)
+        return keyframes_from_images(images, settings, audio=track, prompt=prompt)
 
 
 NODE_CLASS_MAPPINGS = {"AvatarCascadeKeyframesFromImages": AvatarCascadeKeyframesFromImages}

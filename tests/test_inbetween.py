@@ -13,6 +13,7 @@ from avatar_cascade.artefacts.timeline import frame_to_sample
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.media import AudioTrack, probe_media
 from avatar_cascade.stages.inbetween.inbetween import fit_images, keyframes_from_images
+from avatar_cascade.stages.inbetween.settings import InbetweenSettings as IB
 from tests.helpers import cpu_runtime
 
 
@@ -26,7 +27,7 @@ def keys(n: int, h: int = 40, w: int = 60) -> torch.Tensor:
     [(2, 5, 16), (4, 9, 24), (3, 17, "30000/1001"), (6, 81, 25), (5, 13, 23.976)],
 )
 def test_timeline_puts_key_k_at_frame_k_times_segment(n, segment, fps):
-    kf, aligned, story = keyframes_from_images(keys(n), segment, fps, 32, 16)
+    kf, aligned, story = keyframes_from_images(keys(n), IB(segment_frames=segment, fps=fps, width=32, height=16))
     tl = aligned.timeline
     assert tl.num_frames == (n - 1) * (segment - 1) + 1
     assert tl.seams == kf.frame_indices == [k * (segment - 1) for k in range(n)]
@@ -40,11 +41,11 @@ def test_timeline_puts_key_k_at_frame_k_times_segment(n, segment, fps):
 def test_audio_is_cut_or_padded_to_the_video():
     sr = 22050
     long = AudioTrack(torch.ones(2, sr * 5), sr)
-    _, aligned, _ = keyframes_from_images(keys(3), 9, 16, 16, 16, audio=long)
+    _, aligned, _ = keyframes_from_images(keys(3), IB(segment_frames=9, fps=16, width=16, height=16), audio=long)
     want = frame_to_sample(17, Fraction(16), sr)
     assert aligned.audio.num_samples == want and aligned.audio.waveform.shape[0] == 2
     short = AudioTrack(torch.ones(1, 1000), sr)
-    _, aligned, _ = keyframes_from_images(keys(3), 9, 16, 16, 16, audio=short)
+    _, aligned, _ = keyframes_from_images(keys(3), IB(segment_frames=9, fps=16, width=16, height=16), audio=short)
     assert (
         aligned.audio.num_samples == want and aligned.audio.waveform[0, 999] == 1 and aligned.audio.waveform[0, -1] == 0
     )
@@ -65,13 +66,13 @@ def test_keys_are_centre_cropped_not_stretched():
 
 def test_bad_inputs_name_the_input():
     with pytest.raises(InputError, match="images.*at least two keyframes"):
-        keyframes_from_images(keys(1), 9, 16, 32, 32)
-    with pytest.raises(InputError, match="clip_frames.*4n\\+1"):
-        keyframes_from_images(keys(2), 8, 16, 32, 32)
+        keyframes_from_images(keys(1), IB(segment_frames=9, fps=16, width=32, height=32))
+    with pytest.raises(InputError, match="segment_frames.*4n\\+1"):
+        keyframes_from_images(keys(2), IB(segment_frames=8, fps=16, width=32, height=32))
     with pytest.raises(InputError, match="width"):
-        keyframes_from_images(keys(2), 9, 16, 30, 32)
+        keyframes_from_images(keys(2), IB(segment_frames=9, fps=16, width=30, height=32))
     with pytest.raises(InputError, match="images"):
-        keyframes_from_images(torch.rand(2, 8, 8), 9, 16, 32, 32)
+        keyframes_from_images(torch.rand(2, 8, 8), IB(segment_frames=9, fps=16, width=32, height=32))
 
 
 def test_node_builds_keyframes_timeline_and_storyline():
@@ -93,7 +94,8 @@ def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(models, t
     from avatar_cascade.stages.stitcher.settings import StitcherSettings
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
-    kf, aligned, story = keyframes_from_images(keys(3), 5, 16, 16, 16, prompt="a ball bounces")
+    small = IB(segment_frames=5, fps=16, width=16, height=16)
+    kf, aligned, story = keyframes_from_images(keys(3), small, prompt="a ball bounces")
     rt = cpu_runtime()
     settings = RefinerSettings(seed=1, batch_size=2, sampler=SamplerSettings(steps=2, guidance=3.0, shift=3.0))
     clips = refine_clips(*models, kf, aligned, story, settings, rt, tmp_path / "clips")

@@ -20,12 +20,13 @@ from avatar_cascade.core.settings import from_text, from_widget, leaves, to_widg
 from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.aligner.settings import AlignerSettings
 from avatar_cascade.stages.blueprint.settings import BlueprintSettings
+from avatar_cascade.stages.inbetween.settings import InbetweenSettings
 from avatar_cascade.stages.keyframes.settings import KeyframeSettings, LiftSettings
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.stitcher.settings import StitcherSettings
 from nodes import NODE_CLASS_MAPPINGS
 
-CLASSES = [*STAGE_SETTINGS.values(), SamplerSettings, LiftSettings]
+CLASSES = [*STAGE_SETTINGS.values(), SamplerSettings, LiftSettings, InbetweenSettings]
 REQUIRED = ["--image", "face.png", "--audio", "talk.wav", "--prompt", "hi", "--models", "models", "--out", "o.mp4"]
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 # Widgets of the stage nodes that are no engine setting: the run's text, names and folders.
@@ -36,6 +37,7 @@ NODE_ONLY = {
     "AvatarCascadeKeyframeExtractor": {"work_folder"},
     "AvatarCascadeFLFRefiner": {"reroll", "cache_folder"},
     "AvatarCascadeClipStitcher": {"filename_prefix", "max_image_frames"},
+    "AvatarCascadeKeyframesFromImages": {"prompt"},
 }
 
 

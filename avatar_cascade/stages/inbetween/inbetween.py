@@ -30,7 +30,7 @@ from avatar_cascade.artefacts.timeline import Timeline, check_clip_frames, frame
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.media import AudioTrack
 from avatar_cascade.media.frames import resize_uint8
-from avatar_cascade.sampling.settings import check_resolution
+from avatar_cascade.stages.inbetween.settings import InbetweenSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,8 @@ def inbetween_storyline(timeline: Timeline, prompt: str, negative: str = DEFAULT
 
 def keyframes_from_images(
     images: torch.Tensor,
-    segment_frames: int,
-    fps,
-    width: int,
-    height: int,
+    settings: InbetweenSettings,
+    *,
     audio: AudioTrack | None = None,
     prompt: str = "",
 ) -> tuple[Keyframes, AlignedAudio, Storyline]:
@@ -108,15 +106,13 @@ def keyframes_from_images(
 
     Args:
         images: ``[S, H, W, C]`` float 0..1, ``S >= 2`` keys in order.
-        segment_frames: frames from one key to the next, both included (4n+1).
-        fps: video frame rate.
-        width / height: refine resolution (multiples of 16).
+        settings: segment length (4n+1), video frame rate, refine width / height (multiples of 16).
         audio: track to mux (cut / padded to the video), or None for silence.
         prompt: text for every segment.
     """
-    check_resolution(width, height)
-    keys = fit_images(images, width, height)
-    aligned = inbetween_timeline(len(keys), segment_frames, fps, audio)
+    settings.check()
+    keys = fit_images(images, settings.width, settings.height)
+    aligned = inbetween_timeline(len(keys), settings.segment_frames, settings.fps, audio)
     tl = aligned.timeline
     kf = Keyframes(
         images=keys,
@@ -128,7 +124,7 @@ def keyframes_from_images(
         "in-betweening %d keys: %d segments of %d frames, %d frames in all",
         len(keys),
         len(tl.clips),
-        segment_frames,
+        settings.segment_frames,
         tl.num_frames,
     )
     return kf, aligned, inbetween_storyline(tl, prompt)

@@ -37,6 +37,10 @@ BLUR_FRACTION = 0.015
 SATURATION = 0.7
 CONTRAST = 0.85
 WARM_CAST = (0.08, 0.02, -0.08)
+# What a clip's cache key records of the degradation (only when the strength is > 0, so plain clips keep
+# their keys). "torchvision-1": blur / saturation / contrast through torchvision (up to 1e-3 from the
+# hand-written version of v0.1, whose clips must not be mixed with these).
+DEGRADE_PARAMS = ("torchvision-1", BLUR_FRACTION, SATURATION, CONTRAST, WARM_CAST)
 
 
 def drift_degrade(frames: torch.Tensor) -> torch.Tensor:

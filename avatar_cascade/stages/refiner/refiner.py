@@ -58,7 +58,7 @@ from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "3"  # 3: negative-frame degradation through torchvision (slightly different numbers)
+CACHE_FORMAT = "2"
 _REROLL_TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -205,7 +205,7 @@ def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, 
             "frames": n,
             "sampler": vars(settings.sampler),
             "size": [w, h],
-            "negative_frames": [s, nf.BLUR_FRACTION, nf.SATURATION, nf.CONTRAST, nf.WARM_CAST] if s > 0 else 0.0,
+            "negative_frames": [s, *nf.DEGRADE_PARAMS] if s > 0 else 0.0,
         }
         key = content_key(parts)
         path = cache_dir / f"clip_{c.index:05d}_{key}.safetensors"
