@@ -1,1 +1,1 @@
-"""avatar_cascade.demo."""
+"""Tiny models with the real architectures, written in the real on-disk layouts (demo and tests)."""

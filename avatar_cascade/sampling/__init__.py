@@ -1,1 +1,1 @@
-"""avatar_cascade.sampling.loop."""
+"""What every DiT-sampling stage shares: sampler settings, the Wan I2V/FLF2V condition, the denoising loop."""

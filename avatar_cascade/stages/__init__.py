@@ -1,1 +1,1 @@
-"""avatar_cascade.stages."""
+"""The six stages of the cascade plus in-betweening, one package each; no stage imports another."""

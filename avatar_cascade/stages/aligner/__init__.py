@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.aligner."""
+"""Audio Aligner: audio in, the frame-exact master timeline (+ wav2vec2 features) out."""

@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.blueprint."""
+"""Blueprint DiT Sampler: the whole duration at low resolution and frame rate, window by window."""

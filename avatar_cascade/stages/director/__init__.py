@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.director."""
+"""MLLM Director: reference image + audio + instruction -> storyline (global part + one shot per sub-clip)."""

@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.inbetween."""
+"""Keyframes from images: ToonCrafter-style in-betweening of keys an artist drew."""

@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.keyframes."""
+"""Keyframe Extractor: score blueprint frames near every seam, pick one, lift it to the refine size."""

@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.refiner."""
+"""First-Last-Frame Refiner: every sub-clip between its two keyframes, batched, cached per clip."""

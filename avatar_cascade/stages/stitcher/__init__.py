@@ -1,1 +1,1 @@
-"""avatar_cascade.stages.stitcher."""
+"""Clip Stitcher: join the clips, blend seams, match colour, mux the audio, stream to a video file."""
