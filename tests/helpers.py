@@ -8,8 +8,10 @@ subprocess tests (SIGKILL, 720p RSS) put it there themselves.
 from __future__ import annotations
 
 import math
+import wave
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from avatar_cascade.core.runtime import Runtime
@@ -76,6 +78,19 @@ def aligned_tone(
     return align_audio(AudioTrack(wave, SR), settings, cpu_runtime(), audio_encoder=encoder)
 
 
+def sines(channels: int, sr: int, seconds: float, base: float = 440.0) -> np.ndarray:
+    """[C, T] float32; channel c is a sine at base * (1 + c/2) Hz, amplitude 0.5."""
+    t = np.arange(int(round(sr * seconds))) / sr
+    return np.stack([0.5 * np.sin(2 * np.pi * base * (1 + c / 2) * t) for c in range(channels)]).astype(np.float32)
+
+
+def dominant_hz(x: np.ndarray | torch.Tensor, sr: int) -> float:
+    """The frequency (Hz) of the strongest bin of the Hann-windowed spectrum of ``x`` (1-D) at ``sr``."""
+    x = np.asarray(x, dtype=np.float64)
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * sr / len(x))
+
+
 # ----------------------------------------------------------------------------- model files
 
 
@@ -101,6 +116,17 @@ def load_tiny_models(models_dir: str | Path):
         load_wan_vae(models_dir / "vae" / VAE_FILE),
         load_text_encoder(models_dir / "text_encoders" / TEXT_ENCODER_FILE),
     )
+
+
+def meta_shapes(cls, config) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of ``cls(**config)`` (or ``cls.from_config(config)``) built on the meta device:
+    a full-size model's layout without its weights."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = cls(**config) if not hasattr(cls, "from_config") else cls.from_config(config)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 class ForwardCounter:
@@ -155,3 +181,138 @@ def refiner_inputs(clips: int = 3, size: int = 16, fps: int = 16, prompt: str = 
     images = torch.randint(0, 256, (clips + 1, size, size, 3), generator=g, dtype=torch.uint8)
     aligned = AlignedAudio(tl, AudioTrack(torch.zeros(1, tl.num_samples), SR))
     return Keyframes(images, tl.seams, [None] * (clips + 1)), aligned, inbetween_storyline(tl, prompt)
+
+
+# ----------------------------------------------------------------------------- stitcher (test_stitcher_*)
+
+STITCH_SIZE = 64
+STITCH_BITS = 8  # frame index encoded as 8 vertical black/white stripes (survives H.264)
+
+
+def stitch(clips, timeline, audio, out, rt, *, metadata=None, keyframes=None, collect_frames=0, **kw):
+    """``stitch_clips`` with ``StitcherSettings(**kw)``, colour matching off unless ``colour_match`` is given."""
+    from avatar_cascade.stages.stitcher.settings import StitcherSettings
+    from avatar_cascade.stages.stitcher.stitcher import stitch_clips
+
+    settings = StitcherSettings(**{"colour_match": 0.0, **kw})
+    return stitch_clips(
+        clips, timeline, audio, out, settings, rt, metadata=metadata, keyframes=keyframes, collect_frames=collect_frames
+    )
+
+
+def marked_frame(index: int) -> np.ndarray:
+    """A ``STITCH_SIZE`` square uint8 frame with ``index`` in binary as ``STITCH_BITS`` vertical stripes."""
+    frame = np.zeros((STITCH_SIZE, STITCH_SIZE, 3), np.uint8)
+    width = STITCH_SIZE // STITCH_BITS
+    for b in range(STITCH_BITS):
+        if index >> b & 1:
+            frame[:, b * width : (b + 1) * width] = 255
+    return frame
+
+
+def read_marks(path) -> list[int]:
+    """The :func:`marked_frame` index of every frame of the video at ``path``, in order."""
+    import av
+
+    width = STITCH_SIZE // STITCH_BITS
+    marks = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            img = f.to_ndarray(format="rgb24").astype(np.float32)
+            bits = [img[8:-8, b * width + 2 : (b + 1) * width - 2].mean() > 127 for b in range(STITCH_BITS)]
+            marks.append(sum(1 << b for b, on in enumerate(bits) if on))
+    return marks
+
+
+def clip_frames(timeline, k: int) -> np.ndarray:
+    """Clip ``k`` of ``timeline`` as :func:`marked_frame` frames (its first to its last frame, seams included)."""
+    sub = timeline.clips[k]
+    return np.stack([marked_frame(i) for i in range(sub.frame_start, sub.frame_end + 1)])
+
+
+# ----------------------------------------------------------------------------- director (test_director_*)
+
+
+def run_director(mllm, seconds=9.0, instruction="talk warmly", sr=SR, **kw):
+    """``(storyline, timeline)``: the Director on ``mllm`` (or ``None``: rules only) for ``seconds`` of a quiet
+    sine at ``sr`` and a random 32x24 image, 25 fps, clips of 81 frames; ``kw`` are ``DirectorSettings``."""
+    from avatar_cascade.artefacts.timeline import plan_timeline
+    from avatar_cascade.stages.director.director import direct
+    from avatar_cascade.stages.director.settings import DirectorSettings
+
+    tl = plan_timeline(int(seconds * sr), sr, 25, 81)
+    wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * (0.05 * SR / sr))[None]
+    rt = cpu_runtime()
+    story = direct(mllm, torch.rand(32, 24, 3), wav, sr, instruction, tl, DirectorSettings(**kw), rt)
+    return story, tl
+
+
+def assert_covers(story, tl) -> None:
+    """``story`` is a valid storyline for ``tl`` with one shot per clip, on the clips' frames."""
+    import json
+
+    from avatar_cascade.artefacts.storyline import Storyline
+
+    Storyline.validate(json.loads(story.to_json()), tl)  # a valid storyline for this timeline
+    assert [(s.frame_start, s.frame_end) for s in story.shots] == [(c.frame_start, c.frame_end) for c in tl.clips]
+
+
+# ----------------------------------------------------------------------------- bad inputs (test_bad_inputs_*)
+
+
+def write_png(path: Path, w: int, h: int, mode: str = "RGB") -> Path:
+    """A ``w`` x ``h`` PNG of seeded noise in ``mode`` (``RGB``, ``L``, ``I;16``, or ``RGBA`` with the top half
+    fully transparent); returns ``path``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        arr = rng.integers(0, 65536, (h, w), dtype=np.uint16)
+        Image.fromarray(arr).save(path)  # uint16 -> I;16
+    elif mode == "L":
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L").save(path)
+    elif mode == "RGBA":
+        arr = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+        arr[: h // 2, :, 3] = 0  # top half fully transparent
+        arr[h // 2 :, :, 3] = 255
+        Image.fromarray(arr, mode="RGBA").save(path)
+    else:
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mode="RGB").save(path)
+    return path
+
+
+def write_wav(path: Path, seconds: float, sr: int = 16000, channels: int = 1, sampwidth: int = 2) -> Path:
+    """PCM WAV of a 220 Hz tone (silence for 8-bit)."""
+    n = round(seconds * sr)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(sampwidth)
+        w.setframerate(sr)
+        if sampwidth == 1:
+            w.writeframes(b"\x80" * (n * channels))
+        else:
+            t = np.arange(n) / sr
+            tone = (0.3 * 32767 * np.sin(2 * np.pi * 220 * t)).astype("<i2")
+            w.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
+    return path
+
+
+def snapshot_files(root: Path) -> set[str]:
+    """The files under ``root``, as paths relative to it."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def assert_clear(message: str, input_name: str, value: str) -> None:
+    """``message`` is a clear error: it names ``input_name`` and ``value``, says a fix, and holds no traceback."""
+    assert input_name in message, message
+    assert value in message, message
+    fix = message.split("Fix:", 1)
+    assert len(fix) == 2 and len(fix[1].strip()) > 5, message
+    assert "Traceback" not in message
+
+
+def node_class(name: str):
+    """The node class registered as ``name`` in ``nodes.NODE_CLASS_MAPPINGS`` (as ComfyUI looks it up)."""
+    from nodes import NODE_CLASS_MAPPINGS
+
+    return NODE_CLASS_MAPPINGS[name]

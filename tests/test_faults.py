@@ -8,7 +8,7 @@ Covered elsewhere (not repeated here):
 - A (simulated) CUDA out-of-memory error in a refiner batch halves the batch and continues with
   the same frames: ``tests/test_refiner.py::test_out_of_memory_halves_the_batch_and_keeps_going``.
 - An interrupt before the first stitched clip leaves no file, and a ``KeyboardInterrupt`` keeps an
-  existing file: ``tests/test_stitcher.py::test_interrupt_leaves_no_file`` / ``..._keeps_existing_file``.
+  existing file: ``tests/test_stitcher_joins.py::test_interrupt_leaves_no_file`` / ``..._keeps_existing_file``.
 
 Fault injection is the only stand-in: an ``interrupt_check`` that stops once work has reached
 disk, and a container whose ``mux`` raises ``ENOSPC`` part-way through the stream.

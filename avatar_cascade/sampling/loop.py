@@ -149,7 +149,7 @@ def _image_tokens(dit, requests: Sequence[ClipRequest], runtime: Runtime, image_
             f"this DiT ({dit.variant}) is a Wan 2.1 image-to-video model that also needs CLIP-vision tokens",
             "connect a CLIP Vision loader with clip_vision_h.safetensors",
         )
-    with runtime.use_models(image_encoder.model):
+    with runtime.use_models(*image_encoder.modules()):
         return frame_tokens(image_encoder, [(r.first_frame, r.last_frame) for r in requests])
 
 

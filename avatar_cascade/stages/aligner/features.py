@@ -239,7 +239,7 @@ def extract_frame_features(
     geo = conv_geometry(model.config)
     n_out = frame_times_s.numel()
     pos = geo.position(frame_times_s.double())
-    with runtime.use_models(model), torch.no_grad():
+    with runtime.use_models(*encoder.modules()), torch.no_grad():
         p = next(model.parameters())
         x = prepare_waveform(mono16, encoder.normalize, geo.receptive).to(p.device, p.dtype)
         cnn = cnn_features(model, x, geo, runtime)

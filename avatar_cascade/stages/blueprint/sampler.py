@@ -226,7 +226,7 @@ def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, refer
     if _uses_image_encoder(dit, image_encoder):
         from avatar_cascade.models.clip_vision import frame_tokens
 
-        with runtime.use_models(image_encoder.model):
+        with runtime.use_models(*image_encoder.modules()):
             image_embeds = frame_tokens(image_encoder, [(to_model_space(ref_small[None])[0], None)])
 
     bar = runtime.progress(len(windows), "blueprint windows")

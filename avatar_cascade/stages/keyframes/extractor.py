@@ -31,6 +31,7 @@ from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media.frames import match_colour, reference_uint8, resize_uint8
+from avatar_cascade.models.handle import modules_of
 from avatar_cascade.stages.keyframes.lift import lift_keyframes
 from avatar_cascade.stages.keyframes.scores import (
     AudioEnergy,
@@ -215,7 +216,7 @@ def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, r
     denom = max(sum(weights.values()), 1e-9)
     bar = runtime.progress(len(tl.seams), "keyframes")
     bar.update(1)
-    with runtime.use_models(*([clip_vision.model] if clip_vision is not None else [])):
+    with runtime.use_models(*modules_of(clip_vision)):
         ref_emb = clip_embedding(clip_vision, ref_small[None])[0] if clip_vision is not None else None
         for k in range(1, len(tl.seams)):
             runtime.check_interrupt()

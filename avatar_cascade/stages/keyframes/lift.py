@@ -33,6 +33,7 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.media.frames import image_to_model_space, to_model_space
+from avatar_cascade.models.handle import modules_of
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition, encode_video
 from avatar_cascade.sampling.loop import as_dit, sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
@@ -63,7 +64,7 @@ def _reference_tokens(dit, image_encoder, reference: torch.Tensor, runtime: Runt
         )
     from avatar_cascade.models.clip_vision import frame_tokens
 
-    with runtime.use_models(image_encoder.model):
+    with runtime.use_models(*image_encoder.modules()):
         return frame_tokens(image_encoder, [(reference, None)])
 
 
@@ -103,7 +104,7 @@ def lift_keyframes(
     out = images.clone()
     bar = runtime.progress(s, "lift keyframes")
     try:
-        with runtime.use_models(*dit.modules(), vae.vae):
+        with runtime.use_models(*modules_of(dit, vae)):
             for lo in range(0, s, settings.batch_size):
                 hi = min(s, lo + settings.batch_size)
                 reqs = [

@@ -11,61 +11,27 @@ Entry points: ``avatar_cascade.cli.main(["run", ...])`` (the standalone CLI), th
 from ``nodes.NODE_CLASS_MAPPINGS`` (as ComfyUI calls them, folders from ``AVATAR_CASCADE_*``
 env vars), their ``VALIDATE_INPUTS`` (widget values), and ``avatar_cascade.media.load_image``
 / ``load_audio`` (the loaders the CLI runs first) for the handled kinds.
+
+This module: the CLI table and the documented handling; the loader nodes, widget values and
+Storyline Edit JSON are in ``test_bad_inputs_nodes.py``. The ``sandbox`` fixture is in
+``conftest.py``, the input writers and ``assert_clear`` in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import shutil
 import struct
-import tempfile
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from avatar_cascade.core.errors import AvatarCascadeError
-from avatar_cascade.demo.models import DIT_FILE, VAE_FILE
+from avatar_cascade.demo.models import DIT_FILE
+from tests.helpers import assert_clear, write_png, write_wav
+from tests.helpers import node_class as _node
+from tests.helpers import snapshot_files as _snapshot
 
 # ----------------------------------------------------------------------------- writers of test inputs
-
-
-def write_png(path: Path, w: int, h: int, mode: str = "RGB") -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    if mode == "I;16":
-        arr = rng.integers(0, 65536, (h, w), dtype=np.uint16)
-        Image.fromarray(arr).save(path)  # uint16 -> I;16
-    elif mode == "L":
-        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L").save(path)
-    elif mode == "RGBA":
-        arr = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
-        arr[: h // 2, :, 3] = 0  # top half fully transparent
-        arr[h // 2 :, :, 3] = 255
-        Image.fromarray(arr, mode="RGBA").save(path)
-    else:
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mode="RGB").save(path)
-    return path
-
-
-def write_wav(path: Path, seconds: float, sr: int = 16000, channels: int = 1, sampwidth: int = 2) -> Path:
-    """PCM WAV of a 220 Hz tone (silence for 8-bit)."""
-    n = round(seconds * sr)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(sampwidth)
-        w.setframerate(sr)
-        if sampwidth == 1:
-            w.writeframes(b"\x80" * (n * channels))
-        else:
-            t = np.arange(n) / sr
-            tone = (0.3 * 32767 * np.sin(2 * np.pi * 220 * t)).astype("<i2")
-            w.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
-    return path
 
 
 def write_float_wav(path: Path, samples: np.ndarray, sr: int) -> Path:
@@ -85,29 +51,7 @@ def write_silent_video(path: Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- sandbox
-
-
-def _snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-
-
-@pytest.fixture()
-def sandbox(tmp_path, monkeypatch):
-    """``tmp_path`` as cwd and temp folder; inputs written before the snapshot, out/ and work/ allowed."""
-    box = tmp_path / "box"
-    for sub in ("inputs", "out", "work", "systmp"):
-        (box / sub).mkdir(parents=True)
-    monkeypatch.chdir(box)
-    monkeypatch.setattr(tempfile, "tempdir", str(box / "systmp"))
-    monkeypatch.setenv("AVATAR_CASCADE_OUTPUT", str(box / "out"))
-    monkeypatch.setenv("AVATAR_CASCADE_MODELS", str(box / "models"))
-    write_png(box / "inputs" / "face.png", 64, 64)
-    write_wav(box / "inputs" / "speech.wav", 1.0)
-    yield box
-    # checked after the test has written its own inputs: compare with what the test made itself
-    stray = {f for f in _snapshot(box) if not f.startswith(("inputs/", "out/", "work/", "models/"))}
-    assert stray == set(), f"files written outside the output / work folders: {sorted(stray)}"
+# ----------------------------------------------------------------------------- sandbox (the fixture: conftest.py)
 
 
 def cli(box: Path, models: Path, capsys, **over: str) -> tuple[int, str]:
@@ -135,14 +79,6 @@ def cli(box: Path, models: Path, capsys, **over: str) -> tuple[int, str]:
     assert all(f.startswith(("out/", "work/")) for f in new), sorted(new)
     assert not (box / "out" / "o.mp4").exists()
     return rc, capsys.readouterr().err
-
-
-def assert_clear(message: str, input_name: str, value: str) -> None:
-    assert input_name in message, message
-    assert value in message, message
-    fix = message.split("Fix:", 1)
-    assert len(fix) == 2 and len(fix[1].strip()) > 5, message
-    assert "Traceback" not in message
 
 
 # ----------------------------------------------------------------------------- CLI table
@@ -251,148 +187,6 @@ def test_the_2h_limit_and_nan_are_said_in_words(sandbox, demo_models_dir, capsys
     assert "NaN" in err
     _, err = cli(sandbox, demo_models_dir, capsys, **_make(sandbox, "video-without-audio"))
     assert "no audio stream" in err and "sound track" in err
-
-
-# ----------------------------------------------------------------------------- model files through the loader nodes
-
-
-@pytest.fixture()
-def models_tree(sandbox, demo_models_dir):
-    """A models/ tree in the sandbox with a VAE posing as a DiT, a truncated DiT and foreign LoRAs."""
-    from safetensors.torch import save_file
-
-    root = sandbox / "models"
-    dm = root / "diffusion_models"
-    dm.mkdir(parents=True)
-    shutil.copyfile(demo_models_dir / "diffusion_models" / DIT_FILE, dm / DIT_FILE)
-    shutil.copyfile(demo_models_dir / "vae" / VAE_FILE, dm / "my_vae.safetensors")
-    data = (demo_models_dir / "diffusion_models" / DIT_FILE).read_bytes()
-    (dm / "half.safetensors").write_bytes(data[: len(data) // 2])
-    (root / "loras").mkdir()
-    sdxl = {
-        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320),
-        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4),
-    }
-    save_file(sdxl, str(root / "loras" / "sdxl_style.safetensors"))
-    flux = {
-        "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": torch.zeros(4, 3072),
-        "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": torch.zeros(9216, 4),
-    }
-    save_file(flux, str(root / "loras" / "flux_style.safetensors"))
-    return root
-
-
-def _node(name: str):
-    from nodes import NODE_CLASS_MAPPINGS
-
-    return NODE_CLASS_MAPPINGS[name]
-
-
-def _raises_clear(fn, input_name: str, value: str) -> str:
-    with pytest.raises(AvatarCascadeError) as info:
-        fn()
-    assert_clear(str(info.value), input_name, value)
-    return str(info.value)
-
-
-def test_vae_file_chosen_as_dit(models_tree):
-    msg = _raises_clear(lambda: _node("AvatarCascadeDiTLoader")().load("my_vae.safetensors"), "dit_name", "my_vae")
-    assert "VAE" in msg or "not recognised" in msg
-
-
-def test_truncated_safetensors(models_tree):
-    msg = _raises_clear(lambda: _node("AvatarCascadeDiTLoader")().load("half.safetensors"), "dit_name", "half")
-    assert "truncated" in msg
-
-
-def test_model_name_with_dotdot_in_a_node(models_tree):
-    _raises_clear(lambda: _node("AvatarCascadeDiTLoader")().load("../loras/x.safetensors"), "dit_name", "../")
-    stack = _node("AvatarCascadeLoRAStack")()
-    _raises_clear(lambda: stack.stack("../../secret.safetensors", 1.0, "all"), "lora_name", "../")
-
-
-@pytest.mark.parametrize(("file", "family"), [("sdxl_style", "Stable Diffusion"), ("flux_style", "FLUX")])
-def test_lora_for_another_model(models_tree, file, family):
-    (dit,) = _node("AvatarCascadeDiTLoader")().load(DIT_FILE)
-    (stack,) = _node("AvatarCascadeLoRAStack")().stack(f"{file}.safetensors", 1.0, "all")
-    msg = _raises_clear(lambda: _node("AvatarCascadeApplyLoRA")().apply(dit, stack), "lora", file)
-    assert family in msg
-
-
-# ----------------------------------------------------------------------------- widget values (VALIDATE_INPUTS)
-
-WIDGET_KINDS = [
-    ("AvatarCascadeFLFRefiner", {"scheduler": "euler_ancestral_magic"}, "scheduler", "euler_ancestral_magic"),
-    ("AvatarCascadeFLFRefiner", {"seed": -5}, "seed", "-5"),
-    ("AvatarCascadeFLFRefiner", {"seed": 2**64}, "seed", str(2**64)),
-    ("AvatarCascadeAudioAligner", {"fps": 0.0}, "fps", "0.0"),
-    ("AvatarCascadeAudioAligner", {"fps": -30.0}, "fps", "-30.0"),
-    ("AvatarCascadeAudioAligner", {"fps": 1e9}, "fps", "1000000000.0"),
-    ("AvatarCascadeAudioAligner", {"fps": math.nan}, "fps", "nan"),
-    ("AvatarCascadeAudioAligner", {"fps": math.inf}, "fps", "inf"),
-    ("AvatarCascadeAudioAligner", {"fps": 25.0, "clip_frames": 80}, "clip_frames", "80"),
-    ("AvatarCascadeBlueprintSampler", {"width": 100, "height": 64}, "width", "100"),
-]
-
-
-@pytest.mark.parametrize(
-    ("node", "widgets", "input_name", "value"), WIDGET_KINDS, ids=[f"{n[13:]}-{k}" for n, k, *_ in WIDGET_KINDS]
-)
-def test_widget_values_are_refused_before_the_run(sandbox, node, widgets, input_name, value):
-    msg = _node(node).VALIDATE_INPUTS(**widgets)
-    assert isinstance(msg, str), msg
-    assert_clear(msg, input_name, value)
-
-
-# ----------------------------------------------------------------------------- storyline JSON (Storyline Edit node)
-
-
-@pytest.fixture()
-def timeline(sandbox):
-    from avatar_cascade.media import load_audio
-
-    audio = load_audio(write_wav(sandbox / "inputs" / "two_seconds.wav", 2.0))
-    aligned, _ = _node("AvatarCascadeAudioAligner")().align(audio.to_comfy(), 16.0, 17)
-    assert len(aligned.timeline.clips) >= 2
-    return aligned
-
-
-def _story(aligned) -> dict:
-    _, text = _node("AvatarCascadeStorylineEdit")().edit(aligned, _rule_story(aligned))["result"]
-    return json.loads(text)
-
-
-def _rule_story(aligned) -> str:
-    from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
-
-    return inbetween_storyline(aligned.timeline, "a person talks").to_json()
-
-
-def test_storyline_json_that_is_not_json(timeline):
-    edit = _node("AvatarCascadeStorylineEdit")()
-    _raises_clear(lambda: edit.edit(timeline, '{"global": "talk", "shots": [ '), "storyline", "")
-
-
-def test_storyline_json_missing_fields(timeline):
-    data = _story(timeline)
-    del data["shots"]
-    edit = _node("AvatarCascadeStorylineEdit")()
-    _raises_clear(lambda: edit.edit(timeline, json.dumps(data)), "storyline", "shots")
-    data = _story(timeline)
-    del data["shots"][0]["prompt"]
-    _raises_clear(lambda: edit.edit(timeline, json.dumps(data)), "storyline", "prompt")
-
-
-def test_storyline_json_with_overlapping_shots(timeline):
-    data = _story(timeline)
-    first = data["shots"][0]
-    data["shots"][1]["frame_start"] = first["frame_start"]  # shot 1 claims shot 0's frames too
-    edit = _node("AvatarCascadeStorylineEdit")()
-    msg = _raises_clear(lambda: edit.edit(timeline, json.dumps(data)), "storyline", str(first["frame_start"]))
-    assert "shots[1].frame_start" in msg and "overlaps the previous shot" in msg
-    data = _story(timeline)
-    data["shots"].append(dict(data["shots"][-1]))  # one shot too many
-    _raises_clear(lambda: edit.edit(timeline, json.dumps(data)), "storyline", "shots")
 
 
 # ----------------------------------------------------------------------------- documented handling
