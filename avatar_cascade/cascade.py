@@ -17,6 +17,7 @@ from pathlib import Path
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.settings import Settings
+from avatar_cascade.models.handle import WanModels
 from avatar_cascade.models.mllm import load_mllm
 from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.aligner.aligner import align_audio
@@ -157,9 +158,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     with stage("director"):
         mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
-        storyline = direct(
-            mllm, reference, audio.waveform, audio.sample_rate, cfg.prompt, aligned.timeline, cfg.director, runtime
-        )
+        storyline = direct(mllm, reference, audio, cfg.prompt, aligned.timeline, cfg.director, runtime)
     (wd / "storyline.json").write_text(storyline.to_json())
     aligned.save(wd, storyline=storyline)  # timeline.png now with the shots
 
@@ -191,28 +190,26 @@ def _inputs(cfg: CascadeConfig):
     return reference, audio, paths, _extra_model_paths(cfg)
 
 
-def _generate(cfg: CascadeConfig, models, reference, aligned, storyline, runtime: Runtime, stage: StageTimer):
-    """Blueprint -> keyframes -> refined sub-clips, each stage with its settings from ``cfg``."""
-    dit, vae, te, clip_vision = models
+def _generate(
+    cfg: CascadeConfig, models: WanModels, reference, aligned, storyline, runtime: Runtime, stage: StageTimer
+):
+    """Blueprint -> keyframes -> refined sub-clips, each stage with its settings from ``cfg`` (the optional
+    CLIP vision, ``models.image_encoder``, also scores the keyframes' identity)."""
     wd = cfg.workdir
     with stage("blueprint"):
-        blueprint = render_blueprint(
-            dit, vae, te, reference, aligned, storyline, cfg.blueprint, runtime, work_dir=wd, image_encoder=clip_vision
-        )
+        blueprint = render_blueprint(models, reference, aligned, storyline, cfg.blueprint, runtime, work_dir=wd)
         blueprint.save(wd)
         blueprint.write_video(wd / "blueprint.mp4")
 
     with stage("keyframes"):
         keyframes = extract_keyframes(
-            blueprint, aligned, reference, cfg.keyframes, runtime,
-            clip_vision=clip_vision, storyline=storyline, dit=dit, vae=vae, text_encoder=te, work_dir=wd,
-        )  # fmt: skip
+            blueprint, aligned, reference, cfg.keyframes, runtime, models=models, storyline=storyline, work_dir=wd
+        )
 
     with stage("refiner"):
         clips = refine_clips(
-            dit, vae, te, keyframes, aligned, storyline, cfg.refiner, runtime, wd / "clips",
-            reroll=cfg.reroll, image_encoder=clip_vision,
-        )  # fmt: skip
+            models, keyframes, aligned, storyline, cfg.refiner, runtime, cache_dir=wd / "clips", reroll=cfg.reroll
+        )
     log.info(
         "refiner: %d clips rendered, %d reused from %s",
         clips.computed,
@@ -235,7 +232,7 @@ def _extra_model_paths(cfg: CascadeConfig) -> dict:
     return out
 
 
-def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
+def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned) -> WanModels:
     """DiT (+ LoRAs, + audio adapter), VAE, text encoder and optional CLIP vision."""
     from avatar_cascade.models.clip_vision import load_clip_vision
     from avatar_cascade.models.text_encoder import load_text_encoder
@@ -264,7 +261,7 @@ def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned):
     vae = load_wan_vae(paths["vae"], input_name="--vae")
     te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
     clip_vision = load_clip_vision(paths["clip_vision"], input_name="--clip-vision") if paths["clip_vision"] else None
-    return dit, vae, te, clip_vision
+    return WanModels(dit, vae, te, clip_vision)
 
 
 def demo_config(

@@ -53,13 +53,14 @@ def _tiny_models():
     from pathlib import Path
 
     from avatar_cascade.demo.models import DIT_FILE, TEXT_ENCODER_FILE, VAE_FILE, write_demo_models
+    from avatar_cascade.models.handle import WanModels
     from avatar_cascade.models.text_encoder import load_text_encoder
     from avatar_cascade.models.wan_dit import load_wan_dit
     from avatar_cascade.models.wan_vae import load_wan_vae
 
     d = Path(tempfile.mkdtemp())
     write_demo_models(d)
-    return (
+    return WanModels(
         load_wan_dit(d / "diffusion_models" / DIT_FILE),
         load_wan_vae(d / "vae" / VAE_FILE),
         load_text_encoder(d / "text_encoders" / TEXT_ENCODER_FILE),
@@ -87,7 +88,7 @@ def _run(models, minutes: float, settings, device, keyframe_size: tuple[int, int
     )
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        bp = render_blueprint(*models, reference, aligned, story, settings, rt, work_dir=Path(d))
+        bp = render_blueprint(models, reference, aligned, story, settings, rt, work_dir=Path(d))
         if device.type == "cuda":
             torch.cuda.synchronize()
         bp_s = time.perf_counter() - t0
@@ -129,6 +130,7 @@ def blueprint_wan13b_shape(minutes: float) -> dict:
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
+    from avatar_cascade.models.handle import WanModels
     from avatar_cascade.models.wan_dit import WanDiT, load_bundled_config
     from avatar_cascade.models.wan_vae import WanVAE
     from avatar_cascade.models.wan_vae import load_bundled_config as vae_config
@@ -148,13 +150,19 @@ def blueprint_wan13b_shape(minutes: float) -> dict:
         model = torch.nn.Identity()
         identity = "random-text"
 
+        def modules(self):
+            return [self.model]
+
+        def cache_identity(self):
+            return self.identity
+
         def encode(self, prompts):
             return torch.randn(len(prompts), 512, 4096)
 
     settings = BlueprintSettings(
         width=576, height=320, fps=8, window_frames=33, sampler=SamplerSettings(steps=20, guidance=5.0, shift=3.0)
     )
-    return _run((dit, vae, RandomText()), minutes, settings, dev, (832, 480))
+    return _run(WanModels(dit, vae, RandomText()), minutes, settings, dev, (832, 480))
 
 
 CASES = [

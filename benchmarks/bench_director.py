@@ -41,6 +41,7 @@ def run_director(minutes: float, model: str) -> dict:
     from avatar_cascade.artefacts.timeline import plan_timeline
     from avatar_cascade.core.runtime import Runtime
     from avatar_cascade.demo.tiny_mllm import write_tiny_qwen25_omni_thinker, write_tiny_qwen25_vl
+    from avatar_cascade.media import AudioTrack
     from avatar_cascade.models.mllm import load_mllm
     from avatar_cascade.stages.director.director import direct
     from avatar_cascade.stages.director.settings import DirectorSettings
@@ -69,7 +70,7 @@ def run_director(minutes: float, model: str) -> dict:
             mllm.generate = generate
         t0 = time.perf_counter()
         story = direct(
-            mllm, torch.rand(256, 256, 3), wave, SR, "A lively lecture, smile at 0:30", timeline,
+            mllm, torch.rand(256, 256, 3), AudioTrack(wave, SR), "A lively lecture, smile at 0:30", timeline,
             DirectorSettings(seed=0, max_new_tokens=64, tokens_per_shot=4), runtime,
         )  # fmt: skip
         director_s = time.perf_counter() - t0

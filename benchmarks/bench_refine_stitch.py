@@ -165,18 +165,19 @@ def refine_tiny(batch_size: int, clips: int = 8, frames: int = 17, size: int = 6
     import torch
 
     from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.models.handle import WanModels
     from avatar_cascade.sampling.settings import SamplerSettings
     from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
 
     torch.set_num_threads(1)
-    models = _tiny_models()
+    models = WanModels(*_tiny_models())
     kf, aligned, story = _inputs(clips, frames, (size, size))
     settings = RefinerSettings(seed=0, batch_size=batch_size, sampler=SamplerSettings(steps=4, guidance=3.0))
     rt = Runtime(device=torch.device("cpu"), show_progress=False)
     with tempfile.TemporaryDirectory() as d:
-        refine_clips(*models, kf, aligned, story, settings, rt, Path(d) / "warm", reroll="0")  # warm-up
+        refine_clips(models, kf, aligned, story, settings, rt, cache_dir=Path(d) / "warm", reroll="0")  # warm-up
         t0 = time.perf_counter()
-        refine_clips(*models, kf, aligned, story, settings, rt, Path(d) / "clips")
+        refine_clips(models, kf, aligned, story, settings, rt, cache_dir=Path(d) / "clips")
         wall = time.perf_counter() - t0
     return {"clips": clips, "refine_s": wall, "clips_per_s": clips / wall}
 
@@ -189,6 +190,7 @@ def refine_wan13b_shape(batch_size: int, clips: int = 4, frames: int = 33) -> di
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.models.handle import WanModels
     from avatar_cascade.models.wan_dit import WanDiT, load_bundled_config
     from avatar_cascade.models.wan_vae import WanVAE
     from avatar_cascade.models.wan_vae import load_bundled_config as vae_config
@@ -208,6 +210,12 @@ def refine_wan13b_shape(batch_size: int, clips: int = 4, frames: int = 33) -> di
         model = torch.nn.Identity()
         identity = "random-text"
 
+        def modules(self):
+            return [self.model]
+
+        def cache_identity(self):
+            return self.identity
+
         def encode(self, prompts):
             return torch.randn(len(prompts), 512, 4096)
 
@@ -216,7 +224,7 @@ def refine_wan13b_shape(batch_size: int, clips: int = 4, frames: int = 33) -> di
     rt = Runtime(device=dev, show_progress=False)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        refine_clips(dit, vae, RandomText(), kf, aligned, story, settings, rt, Path(d) / "clips")
+        refine_clips(WanModels(dit, vae, RandomText()), kf, aligned, story, settings, rt, cache_dir=Path(d) / "clips")
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     return {"clips": clips, "refine_s": wall, "clips_per_s": clips / wall}

@@ -85,21 +85,19 @@ class AvatarCascadeBlueprintSampler:
 
     def render(self, dit, vae, text_encoder, image, timeline, storyline, work_folder, clip_vision=None, **widgets):
         from avatar_cascade.media import check_image_tensor
+        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.blueprint.sampler import render_blueprint
 
         settings = blueprint_widgets().build(widgets)
         ref = check_image_tensor(image, "image")
         bp = render_blueprint(
-            dit,
-            vae,
-            text_encoder,
+            WanModels(dit, vae, text_encoder, clip_vision),
             ref,
             timeline,
             storyline,
             settings,
             bridge.make_runtime(),
             work_dir=bridge.work_dir(work_folder),
-            image_encoder=clip_vision,
             keep_stores=KEEP_STORES,
         )
         return (bp,)
@@ -167,21 +165,23 @@ class AvatarCascadeKeyframeExtractor:
     ):
         from avatar_cascade.media import check_image_tensor
         from avatar_cascade.media.contact_sheet import as_uint8_tensor
+        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 
         ref = check_image_tensor(image, "image")
         folder = bridge.work_dir(work_folder)
+        # the lift's models (only for lift_denoise > 0; the extractor says what is missing)
+        lift_models = (dit, vae, text_encoder)
+        models = None if any(m is None for m in lift_models) else WanModels(*lift_models, clip_vision)
         kf = extract_keyframes(
             blueprint,
             timeline,
             ref,
             keyframe_widgets().build(widgets),
             bridge.make_runtime(),
+            models=models,
             clip_vision=clip_vision,
             storyline=storyline,
-            dit=dit,
-            vae=vae,
-            text_encoder=text_encoder,
             work_dir=folder,
         )
         device = bridge.intermediate_device()

@@ -66,9 +66,8 @@ class AvatarCascadeDirector:
 
         runtime = bridge.make_runtime()
         ref = check_image_tensor(image, "image")
-        a = timeline.audio
         settings = director_widgets().build(widgets)
-        story = direct(mllm, ref, a.waveform, a.sample_rate, instruction, timeline.timeline, settings, runtime)
+        story = direct(mllm, ref, timeline.audio, instruction, timeline.timeline, settings, runtime)
         text = story.to_json()
         return {"ui": {"text": [text]}, "result": (story, text)}
 

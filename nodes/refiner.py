@@ -102,20 +102,18 @@ class AvatarCascadeFLFRefiner:
         clip_vision=None,
         **widgets,
     ):
+        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
         clips = refine_clips(
-            dit,
-            vae,
-            text_encoder,
+            WanModels(dit, vae, text_encoder, clip_vision),
             keyframes,
             timeline,
             storyline,
             refiner_widgets().build(widgets),
             bridge.make_runtime(),
-            bridge.work_dir(cache_folder),
+            cache_dir=bridge.work_dir(cache_folder),
             reroll=reroll,
-            image_encoder=clip_vision,
         )
         return (clips,)
 

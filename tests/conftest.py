@@ -2,7 +2,8 @@
 one torch thread, and the fixtures shared by several test modules.
 
 Fixtures here: ``demo_models_dir`` (the demo-model tree, once per session), ``models`` (the tiny
-DiT, VAE and text encoder loaded from it, per module), ``counter`` (a :class:`ForwardCounter` on
+DiT, VAE and text encoder loaded from it, per module), ``wan_models`` (the same three as the
+``WanModels`` bundle the DiT-sampling stages take), ``counter`` (a :class:`ForwardCounter` on
 that DiT, per test), ``audio_encoder`` / ``audio_adapter_file`` (the demo tree's wav2vec2 and
 InfiniteTalk adapter), ``timeline`` (31 frames at 25 fps in 4 clips of 9, for the stitcher),
 ``tiny_dit_diffusers`` / ``tiny_vae_file`` / ``tiny_te`` (tiny model files, for ``test_models_*``)
@@ -55,6 +56,14 @@ def models(demo_models_dir):
     from tests.helpers import load_tiny_models
 
     return load_tiny_models(demo_models_dir)
+
+
+@pytest.fixture(scope="module")
+def wan_models(models):
+    """``WanModels(dit, vae, text_encoder)`` of ``models`` (no image encoder): what the stages take."""
+    from avatar_cascade.models.handle import WanModels
+
+    return WanModels(*models)
 
 
 @pytest.fixture()

@@ -243,7 +243,7 @@ def run_director(mllm, seconds=9.0, instruction="talk warmly", sr=SR, **kw):
     tl = plan_timeline(int(seconds * sr), sr, 25, 81)
     wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * (0.05 * SR / sr))[None]
     rt = cpu_runtime()
-    story = direct(mllm, torch.rand(32, 24, 3), wav, sr, instruction, tl, DirectorSettings(**kw), rt)
+    story = direct(mllm, torch.rand(32, 24, 3), AudioTrack(wav, sr), instruction, tl, DirectorSettings(**kw), rt)
     return story, tl
 
 

@@ -30,7 +30,7 @@ SR = 16000
 FAST = SamplerSettings(steps=2, guidance=1.0, shift=3.0)
 
 
-# ``models`` (the tiny demo DiT, VAE, text encoder) comes from conftest.py. The audio is a 220 Hz tone
+# ``wan_models`` (the tiny demo DiT, VAE, text encoder) comes from conftest.py. The audio is a 220 Hz tone
 # gated at 0.7 Hz (pauses for the seams).
 
 
@@ -54,15 +54,14 @@ def _settings(seed=0, **kw):
 
 
 @pytest.fixture(scope="module")
-def rendered(models, reference, short, tmp_path_factory):
+def rendered(wan_models, reference, short, tmp_path_factory):
     """Seed 0 twice (two work folders) and seed 1, each 13 frames = 2 windows (overlap 5)."""
-    dit, vae, te = models
     aligned, story = short
     out = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         wd = tmp_path_factory.mktemp(f"bp_{name}")
         out[name] = (
-            render_blueprint(dit, vae, te, reference, aligned, story, _settings(seed), _runtime(), work_dir=wd),
+            render_blueprint(wan_models, reference, aligned, story, _settings(seed), _runtime(), work_dir=wd),
             wd,
         )
     return out
@@ -145,23 +144,24 @@ def test_same_seed_same_blueprint_other_seed_other_blueprint(rendered):
     assert (fa.float() - fc.float()).abs().mean() > 1.0
 
 
-def test_unchanged_inputs_reuse_the_blueprint_without_a_dit_forward(rendered, models, reference, short):
-    dit, vae, te = models
+def test_unchanged_inputs_reuse_the_blueprint_without_a_dit_forward(rendered, wan_models, reference, short):
+    dit, vae = wan_models.dit, wan_models.vae
     aligned, story = short
     bp, wd = rendered["a"]
     counter = ForwardCounter(dit.transformer, vae.vae)
     try:
-        again = render_blueprint(dit, vae, te, reference, aligned, story, _settings(0), _runtime(), work_dir=wd)
+        again = render_blueprint(wan_models, reference, aligned, story, _settings(0), _runtime(), work_dir=wd)
     finally:
         counter.close()
     assert counter.count == 0 and again.reused and not bp.reused
     assert again.folder == bp.folder and torch.equal(again.frames(0, 13), bp.frames(0, 13))
 
 
-def test_an_interrupted_blueprint_resumes_after_its_last_finished_window(rendered, models, reference, short, tmp_path):
+def test_an_interrupted_blueprint_resumes_after_its_last_finished_window(
+    rendered, wan_models, reference, short, tmp_path
+):
     import shutil
 
-    dit, vae, te = models
     aligned, story = short
     bp, _ = rendered["a"]
     # a copy of the finished store, with the last window lost and the index not marked complete
@@ -170,36 +170,36 @@ def test_an_interrupted_blueprint_resumes_after_its_last_finished_window(rendere
     (folder / "window_00001.safetensors").unlink()
     meta = dict(bp.meta, complete=False)
     (folder / "index.json").write_text(__import__("json").dumps(meta))
-    counter = ForwardCounter(dit.transformer)
+    counter = ForwardCounter(wan_models.dit.transformer)
     try:
-        resumed = render_blueprint(dit, vae, te, reference, aligned, story, _settings(0), _runtime(), work_dir=tmp_path)
+        resumed = render_blueprint(wan_models, reference, aligned, story, _settings(0), _runtime(), work_dir=tmp_path)
     finally:
         counter.close()
     assert counter.count == FAST.steps  # one window re-rendered, not two
     assert torch.equal(resumed.frames(0, 13), bp.frames(0, 13))
 
 
-def test_the_key_covers_the_reference(rendered, models, short, reference):
-    dit, vae, te = models
+def test_the_key_covers_the_reference(rendered, wan_models, short, reference):
     aligned, story = short
     bp, _ = rendered["a"]
     other = torch.zeros(48, 40, 3)
     from avatar_cascade.stages.blueprint.sampler import blueprint_key
 
     windows = plan_windows(aligned.timeline, story, Fraction(4), 13, 9, 5, "majority")
-    assert blueprint_key(dit, vae, te, None, reference, aligned, windows, _settings(0)) == bp.key
-    assert blueprint_key(dit, vae, te, None, other, aligned, windows, _settings(0)) != bp.key
+    assert blueprint_key(wan_models, reference, aligned, windows, _settings(0)) == bp.key
+    assert blueprint_key(wan_models, other, aligned, windows, _settings(0)) != bp.key
 
 
-def test_a_text_to_video_dit_is_refused_with_a_fix(models, reference, short):
+def test_a_text_to_video_dit_is_refused_with_a_fix(wan_models, reference, short):
     import dataclasses
 
-    dit, vae, te = models
     aligned, story = short
-    fake_t2v = dataclasses.replace(dit, transformer=torch.nn.Linear(1, 1))
+    fake_t2v = dataclasses.replace(wan_models.dit, transformer=torch.nn.Linear(1, 1))
     fake_t2v.transformer.config = type("C", (), {"in_channels": 16})()
     with pytest.raises(InputError, match="36 input channels"):
-        render_blueprint(fake_t2v, vae, te, reference, aligned, story, _settings(), _runtime())
+        render_blueprint(
+            dataclasses.replace(wan_models, dit=fake_t2v), reference, aligned, story, _settings(), _runtime()
+        )
 
 
 def _rss_mb() -> float:
@@ -210,7 +210,7 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.slow  # 4801 frames through the real planning, store and keyframe extraction
-def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, tmp_path, monkeypatch):
+def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(wan_models, reference, tmp_path, monkeypatch):
     """STAND-IN: the per-window DiT/VAE render is replaced by a fast frame generator (labelled).
 
     A real tiny-model render of 10 minutes takes tens of minutes on 2 shared cores; see
@@ -227,13 +227,12 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, 
         return (start[None] + drift).clamp(0, 255).to(torch.uint8)
 
     monkeypatch.setattr(blueprint_mod, "sample_window", standin_sample_window)
-    dit, vae, te = models
     aligned = aligned_tone(600.0, fps=25, clip_frames=81, gate_hz=0.7)
     story = rule_based_storyline("talk", aligned.timeline, None)
     rss = []
     rt = _runtime(preview=lambda kind, payload: rss.append(_rss_mb()) if kind == "blueprint" else None)
     settings = BlueprintSettings(width=96, height=64, fps=8, window_frames=33, sampler=FAST, overlap_frames=5)
-    bp = render_blueprint(dit, vae, te, reference, aligned, story, settings, rt, work_dir=tmp_path)
+    bp = render_blueprint(wan_models, reference, aligned, story, settings, rt, work_dir=tmp_path)
     frame_bytes = 96 * 64 * 3
     assert len(bp) == 4801 and len(rss) == len(bp.window_starts) > 150
     on_disk = sum(p.stat().st_size for p in bp.folder.glob("window_*.safetensors"))
@@ -246,10 +245,12 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(models, reference, 
     assert bp._cached is None or bp._cached[1].shape[0] <= 33
 
 
-def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, audio_encoder, audio_adapter_file):
+def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(wan_models, reference, audio_encoder, audio_adapter_file):
+    import dataclasses
+
     from avatar_cascade.models import audio_adapter as AA
 
-    dit, vae, te = models
+    dit = wan_models.dit
     encoder = audio_encoder
     t = torch.arange(2 * SR) / SR
     wave = (0.3 * torch.sin(2 * torch.pi * 220 * t) * (t > 0.8)).float()[None]
@@ -261,7 +262,7 @@ def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, au
     seen = []
     try:
         settings = _settings(0, overlap_frames=1)
-        plain = render_blueprint(dit, vae, te, reference, aligned, story, settings, _runtime())
+        plain = render_blueprint(wan_models, reference, aligned, story, settings, _runtime())
         original = adapter.audio_context
 
         def spy(audio):
@@ -269,7 +270,9 @@ def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(models, reference, au
             return original(audio)
 
         adapter.audio_context = spy
-        voiced = render_blueprint(talking, vae, te, reference, aligned, story, settings, _runtime())
+        voiced = render_blueprint(
+            dataclasses.replace(wan_models, dit=talking), reference, aligned, story, settings, _runtime()
+        )
     finally:
         adapter.detach()
     assert voiced.key != plain.key

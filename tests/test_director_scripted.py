@@ -15,6 +15,7 @@ import torch
 from avatar_cascade.artefacts.timeline import plan_timeline
 from avatar_cascade.core.errors import InputError, Interrupted
 from avatar_cascade.core.runtime import Progress, Runtime
+from avatar_cascade.media import AudioTrack
 from avatar_cascade.stages.director.audio import excerpt_spans, summarize_audio
 from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.json_output import parse_model_json, repair_json
@@ -209,7 +210,8 @@ def test_thirty_minutes_planned_in_batches():
     m = scripted()
     wav = torch.zeros(1, tl.num_samples)
     wav[0, : 60 * SR] = 0.1
-    story = direct(m, torch.rand(16, 16, 3), wav, SR, "a long lecture", tl, DirectorSettings(shots_per_batch=16), rt)
+    settings = DirectorSettings(shots_per_batch=16)
+    story = direct(m, torch.rand(16, 16, 3), AudioTrack(wav, SR), "a long lecture", tl, settings, rt)
     batches = math.ceil(len(tl.clips) / 16)
     assert len(m.calls) == 1 + batches
     assert totals == [(1 + batches, "director")] and sum(updates) == 1 + batches
@@ -229,7 +231,7 @@ def test_interrupt_between_passes():
     tl = plan_timeline(9 * SR, SR, 25, 81)
     rt = cpu_runtime(interrupt_check=stop)
     with pytest.raises(Interrupted):
-        direct(m, torch.rand(16, 16, 3), torch.zeros(1, tl.num_samples), SR, "", tl, DirectorSettings(), rt)
+        direct(m, torch.rand(16, 16, 3), AudioTrack(torch.zeros(1, tl.num_samples), SR), "", tl, DirectorSettings(), rt)
     assert len(m.calls) == 1
 
 
@@ -242,7 +244,9 @@ def test_director_without_a_model_is_rule_based():
 def test_bad_inputs_name_the_input():
     with pytest.raises(InputError, match="image"):
         tl = plan_timeline(SR, SR, 25)
-        direct(None, torch.rand(3, 16, 16), torch.zeros(1, SR), SR, "", tl, DirectorSettings(), Runtime())
+        direct(None, torch.rand(3, 16, 16), AudioTrack(torch.zeros(1, SR), SR), "", tl, DirectorSettings(), Runtime())
+    with pytest.raises(InputError, match="audio.*AudioTrack"):  # a bare waveform has no sample rate
+        direct(None, torch.rand(16, 16, 3), torch.zeros(1, SR), "", tl, DirectorSettings(), Runtime())
     with pytest.raises(InputError, match="shots_per_batch"):
         run(None, shots_per_batch=0)
 
@@ -297,7 +301,7 @@ def test_long_audio_is_heard_in_bounded_excerpts():
     tl = plan_timeline(10 * 60 * SR, SR, 25, 81)  # 10 minutes, 186 sub-clips
     wav = 0.1 * torch.sin(torch.arange(tl.num_samples) * 0.05)[None]
     rt = cpu_runtime()
-    direct(m, torch.rand(16, 16, 3), wav, SR, "", tl, DirectorSettings(), rt)
+    direct(m, torch.rand(16, 16, 3), AudioTrack(wav, SR), "", tl, DirectorSettings(), rt)
     glob = m.calls[0]["audio"]
     assert len(glob) == 3 and all(e.end_s - e.start_s == pytest.approx(10.0) for e in glob)
     assert glob[0].start_s > 0 and glob[-1].end_s < 600  # one from each third, centred

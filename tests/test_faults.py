@@ -52,21 +52,21 @@ def stop_when(condition):
     return check
 
 
-# ``models`` (the tiny demo DiT, VAE, text encoder), ``counter`` (DiT forwards) and ``timeline`` (31 frames
+# ``wan_models`` (the tiny demo DiT, VAE, text encoder), ``counter`` (DiT forwards) and ``timeline`` (31 frames
 # in 4 clips) come from conftest.py.
 
 
 # ----------------------------------------------------------------------------- blueprint
 
 
-def test_interrupted_blueprint_keeps_its_finished_window_and_a_rerun_resumes(models, tmp_path, counter):
+def test_interrupted_blueprint_keeps_its_finished_window_and_a_rerun_resumes(wan_models, tmp_path, counter):
     aligned = aligned_tone(3.0, 16, 17)
     story = rule_based_storyline("a calm talk", aligned.timeline, [-20.0, -20.0, -20.0])
     reference = torch.rand(48, 40, 3, generator=torch.Generator().manual_seed(5))
     settings = BlueprintSettings(width=32, height=32, fps=4, window_frames=9, overlap_frames=5, sampler=FAST)
 
     def render(work: Path, runtime: Runtime):
-        return render_blueprint(*models, reference, aligned, story, settings, runtime, work_dir=work)
+        return render_blueprint(wan_models, reference, aligned, story, settings, runtime, work_dir=work)
 
     full = render(tmp_path / "full", quiet())
     windows = len(full.window_starts)
@@ -90,12 +90,12 @@ def test_interrupted_blueprint_keeps_its_finished_window_and_a_rerun_resumes(mod
 # ----------------------------------------------------------------------------- refiner
 
 
-def test_interrupted_refiner_keeps_finished_clips_and_a_rerun_renders_only_the_rest(models, tmp_path, counter):
+def test_interrupted_refiner_keeps_finished_clips_and_a_rerun_renders_only_the_rest(wan_models, tmp_path, counter):
     kf, aligned, story = refiner_inputs()
     settings = RefinerSettings(seed=7, batch_size=1, sampler=FAST)
 
     def refine(cache: Path, runtime: Runtime):
-        return refine_clips(*models, kf, aligned, story, settings, runtime, cache)
+        return refine_clips(wan_models, kf, aligned, story, settings, runtime, cache_dir=cache)
 
     full = refine(tmp_path / "full", quiet())
     counter.take()

@@ -87,8 +87,8 @@ def test_node_builds_keyframes_timeline_and_storyline():
     assert aligned.timeline.num_frames == 9 and len(kf.images) == 3 and "a cat jumps" in story.shot_prompt(1)
 
 
-def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(models, tmp_path):
-    """``models``: the tiny demo DiT, VAE and text encoder (conftest.py)."""
+def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(wan_models, tmp_path):
+    """``wan_models``: the tiny demo DiT, VAE and text encoder (conftest.py)."""
     from avatar_cascade.sampling.settings import SamplerSettings
     from avatar_cascade.stages.refiner.refiner import RefinerSettings, refine_clips
     from avatar_cascade.stages.stitcher.settings import StitcherSettings
@@ -98,7 +98,7 @@ def test_drawn_keys_are_chained_through_refiner_and_stitcher_once_each(models, t
     kf, aligned, story = keyframes_from_images(keys(3), small, prompt="a ball bounces")
     rt = cpu_runtime()
     settings = RefinerSettings(seed=1, batch_size=2, sampler=SamplerSettings(steps=2, guidance=3.0, shift=3.0))
-    clips = refine_clips(*models, kf, aligned, story, settings, rt, tmp_path / "clips")
+    clips = refine_clips(wan_models, kf, aligned, story, settings, rt, cache_dir=tmp_path / "clips")
     plain = StitcherSettings(colour_match=0.0)  # the drawn keys are the colours
     out = stitch_clips(
         clips.iter_frames(), aligned.timeline, aligned.audio, tmp_path / "inbetween.mp4", plain, rt, collect_frames=100

@@ -19,7 +19,7 @@ from tests.helpers import cpu_runtime as _runtime
 def extract(bp, aligned, reference, width, height, rt, *, lift=None, **kw):
     """``extract_keyframes`` with ``KeyframeSettings(width, height, lift, **settings)``; the models,
     storyline, CLIP vision and work folder in ``kw`` go to the call."""
-    inputs = {k: kw.pop(k) for k in ("clip_vision", "storyline", "dit", "vae", "text_encoder", "work_dir") if k in kw}
+    inputs = {k: kw.pop(k) for k in ("models", "clip_vision", "storyline", "work_dir") if k in kw}
     settings = KeyframeSettings(width=width, height=height, **kw, **({"lift": lift} if lift else {}))
     return extract_keyframes(bp, aligned, reference, settings, rt, **inputs)
 
@@ -173,15 +173,14 @@ def test_contact_sheet_and_reuse_from_the_work_folder(planted, reference_image, 
     assert other.key != kf.key
 
 
-# ``models`` (the tiny demo DiT, VAE, text encoder) and ``counter`` (DiT forwards) come from conftest.py.
+# ``wan_models`` (the tiny demo DiT, VAE, text encoder) and ``counter`` (DiT forwards) come from conftest.py.
 
 
 def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(
-    planted, reference_image, models, counter, tmp_path
+    planted, reference_image, wan_models, counter, tmp_path
 ):
     from avatar_cascade.stages.director.rules import rule_based_storyline
 
-    dit, vae, te = models
     bp, aligned = planted
     story = rule_based_storyline("talk", aligned.timeline, None)
 
@@ -190,7 +189,7 @@ def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(
         lift = LiftSettings(denoise=denoise, sampler=sampler, seed=seed, batch_size=2)
         return extract(
             bp, aligned, reference_image, SIZE, SIZE, _runtime(),
-            lift=lift, storyline=story, dit=dit, vae=vae, text_encoder=te, work_dir=work_dir,
+            lift=lift, storyline=story, models=wan_models, work_dir=work_dir,
         )  # fmt: skip
 
     plain = run(0.0)
@@ -210,7 +209,8 @@ def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(
         extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), lift=LiftSettings(denoise=0.5))
 
 
-def test_clip_vision_identity_prefers_the_reference_person(reference_image, tmp_path):
+def test_clip_vision_identity_prefers_the_reference_person(reference_image, wan_models, tmp_path):
+    import dataclasses
     import json
 
     from safetensors.torch import save_file
@@ -240,6 +240,11 @@ def test_clip_vision_identity_prefers_the_reference_person(reference_image, tmp_
     s = kf.scores[1]
     assert s["identity_method"] == "clip_vision" and kf.source_indices[1] == 7
     assert s["identity"] == pytest.approx(1.0, abs=1e-4)
+    # without clip_vision, the models' image encoder scores identity: the same keyframes, the same key
+    bundled = extract(bp, aligned_tone(2.0), reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.125,
+                      weights=weights, models=dataclasses.replace(wan_models, image_encoder=clip))  # fmt: skip
+    assert bundled.key == kf.key and bundled.scores[1]["identity_method"] == "clip_vision"
+    assert bundled.source_indices == kf.source_indices
 
 
 def test_node_weights_widget_is_validated():

@@ -23,6 +23,7 @@ from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.demo import tiny_weights as TW
 from avatar_cascade.demo.layouts import dit_to_original_layout
 from avatar_cascade.media import AudioTrack
+from avatar_cascade.models.handle import WanModels
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
@@ -43,10 +44,11 @@ SETTINGS = RefinerSettings(seed=7, batch_size=2, sampler=SamplerSettings(steps=S
 # make_inputs(): ``clips`` clips of 5 frames at 16 fps, random 16x16 keyframes, one prompt (deterministic).
 
 
-def run(models, cache, settings=SETTINGS, inputs=None, **kw):
+def run(models, cache, settings=SETTINGS, inputs=None, image_encoder=None, **kw):
+    """``refine_clips`` on ``WanModels(*models, image_encoder)``; ``kw``: ``reroll=``, ``runtime=``."""
     kf, aligned, story = inputs or make_inputs()
     rt = kw.pop("runtime", None) or quiet()
-    return refine_clips(*models, kf, aligned, story, settings, rt, cache, **kw)
+    return refine_clips(WanModels(*models, image_encoder), kf, aligned, story, settings, rt, cache_dir=cache, **kw)
 
 
 def frames_of(clips) -> list[torch.Tensor]:
@@ -127,7 +129,8 @@ def killed_run(models_dir: str, cache: str, kill_after: int) -> None:
 
     kf, aligned, story = make_inputs()
     settings = dataclasses.replace(SETTINGS, batch_size=1)
-    refine_clips(*load_tiny_models(models_dir), kf, aligned, story, settings, quiet(preview=preview), Path(cache))
+    models = WanModels(*load_tiny_models(models_dir))
+    refine_clips(models, kf, aligned, story, settings, quiet(preview=preview), cache_dir=Path(cache))
     raise SystemExit("not killed")
 
 
@@ -241,22 +244,14 @@ def test_audio_windows_reach_the_dit_and_the_cache_key(models, audio_adapter_fil
         feats = torch.randn(aligned.timeline.num_frames, 2, 32, generator=g).half()
         with_audio = dataclasses.replace(aligned, features=feats)
         silent = run(models, tmp_path / "c", inputs=(kf, aligned, story))
-        talk = refine_clips(talking, vae, te, kf, with_audio, story, SETTINGS, quiet(), tmp_path / "c")
+        talk = run((talking, vae, te), tmp_path / "c", inputs=(kf, with_audio, story))
         assert talk.computed == 3  # audio-conditioned clips are other clips
         assert any(not torch.equal(a, b) for a, b in zip(frames_of(silent), frames_of(talk)))
         counter.take()
         changed = feats.clone()
         changed[12] += 1  # only clip 2 (frames 8-12) hears row 12: windows reach 2 rows out, clip 1 ends at row 10
-        again = refine_clips(
-            talking,
-            vae,
-            te,
-            kf,
-            dataclasses.replace(aligned, features=changed),
-            story,
-            SETTINGS,
-            quiet(),
-            tmp_path / "c",
+        again = run(
+            (talking, vae, te), tmp_path / "c", inputs=(kf, dataclasses.replace(aligned, features=changed), story)
         )
         assert [r.cached for r in again.records] == [True, True, False] and counter.take() == STEPS
     finally:
@@ -269,7 +264,7 @@ def test_overlap_timeline_renders_the_overlap_with_keyframes_inside(models, tmp_
     g = torch.Generator().manual_seed(0)
     kf = Keyframes(torch.randint(0, 256, (4, SIZE, SIZE, 3), generator=g, dtype=torch.uint8), tl.seams, [None] * 4)
     aligned = AlignedAudio(tl, AudioTrack(torch.zeros(1, tl.num_samples), SR))
-    clips = refine_clips(*models, kf, aligned, inbetween_storyline(tl, "hi"), SETTINGS, quiet(), tmp_path)
+    clips = run(models, tmp_path, inputs=(kf, aligned, inbetween_storyline(tl, "hi")))
     assert [tuple(clips.frames(k).shape) for k in range(3)] == [(n, SIZE, SIZE, 3) for n in (13, 17, 13)]
     assert [r.keyframe_offsets for r in clips.records] == [(0, 8), (4, 12), (4, 12)]
 
@@ -291,12 +286,12 @@ def test_both_keyframes_go_through_the_image_encoder_of_an_flf2v_dit(models, tmp
     _, vae, te = models
     kf, aligned, story = make_inputs()
     with pytest.raises(InputError, match="clip_vision"):
-        refine_clips(flf, vae, te, kf, aligned, story, SETTINGS, quiet(), tmp_path / "c")
+        run((flf, vae, te), tmp_path / "c", inputs=(kf, aligned, story))
 
     seen = []
     real = C.frame_tokens
     monkeypatch.setattr(C, "frame_tokens", lambda enc, frames: seen.append(frames) or real(enc, frames))
-    clips = refine_clips(flf, vae, te, kf, aligned, story, SETTINGS, quiet(), tmp_path / "c", image_encoder=encoder)
+    clips = run((flf, vae, te), tmp_path / "c", inputs=(kf, aligned, story), image_encoder=encoder)
     assert clips.computed == 3 and len(seen) == 2  # two batches
     model_frames = kf.as_model_frames()
     first, last = seen[0][1]  # clip 1 of the first batch: its keyframes 1 and 2

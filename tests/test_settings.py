@@ -210,7 +210,7 @@ def test_a_bad_setting_names_its_flag_before_anything_is_loaded(args, flag, tmp_
 # ----------------------------------------------------------------------------- the seed reaches the pixels
 
 
-def test_seed_1_and_2_give_different_blueprint_keys_and_frames(models, tmp_path):
+def test_seed_1_and_2_give_different_blueprint_keys_and_frames(wan_models, tmp_path):
     from avatar_cascade.stages.blueprint.sampler import render_blueprint
     from avatar_cascade.stages.director.rules import rule_based_storyline
     from tests.helpers import aligned_tone, cpu_runtime
@@ -224,7 +224,7 @@ def test_seed_1_and_2_give_different_blueprint_keys_and_frames(models, tmp_path)
     for seed in (1, 2):
         cfg = run_config([*REQUIRED, *small, "--seed", str(seed)])
         assert cfg.blueprint.sampler.steps == 2 and cfg.blueprint.seed == seed
-        bp = render_blueprint(*models, reference, aligned, story, cfg.blueprint, cpu_runtime(), work_dir=tmp_path)
+        bp = render_blueprint(wan_models, reference, aligned, story, cfg.blueprint, cpu_runtime(), work_dir=tmp_path)
         out[seed] = (bp.key, bp.frames(0, len(bp)))
     assert out[1][0] != out[2][0]
     assert out[1][1].shape == out[2][1].shape and not torch.equal(out[1][1], out[2][1])

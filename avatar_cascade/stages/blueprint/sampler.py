@@ -51,7 +51,7 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.media.frames import match_colour, reference_uint8, to_model_space
-from avatar_cascade.models.handle import modules_of
+from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
@@ -84,10 +84,10 @@ def window_times(window: BlueprintWindow, bp_fps: Fraction) -> list[Fraction]:
     return [Fraction(window.start + j) / bp_fps for j in range(window.length)]
 
 
-def blueprint_key(
-    dit, vae, text_encoder, image_encoder, reference, aligned, windows, settings: BlueprintSettings
-) -> str:
-    """Content key of everything that determines the blueprint's pixels."""
+def blueprint_key(models: WanModels, reference, aligned, windows, settings: BlueprintSettings) -> str:
+    """Content key of everything that determines the blueprint's pixels (each model's identity on its own;
+    the image encoder only when the DiT reads its tokens)."""
+    dit, image_encoder = models.dit, models.image_encoder
     audio = None
     if _uses_audio(dit, aligned):
         audio = aligned.features
@@ -96,8 +96,8 @@ def blueprint_key(
             "format": KEY_FORMAT,
             "models": {
                 "dit": model_identity(dit),
-                "vae": model_identity(vae),
-                "text_encoder": model_identity(text_encoder),
+                "vae": model_identity(models.vae),
+                "text_encoder": model_identity(models.text_encoder),
                 "image_encoder": model_identity(image_encoder) if _uses_image_encoder(dit, image_encoder) else None,
             },
             "reference": reference.float().contiguous(),
@@ -124,9 +124,7 @@ def cross_fade(previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
 
 
 def render_blueprint(
-    dit,
-    vae,
-    text_encoder,
+    models: WanModels,
     reference: torch.Tensor,
     aligned: AlignedAudio,
     storyline,
@@ -134,13 +132,14 @@ def render_blueprint(
     runtime: Runtime,
     *,
     work_dir: Path | None = None,
-    image_encoder=None,
     keep_stores: int = 2,
 ) -> Blueprint:
     """Render (or reuse) the blueprint of the whole timeline.
 
     Args:
-        dit / vae / text_encoder: loaded model handles (``WanDiT``, ``WanVAE``, ``TextEncoder``).
+        models: the DiT (36 input channels; its audio adapter, if any, hears the audio features), VAE,
+            text encoder and optional image encoder (CLIP vision: with a Wan 2.1 I2V/FLF2V DiT every
+            window gets the reference's image tokens; ignored, also by the key, for other DiTs).
         reference: reference image ``[H,W,3]`` float 0..1.
         aligned: the Audio Aligner's output (timeline + audio (+ features)).
         storyline: the Director's storyline (global + per-shot prompts).
@@ -148,11 +147,10 @@ def render_blueprint(
         runtime: device and hooks (one progress step and one ``"blueprint"`` preview per window).
         work_dir: folder for the store (``work_dir/blueprint/<key>``) and its reuse; None = a
             temporary folder removed when the returned Blueprint is garbage-collected.
-        image_encoder: CLIP-vision handle; with a Wan 2.1 I2V/FLF2V DiT every window gets the
-            reference's image tokens.
         keep_stores: finished stores kept under ``work_dir/blueprint`` (the newest ones).
     """
     settings.check()
+    dit = models.dit
     if dit.in_channels != 36:
         raise InputError(
             "dit",
@@ -170,7 +168,7 @@ def render_blueprint(
     windows = plan_windows(
         tl, storyline, bp_fps, total, settings.window_frames, settings.overlap_frames, settings.prompt_mode
     )
-    key = blueprint_key(dit, vae, text_encoder, image_encoder, reference, aligned, windows, settings)
+    key = blueprint_key(models, reference, aligned, windows, settings)
     if work_dir is not None:
         root = Path(work_dir) / "blueprint"
         folder = root / key
@@ -196,15 +194,16 @@ def render_blueprint(
             "window_shots": [list(w.shots) for w in windows],
         },
     )
-    _render_windows(store, windows, dit, vae, text_encoder, image_encoder, reference, aligned, settings, runtime)
+    _render_windows(store, windows, models, reference, aligned, settings, runtime)
     store.mark_complete()
     if root is not None:
         prune_stores(root, keep_stores, folder)
     return Blueprint(folder, store.meta, temporary=root is None)
 
 
-def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, reference, aligned, settings, runtime):
+def _render_windows(store, windows, models: WanModels, reference, aligned, settings, runtime):
     """Render every window not yet in ``store`` (resuming after the last finished one)."""
+    dit, vae, image_encoder = models.dit, models.vae, models.image_encoder
     bp_fps = parse_fps(settings.fps)
     done, prev_tail = 0, None
     for w in windows:
@@ -220,7 +219,7 @@ def _render_windows(store, windows, dit, vae, text_encoder, image_encoder, refer
     h, w_px = settings.height, settings.width
     ref_small = reference_uint8(reference, h, w_px)
     use_audio = _uses_audio(dit, aligned)
-    prompts = PromptBank(text_encoder, runtime)
+    prompts = PromptBank(models.text_encoder, runtime)
     prompts.encode_all([x.prompt for x in todo] + [x.negative for x in todo])
     image_embeds = None
     if _uses_image_encoder(dit, image_encoder):

@@ -44,6 +44,7 @@ from avatar_cascade.artefacts.storyline import (
 from avatar_cascade.artefacts.timeline import SubClip, Timeline
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
+from avatar_cascade.media import AudioTrack
 from avatar_cascade.models.mllm import MLLM, AudioExcerpt
 from avatar_cascade.stages.director.audio import (
     AudioSummary,
@@ -206,9 +207,8 @@ def _to_pil(image: torch.Tensor):
 
 def direct(
     mllm: MLLM | None,
-    image: torch.Tensor,
-    waveform: torch.Tensor,
-    sample_rate: int,
+    reference: torch.Tensor,
+    audio: AudioTrack,
     instruction: str,
     timeline: Timeline,
     settings: DirectorSettings,
@@ -218,8 +218,9 @@ def direct(
 
     Args:
         mllm: the multimodal LLM, or None for the rule-based Director (no model).
-        image: reference image [H, W, 3], float 0..1.
-        waveform: audio [C, T] at ``sample_rate`` Hz (the audio of ``timeline``).
+        reference: reference image [H, W, 3] (or [B, H, W, 3]: the first), float 0..1.
+        audio: the audio of ``timeline`` (``waveform`` [C, T] at ``sample_rate`` Hz), e.g. the
+            Audio Aligner's ``aligned.audio``.
         instruction: the artist's text; timed parts ("smile at 0:30", "look left during
             0:10-0:20", "wave at 45s") override the model on the shots covering those
             times. Only explicit times are applied: "during the chorus" stays part of the
@@ -235,8 +236,13 @@ def direct(
     """
     settings.check()
     instruction = instruction or ""
-    pil = _to_pil(image)
-    waveform = check_audio(waveform, sample_rate)
+    pil = _to_pil(reference)
+    if not isinstance(audio, AudioTrack):
+        raise InputError(
+            "audio", type(audio).__name__, "must be an AudioTrack (waveform + sample rate)", "pass the aligner's audio"
+        )
+    sample_rate = audio.sample_rate
+    waveform = check_audio(audio.waveform, sample_rate)
     summary = summarize_audio(waveform, sample_rate, timeline)
     rules = rule_based_storyline(instruction, timeline, summary.clip_db)
     if mllm is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media.frames import match_colour, reference_uint8, resize_uint8
-from avatar_cascade.models.handle import modules_of
+from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.stages.keyframes.lift import lift_keyframes
 from avatar_cascade.stages.keyframes.scores import (
     AudioEnergy,
@@ -98,6 +99,29 @@ def _lift_prompts(storyline, timeline, n_seams: int) -> list[tuple[str, str]]:
     return [(storyline.shot_prompt(min(k, last)), storyline.shot_negative(min(k, last))) for k in range(1, n_seams)]
 
 
+def _lift_inputs(settings: KeyframeSettings, models: WanModels | None, clip_vision, storyline, timeline):
+    """``(models, prompts, key parts)`` of the lift, or ``(None, [], None)`` when it is off.
+
+    The lift's image encoder is the bundle's, else ``clip_vision``. The key parts are the DiT, VAE
+    and text-encoder identities and the prompts; ``clip_vision`` is in the key anyway, so a lift
+    encoder joins them only when the DiT reads its tokens and it is another model than ``clip_vision``.
+    """
+    if not settings.lift.enabled:
+        return None, [], None
+    if models is None or models.dit is None or models.vae is None or models.text_encoder is None:
+        raise InputError(
+            "dit", None, "lifting keyframes (lift_denoise > 0) needs the DiT, VAE and text encoder", "connect them"
+        )
+    if models.image_encoder is None and clip_vision is not None:
+        models = replace(models, image_encoder=clip_vision)
+    prompts = _lift_prompts(storyline, timeline, len(timeline.seams))
+    ids = {n: model_identity(m) for n, m in (("dit", models.dit), ("vae", models.vae), ("te", models.text_encoder))}
+    encoder = model_identity(models.image_encoder)
+    if encoder is not None and models.dit.has_image_embedder and encoder != model_identity(clip_vision):
+        ids["image_encoder"] = encoder
+    return models, prompts, {"models": ids, "prompts": prompts}
+
+
 def extract_keyframes(
     blueprint: Blueprint,
     aligned: AlignedAudio,
@@ -105,11 +129,9 @@ def extract_keyframes(
     settings: KeyframeSettings,
     runtime: Runtime,
     *,
+    models: WanModels | None = None,
     clip_vision=None,
     storyline=None,
-    dit=None,
-    vae=None,
-    text_encoder=None,
     work_dir: Path | None = None,
 ) -> Keyframes:
     """Pick, lift and colour-match one keyframe per seam (or reuse them from ``work_dir``).
@@ -123,24 +145,19 @@ def extract_keyframes(
             (``lift.denoise`` 0 = off); see :class:`KeyframeSettings`.
         runtime: device and hooks (one progress step per seam; a ``"keyframes"`` preview
             of the contact sheet).
-        clip_vision: CLIP-vision handle: identity by image embeddings (else the statistics
-            proxy), and the image tokens of the lift for Wan 2.1 I2V/FLF2V DiTs.
+        models: the lift's DiT, VAE, text encoder and optional image encoder (needed only when
+            the lift is on; its image encoder gives Wan 2.1 I2V/FLF2V DiTs the reference's tokens).
+        clip_vision: CLIP-vision handle for identity by image embeddings (else the statistics
+            proxy); None = ``models.image_encoder`` when there is one. It is also the lift's image
+            encoder when ``models`` has none.
         storyline: shot prompts for the lift (else an empty prompt).
-        dit / vae / text_encoder: models of the lift (needed when it is on).
         work_dir: folder for ``keyframes/``, ``keyframes.json`` and their reuse.
     """
     settings.check()
-    lift = settings.lift
-    if lift.enabled and (dit is None or vae is None or text_encoder is None):
-        raise InputError(
-            "dit", None, "lifting keyframes (lift_denoise > 0) needs the DiT, VAE and text encoder", "connect them"
-        )
+    if clip_vision is None and models is not None:
+        clip_vision = models.image_encoder
     tl = aligned.timeline
-    lift_prompts = _lift_prompts(storyline, tl, len(tl.seams)) if lift.enabled else []
-    lift_parts = None
-    if lift.enabled:
-        models = {n: model_identity(m) for n, m in (("dit", dit), ("vae", vae), ("te", text_encoder))}
-        lift_parts = {"models": models, "prompts": lift_prompts}
+    lift_models, lift_prompts, lift_parts = _lift_inputs(settings, models, clip_vision, storyline, tl)
     key = keyframes_key(blueprint, aligned, reference, settings, clip_vision, lift_parts)
     if work_dir is not None:
         cached = Keyframes.load(work_dir)
@@ -152,9 +169,7 @@ def extract_keyframes(
     weights = check_weights(settings.weights)
     radius = _radius(settings)
     sources, scores = select_keyframes(blueprint, aligned, reference, weights, radius, runtime, clip_vision=clip_vision)
-    images = _lift_and_match(
-        blueprint, sources, scores, reference, settings, runtime, lift_prompts, (dit, vae, text_encoder), clip_vision
-    )
+    images = _lift_and_match(blueprint, sources, scores, reference, settings, runtime, lift_prompts, lift_models)
     kf = Keyframes(
         images=images, frame_indices=list(tl.seams), source_indices=sources, scores=scores, weights=weights, key=key
     )
@@ -164,9 +179,7 @@ def extract_keyframes(
     return kf
 
 
-def _lift_and_match(
-    blueprint, sources, scores, reference, settings: KeyframeSettings, runtime, prompts, models, clip_vision
-):
+def _lift_and_match(blueprint, sources, scores, reference, settings: KeyframeSettings, runtime, prompts, models):
     """The keyframe images ``[S,H,W,3]`` uint8: the reference, then the chosen blueprint frames resized to the
     refine size, lifted (when on) and colour-matched to the reference."""
     height, width = settings.height, settings.width
@@ -181,12 +194,8 @@ def _lift_and_match(
             ]
         )
         if settings.lift.enabled:
-            dit, vae, text_encoder = models
             seams = list(range(1, len(sources)))
-            lifted = lift_keyframes(
-                lifted, seams, prompts, reference, dit, vae, text_encoder, settings.lift, runtime,
-                image_encoder=clip_vision,
-            )  # fmt: skip
+            lifted = lift_keyframes(lifted, seams, prompts, reference, models, settings.lift, runtime)
             for sc in scores[1:]:
                 sc["lifted"] = True
         strength = settings.colour_match

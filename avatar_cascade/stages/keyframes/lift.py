@@ -33,7 +33,7 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.media.frames import image_to_model_space, to_model_space
-from avatar_cascade.models.handle import modules_of
+from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition, encode_video
 from avatar_cascade.sampling.loop import as_dit, sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
@@ -73,12 +73,9 @@ def lift_keyframes(
     seam_indices: list[int],
     prompts: list[tuple[str, str]],
     reference: torch.Tensor,
-    dit,
-    vae,
-    text_encoder,
+    models: WanModels,
     settings: LiftSettings,
     runtime: Runtime,
-    image_encoder=None,
 ) -> torch.Tensor:
     """Refine keyframes ``[S,H,W,3]`` uint8 (already at the refine size); returns the same shape.
 
@@ -87,19 +84,20 @@ def lift_keyframes(
         seam_indices: seam number of each image (its noise seed is derived from it).
         prompts: ``(prompt, negative)`` of each image (the shot that starts at the seam).
         reference: the reference image ``[H,W,3]`` float 0..1 (any size).
-        dit / vae / text_encoder: loaded handles (the refiner's).
+        models: the refiner's DiT (its audio adapter is left out), VAE and text encoder; the image
+            encoder (CLIP vision) is needed by Wan 2.1 I2V/FLF2V DiTs and not used by others.
         settings: denoise strength, sampler, seed, batch size.
-        image_encoder: CLIP-vision handle, needed by Wan 2.1 I2V/FLF2V DiTs.
+        runtime: device and hooks (one progress step per keyframe).
     """
     settings.check()
     if not settings.enabled or len(images) == 0:
         return images
-    dit = as_dit(dit)
+    dit, vae = as_dit(models.dit), models.vae
     s, h, w = images.shape[:3]
     ref = image_to_model_space(reference, h, w)
-    bank = PromptBank(text_encoder, runtime)
+    bank = PromptBank(models.text_encoder, runtime)
     bank.encode_all([p for p, _ in prompts] + [n for _, n in prompts])
-    img = _reference_tokens(dit, image_encoder, ref, runtime)
+    img = _reference_tokens(dit, models.image_encoder, ref, runtime)
     start = settings.sampler.steps - settings.steps_run
     out = images.clone()
     bar = runtime.progress(s, "lift keyframes")

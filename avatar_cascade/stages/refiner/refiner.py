@@ -48,7 +48,7 @@ from avatar_cascade.core.cache import (
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
-from avatar_cascade.models.handle import modules_of
+from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
@@ -107,22 +107,22 @@ class _Context:
 
 
 def refine_clips(
-    dit,
-    vae,
-    text_encoder,
+    models: WanModels,
     keyframes: Keyframes,
     aligned: AlignedAudio,
     storyline,
     settings: RefinerSettings,
     runtime: Runtime,
+    *,
     cache_dir: Path,
     reroll: dict[int, int] | str | None = None,
-    image_encoder=None,
 ) -> Clips:
     """Render every sub-clip (or reuse it from ``cache_dir``).
 
     Args:
-        dit / vae / text_encoder: loaded model handles (``dit`` may carry LoRAs and an audio adapter).
+        models: the DiT (36 input channels; it may carry LoRAs and an audio adapter), VAE, text
+            encoder and optional image encoder (CLIP vision: needed by DiTs with an image embedder,
+            Wan 2.1 I2V/FLF2V; ignored, also by the cache key, for other DiTs).
         keyframes: one keyframe per seam (``len == clips + 1``) at the refine resolution.
         aligned: timeline, audio and (optionally) per-frame audio features.
         storyline: shot prompts (one shot per clip).
@@ -131,9 +131,9 @@ def refine_clips(
         cache_dir: folder of finished clips (``clip_<index>_<key>.safetensors``
             and ``refiner_manifest.json``).
         reroll: ``{clip index: seed offset}`` or a string like ``"3, 7-9"``.
-        image_encoder: CLIP-vision handle for DiTs with an image embedder (Wan 2.1 I2V/FLF2V).
     """
     settings.check()
+    dit = models.dit
     tl = aligned.timeline
     if len(keyframes.images) != len(tl.clips) + 1:
         raise InputError(
@@ -152,17 +152,15 @@ def refine_clips(
     if not isinstance(reroll, dict):
         reroll = parse_reroll(reroll, len(tl.clips))
     if not dit.has_image_embedder:
-        image_encoder = None  # its tokens would not be read: keep it out of the cache key
-    records, todo = _plan(
-        dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll
-    )
+        models = dataclasses.replace(models, image_encoder=None)  # its tokens would not be read: not in the key
+    records, todo = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
     bar = runtime.progress(len(records), "refine clips")
     bar.update(len(records) - len(todo))
     try:
         if todo:
-            _render(todo, (dit, vae, image_encoder), text_encoder, keyframes, settings, runtime, bar)
+            _render(todo, models, keyframes, settings, runtime, bar)
     finally:
         bar.close()
     _write_manifest(cache_dir, records, settings)
@@ -175,14 +173,13 @@ def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None
     return None if dit.audio_adapter is None else aligned.clip_windows(index, pad="edge")
 
 
-def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, settings, cache_dir, reroll):
-    """Cache records of every clip, and the jobs of those not in the cache."""
+def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir, reroll):
+    """Cache records of every clip, and the jobs of those not in the cache (each model's identity in the key)."""
     h, w = keyframes.height, keyframes.width
     s = settings.negative_frame_strength
-    models = {
-        k: model_identity(m)
-        for k, m in (("dit", dit), ("vae", vae), ("te", text_encoder), ("image_encoder", image_encoder))
-    }
+    dit = models.dit
+    named = (("dit", dit), ("vae", models.vae), ("te", models.text_encoder), ("image_encoder", models.image_encoder))
+    identities = {k: model_identity(m) for k, m in named}
     records: list[ClipRecord] = []
     todo: list[_Job] = []
     for c in aligned.timeline.clips:
@@ -194,7 +191,7 @@ def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, 
         n = c.render_frames
         parts = {
             "format": CACHE_FORMAT,
-            "models": models,
+            "models": identities,
             "first": keyframes.images[c.index],
             "last": keyframes.images[c.index + 1],
             "keyframe_offsets": list(kf_offsets),
@@ -218,11 +215,12 @@ def _plan(dit, vae, text_encoder, image_encoder, keyframes, aligned, storyline, 
     return records, todo
 
 
-def _render(todo: list[_Job], handles, text_encoder, keyframes, settings, runtime, bar) -> None:
-    prompts = PromptBank(text_encoder, runtime)
+def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, bar) -> None:
+    prompts = PromptBank(models.text_encoder, runtime)
     prompts.encode_all([j.prompt for j in todo] + [j.negative for j in todo])
     ctx = _Context(keyframes.as_model_frames(), prompts, settings, keyframes.height, keyframes.width)
-    dit = handles[0]
+    handles = (models.dit, models.vae, models.image_encoder)  # what every worker (replica) runs
+    dit = models.dit
     rows = 2 if settings.sampler.guidance != 1.0 else 1
     rows += 1 if any(j.audio is not None for j in todo) else 0
     n0 = todo[0].rec.num_frames
