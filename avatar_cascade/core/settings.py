@@ -164,13 +164,6 @@ def _walk(obj: Any, path: tuple[str, ...], prefix: str, tooltips: Mapping[str, s
             raise TypeError(f"{type(obj).__name__}.{f.name} is not declared with setting() or nested()")
 
 
-def leaf_named(settings: Any, name: str) -> Leaf:
-    for leaf in leaves(settings):
-        if leaf.name == name:
-            return leaf
-    raise KeyError(f"{getattr(settings, '__name__', type(settings).__name__)} has no setting {name!r}")
-
-
 def build(settings: Any, values: Mapping[str, Any]) -> Any:
     """``settings`` (a class: its defaults; or an object) with the flat ``values`` (engine values) replaced."""
     obj = settings() if isinstance(settings, type) else settings

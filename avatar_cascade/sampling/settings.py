@@ -79,13 +79,6 @@ def check_size(name: str, v: int) -> None:
         raise InputError(name, v, "must be a multiple of 16 between 16 and 4096", f"use {fixed}")
 
 
-def check_resolution(width: int, height: int, prefix: str = "") -> tuple[int, int]:
-    """Width/height must be multiples of 16 (VAE x8, DiT patch x2)."""
-    check_size(f"{prefix}width", width)
-    check_size(f"{prefix}height", height)
-    return width, height
-
-
 def size_setting(default: int, tooltip: str):
     """A width or height in pixels (see :func:`check_size`)."""
     return setting(default, tooltip=tooltip, min=16, max=4096, step=16, validate=check_size)
