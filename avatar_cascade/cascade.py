@@ -19,7 +19,6 @@ from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.settings import Settings
 from avatar_cascade.models.handle import WanModels
 from avatar_cascade.models.mllm import load_mllm
-from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.aligner.settings import AlignerSettings
 from avatar_cascade.stages.blueprint.sampler import render_blueprint
@@ -166,6 +165,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
         models = _load_generators(cfg, paths, extra, aligned)
     clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage)
 
+    _record_warnings(wd, runtime)
     with stage("stitcher"):
         result = stitch_clips(
             clips.iter_frames(),
@@ -178,6 +178,15 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
             keyframes=clips.keyframes,
         )
     return result.path
+
+
+def _record_warnings(wd: Path, runtime: Runtime) -> None:
+    """What the artist was warned about, kept in the work folder (``warnings.json``)."""
+    import json
+
+    from avatar_cascade.core.cache import atomic_write_text
+
+    atomic_write_text(wd / "warnings.json", json.dumps({"warnings": runtime.warnings}, indent=1))
 
 
 def _inputs(cfg: CascadeConfig):
@@ -267,11 +276,11 @@ def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned) -> W
 def demo_config(
     out: Path, workdir: Path, models_dir: Path, image: Path, audio: Path, prompt: str, names: dict[str, str]
 ) -> CascadeConfig:
-    """Settings for the tiny demo: every stage runs in seconds on 2 CPU cores (output is noise).
+    """Settings for the tiny demo: every stage runs in seconds on 2 CPU cores (output is noise); the samplers
+    are ``auto``: the tiny DiT's preset (4 steps).
 
     ``names`` maps roles to the demo model names that ``write_demo_models`` returned.
     """
-    fast = SamplerSettings(steps=4, guidance=3.0, shift=3.0)
     return CascadeConfig(
         dit=names["dit"],
         vae=names["vae"],
@@ -287,7 +296,7 @@ def demo_config(
         audio_adapter=names["audio_adapter"],
         aligner=AlignerSettings(fps="16", clip_frames=17),
         director=DirectorSettings(max_new_tokens=128),
-        blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),
+        blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, lead_frames=4),
         keyframes=KeyframeSettings(width=64, height=64),
-        refiner=RefinerSettings(batch_size=2, sampler=fast),
+        refiner=RefinerSettings(batch_size=2),
     )

@@ -44,7 +44,7 @@ ALIASES = {
     "--height": ("keyframes", "height"),
 }
 # Flags that set the setting of this name in every stage that has one (a stage's own flag wins).
-SHARED = {"--seed": "seed", "--steps": "steps"}
+SHARED = {"--seed": "seed", "--steps": "steps", "--framing": "framing"}
 
 
 def _stage_leaves() -> dict:
@@ -87,7 +87,9 @@ def _add_setting_args(p: argparse.ArgumentParser) -> None:
         found = [(stage, leaf) for stage, ls in stages.items() for leaf in ls if leaf.path[-1] == field_name]
         defaults = ", ".join(f"{stage} {leaf.name} {to_widget(leaf)}" for stage, leaf in found)
         text = f"{field_name} of every stage that has one (a stage's own flag wins; default: {defaults})"
-        p.add_argument(flag, dest=f"shared:{field_name}", default=None, metavar="INT", help=text)
+        choices = found[0][1].spec.choices
+        metavar = "{" + ",".join(choices) + "}" if choices else "INT"
+        p.add_argument(flag, dest=f"shared:{field_name}", default=None, metavar=metavar, help=text)
     for stage, ls in stages.items():
         group = p.add_argument_group(f"{stage} settings")
         for leaf in ls:
@@ -240,6 +242,9 @@ def _dispatch(args) -> int:
         cfg = demo_config(args.out, wd, models, sample_image_path(), sample_audio_path(), DEMO_PROMPT, names)
     else:
         cfg, flag_of = build_run_config(args)
-    out = run_cascade(cfg, Runtime(), flag_of=flag_of)
+    runtime = Runtime()
+    out = run_cascade(cfg, runtime, flag_of=flag_of)
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s (intermediates in {cfg.workdir})")
+    for line in runtime.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0

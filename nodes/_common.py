@@ -13,7 +13,7 @@ from typing import Any
 # The sampler widgets of the DiT-sampling nodes (blueprint, refiner), in their order; the advanced
 # ones (Wan 2.2 A14B low-noise guidance, audio guidance) are optional inputs.
 SAMPLER_WIDGETS = ("steps", "guidance", "shift", "scheduler", "seed")
-ADVANCED_SAMPLER_WIDGETS = ("guidance_low_noise", "audio_guidance")
+ADVANCED_SAMPLER_WIDGETS = ("guidance_low_noise", "audio_guidance", "negative_prompt")
 SAMPLER_RENAME = {"guidance_low_noise": "guidance_2"}
 
 
@@ -69,6 +69,17 @@ class NodeWidgets:
         except InputError as exc:
             return str(exc)
         return True
+
+
+def with_warnings(runtime, result: tuple, ui: dict | None = None) -> dict:
+    """A node's return value with the run's warnings for the artist (``runtime.warnings``) in its ``ui``:
+    ``avatar_warnings`` (shown on the node by the pack's web extension, ``web/avatar_cascade.js``) and,
+    for frontends that show node text, appended to ``text``."""
+    ui = dict(ui or {})
+    if runtime.warnings:
+        ui["avatar_warnings"] = list(runtime.warnings)
+        ui["text"] = [*ui.get("text", []), "\n".join(f"WARNING {w}" for w in runtime.warnings)]
+    return {"ui": ui, "result": result}
 
 
 def first_failure(*results: bool | str) -> bool | str:

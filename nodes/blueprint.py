@@ -12,6 +12,7 @@ from ._common import (
     SAMPLER_RENAME,
     SAMPLER_WIDGETS,
     NodeWidgets,
+    with_warnings,
 )
 
 KEEP_STORES = 4  # blueprints kept per work folder: ComfyUI may hold views of older ones in its cache
@@ -28,15 +29,16 @@ WORK_FOLDER = (
 def blueprint_widgets() -> NodeWidgets:
     from avatar_cascade.stages.blueprint.settings import BlueprintSettings
 
-    names = ("width", "height", "blueprint_fps", "window_frames", "overlap_frames", "reanchor", "prompt_mode")
-    names += SAMPLER_WIDGETS + ADVANCED_SAMPLER_WIDGETS
+    names = ("width", "height", "framing", "blueprint_fps", "window_frames", "lead_frames", "prompt_mode")
+    names += SAMPLER_WIDGETS + ("batch_size",) + ADVANCED_SAMPLER_WIDGETS
     return NodeWidgets(BlueprintSettings, names, {"blueprint_fps": "fps", **SAMPLER_RENAME})
 
 
 def keyframe_widgets() -> NodeWidgets:
     from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
-    names = ("width", "height", "search_radius_s", "colour_match", "weights", "lift_denoise", "lift_steps", "seed")
+    names = ("width", "height", "framing", "search_radius_s", "colour_match", "weights", "lift_denoise")
+    names += ("lift_steps", "seed")
     return NodeWidgets(KeyframeSettings, names, {"seed": "lift_seed"})
 
 
@@ -48,11 +50,12 @@ def _ui_image(path: Path) -> dict:
 
 class AvatarCascadeBlueprintSampler:
     DESCRIPTION = (
-        "Renders the blueprint: the whole performance at low resolution and low frame rate, in windows that "
-        "share overlap frames with the previous one (cross-faded), conditioned on the reference image (continuation "
-        "frames colour-matched to it before each window; with a CLIP-vision encoder, the reference's image tokens in "
-        "every window), the storyline's shot prompts and, with an audio adapter, the audio. Frames go to disk as they "
-        "are made, so length costs disk, not memory; an unchanged blueprint is reused. Keyframes are taken from it."
+        "Renders the blueprint: the whole performance at low resolution and low frame rate, in windows that each "
+        "start from the reference image (never from another window's frames, so nothing drifts at any length; with "
+        "a CLIP-vision encoder also the reference's image tokens), with the storyline's shot prompts and, with an "
+        "audio adapter, the audio. The reference is framed, never stretched (the size follows its aspect). Windows "
+        "are independent and batched; frames go to disk as they are made; an unchanged blueprint is reused. "
+        "Sampler widgets at 0 / -1 / auto take the DiT's preset. Keyframes are taken from it."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_BLUEPRINT",)
@@ -73,10 +76,10 @@ class AvatarCascadeBlueprintSampler:
                 "image": ("IMAGE", {"tooltip": "Reference image (first frame of the first window)."}),
                 "timeline": ("AVATAR_TIMELINE", {"tooltip": "From the Audio Aligner."}),
                 "storyline": ("AVATAR_STORYLINE", {"tooltip": "From the Director or Storyline Edit."}),
-                **w.inputs(*w.names[: -len(ADVANCED_SAMPLER_WIDGETS)]),
+                **w.inputs(*w.names[: -len(ADVANCED_SAMPLER_WIDGETS) - 1]),
                 "work_folder": WORK_FOLDER,
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS)},
+            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs("batch_size", *ADVANCED_SAMPLER_WIDGETS)},
         }
 
     @classmethod
@@ -90,17 +93,18 @@ class AvatarCascadeBlueprintSampler:
 
         settings = blueprint_widgets().build(widgets)
         ref = check_image_tensor(image, "image")
+        runtime = bridge.make_runtime()
         bp = render_blueprint(
             WanModels(dit, vae, text_encoder, clip_vision),
             ref,
             timeline,
             storyline,
             settings,
-            bridge.make_runtime(),
+            runtime,
             work_dir=bridge.work_dir(work_folder),
             keep_stores=KEEP_STORES,
         )
-        return (bp,)
+        return with_warnings(runtime, (bp,))
 
 
 class AvatarCascadeKeyframeExtractor:
@@ -109,8 +113,9 @@ class AvatarCascadeKeyframeExtractor:
         "reference (CLIP-vision embeddings when connected, else colour-histogram + layout similarity), sharpness, "
         "face visibility/clarity (skin-tone heuristics, no detector), mouth at rest (quiet audio, still lower face), "
         "colour consistency, closeness to the seam and difference from the previous keyframe. Lifts the picks to the "
-        "refine resolution (optionally refined by the DiT, anchored on the reference) and matches their colours to "
-        "the reference. The first keyframe is the reference image. Shows a contact sheet with every score."
+        "refine resolution (framed, never stretched; refined by the DiT anchored on the reference whenever dit, vae "
+        "and text_encoder are connected) and matches their colours to the reference. The first keyframe is the "
+        "reference image. Shows a contact sheet with every score and each keyframe's anchor depth."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_KEYFRAMES", "IMAGE", "IMAGE")
@@ -139,7 +144,7 @@ class AvatarCascadeKeyframeExtractor:
             "optional": {
                 **OPTIONAL_MODEL_INPUTS,
                 **{
-                    k: (v[0], {"tooltip": v[1]["tooltip"] + " Only for lift_denoise > 0."})
+                    k: (v[0], {"tooltip": v[1]["tooltip"] + " Connect them for the DiT lift (lift_denoise > 0)."})
                     for k, v in MODEL_INPUTS.items()
                 },
                 "storyline": ("AVATAR_STORYLINE", {"tooltip": "Shot prompts for the refinement (else no prompt)."}),
@@ -173,12 +178,13 @@ class AvatarCascadeKeyframeExtractor:
         # the lift's models (only for lift_denoise > 0; the extractor says what is missing)
         lift_models = (dit, vae, text_encoder)
         models = None if any(m is None for m in lift_models) else WanModels(*lift_models, clip_vision)
+        runtime = bridge.make_runtime()
         kf = extract_keyframes(
             blueprint,
             timeline,
             ref,
             keyframe_widgets().build(widgets),
-            bridge.make_runtime(),
+            runtime,
             models=models,
             clip_vision=clip_vision,
             storyline=storyline,
@@ -188,7 +194,7 @@ class AvatarCascadeKeyframeExtractor:
         sheet = as_uint8_tensor(kf.contact_sheet())
         images = kf.images.float().div(255).to(device)
         result = (kf, images, sheet[None].float().div(255).to(device))
-        return {"ui": _ui_image(folder / "keyframes" / "contact_sheet.png"), "result": result}
+        return with_warnings(runtime, result, _ui_image(folder / "keyframes" / "contact_sheet.png"))
 
 
 NODE_CLASS_MAPPINGS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
-from ._common import NodeWidgets
+from ._common import NodeWidgets, with_warnings
 
 
 def director_widgets() -> NodeWidgets:
@@ -69,7 +69,7 @@ class AvatarCascadeDirector:
         settings = director_widgets().build(widgets)
         story = direct(mllm, ref, timeline.audio, instruction, timeline.timeline, settings, runtime)
         text = story.to_json()
-        return {"ui": {"text": [text]}, "result": (story, text)}
+        return with_warnings(runtime, (story, text), {"text": [text]})
 
 
 class AvatarCascadeStorylineEdit:

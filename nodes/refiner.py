@@ -14,6 +14,7 @@ from ._common import (
     SAMPLER_WIDGETS,
     NodeWidgets,
     first_failure,
+    with_warnings,
 )
 
 
@@ -47,7 +48,9 @@ class AvatarCascadeFLFRefiner:
         "with its shot prompt, its audio window (audio adapter) and both keyframes' CLIP-vision tokens (Wan 2.1), "
         "several clips per forward pass and one worker per GPU. Optional negative-frame guidance steers clips away "
         "from drifted (blurred, colour-shifted) keyframes. Finished clips are cached on disk: an interrupted run "
-        "resumes, an edited shot re-renders only its clip, and 'reroll' re-renders listed clips with new seeds."
+        "resumes, an edited shot re-renders only its clip, and 'reroll' re-renders listed clips with new seeds. "
+        "Sampler widgets at 0 / -1 / auto take the DiT's preset (InfiniteTalk's with an audio adapter); warnings "
+        "(no lip-sync, a model off its trained regime) are shown on the node."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_CLIPS",)
@@ -105,17 +108,18 @@ class AvatarCascadeFLFRefiner:
         from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
+        runtime = bridge.make_runtime()
         clips = refine_clips(
             WanModels(dit, vae, text_encoder, clip_vision),
             keyframes,
             timeline,
             storyline,
             refiner_widgets().build(widgets),
-            bridge.make_runtime(),
+            runtime,
             cache_dir=bridge.work_dir(cache_folder),
             reroll=reroll,
         )
-        return (clips,)
+        return with_warnings(runtime, (clips,))
 
 
 class AvatarCascadeClipStitcher:

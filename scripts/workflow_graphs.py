@@ -43,12 +43,12 @@ def dit_loader(dit_name: str) -> dict:
     )
 
 
-def sampling(steps: int, guidance: float, shift: float) -> dict:
-    """The sampler settings every denoising node takes, in widget order."""
-    return {"steps": steps, "guidance": guidance, "shift": shift, "scheduler": "unipc", "seed": 0}
+def sampling(steps: int = 0, guidance: float = -1.0, shift: float = -1.0, scheduler: str = "auto") -> dict:
+    """The sampler settings every denoising node takes, in widget order (default: all auto = the DiT's preset)."""
+    return {"steps": steps, "guidance": guidance, "shift": shift, "scheduler": scheduler, "seed": 0}
 
 
-GUIDANCE_TAIL = {"guidance_low_noise": -1.0, "audio_guidance": 4.0}
+GUIDANCE_TAIL = {"guidance_low_noise": -1.0, "audio_guidance": -1.0, "negative_prompt": "auto"}
 
 
 def flf_refiner(
@@ -59,9 +59,6 @@ def flf_refiner(
     timeline: list,
     storyline: list,
     *,
-    steps: int,
-    guidance: float,
-    shift: float,
     batch_size: int,
     cache_folder: str,
     clip_vision: list | None = None,
@@ -73,7 +70,7 @@ def flf_refiner(
         "keyframes": keyframes,
         "timeline": timeline,
         "storyline": storyline,
-        **sampling(steps, guidance, shift),
+        **sampling(),
         "batch_size": batch_size,
         "negative_frame_strength": 0.0,
         "reroll": "",
@@ -159,13 +156,14 @@ def _demo_blueprint_keyframes() -> dict:
         "storyline": ["9", 0],
         "width": 32,
         "height": 32,
+        "framing": "bucket",
         "blueprint_fps": 8.0,
         "window_frames": 17,
-        "overlap_frames": 1,
-        "reanchor": 0.5,
+        "lead_frames": 4,
         "prompt_mode": "majority",
-        **sampling(4, 3.0, 3.0),
+        **sampling(),
         "work_folder": "demo",
+        "batch_size": 0,
         **GUIDANCE_TAIL,
     }
     keyframes = {
@@ -174,13 +172,18 @@ def _demo_blueprint_keyframes() -> dict:
         "image": ["1", 0],
         "width": 64,
         "height": 64,
+        "framing": "bucket",
         "search_radius_s": 0.25,
         "colour_match": 1.0,
         "weights": KEYFRAME_WEIGHTS,
-        "lift_denoise": 0.0,
-        "lift_steps": 4,
+        "lift_denoise": 0.3,
+        "lift_steps": 0,
         "seed": 0,
         "work_folder": "demo",
+        "dit": ["3", 0],
+        "vae": ["4", 0],
+        "text_encoder": ["5", 0],
+        "storyline": ["9", 0],
     }
     return {
         "10": node("AvatarCascadeBlueprintSampler", blueprint),
@@ -197,9 +200,6 @@ def _demo_refine_stitch() -> dict:
             ["11", 0],
             ["8", 0],
             ["9", 0],
-            steps=4,
-            guidance=3.0,
-            shift=3.0,
             batch_size=2,
             cache_folder="demo_clips",
         ),
@@ -239,11 +239,10 @@ def wan21_480p_graph() -> dict:
     g["14"]["inputs"]["adapter_name"] = m["audio_adapter"]
     g["8"]["inputs"].update(fps=25.0, clip_frames=81, snap_seams_frames=8)
     g["9"]["inputs"].update(max_new_tokens=1024)
-    g["10"]["inputs"].update(
-        width=416, height=240, blueprint_fps=8.0, window_frames=33, steps=20, guidance=5.0, work_folder="wan21_480p"
-    )
-    g["11"]["inputs"].update(width=832, height=480, lift_steps=20, work_folder="wan21_480p")
-    g["12"]["inputs"].update(steps=30, guidance=5.0, shift=5.0, batch_size=0, cache_folder="wan21_480p_clips")
+    g["10"]["inputs"].update(width=416, height=240, blueprint_fps=8.0, window_frames=33, lead_frames=8)
+    g["10"]["inputs"].update(work_folder="wan21_480p")
+    g["11"]["inputs"].update(width=832, height=480, work_folder="wan21_480p")
+    g["12"]["inputs"].update(batch_size=0, cache_folder="wan21_480p_clips")
     g["13"]["inputs"].update(filename_prefix="avatar_cascade/wan21_480p", crf=19)
     _with_clip_vision(g, m["clip_vision"], ("10", "11", "12"))
     return g
@@ -293,9 +292,6 @@ def inbetween_graph() -> dict:
             ["10", 0],
             ["10", 1],
             ["10", 2],
-            steps=30,
-            guidance=5.0,
-            shift=5.0,
             batch_size=0,
             cache_folder="inbetween_clips",
             clip_vision=["9", 0],

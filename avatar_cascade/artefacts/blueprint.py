@@ -227,6 +227,16 @@ class Blueprint:
     def __len__(self) -> int:
         return int(self.meta["num_frames"])
 
+    def anchor_depth(self, i: int) -> int | None:
+        """DiT generations between the reference image and blueprint frame ``i`` (the store's
+        ``anchor_depths`` per chunk), or None when the store does not say (imported frames)."""
+        depths = self.meta.get("anchor_depths")
+        if depths is None:
+            return None
+        import bisect
+
+        return int(depths[max(0, bisect.bisect_right(self._starts, i) - 1)])
+
     @property
     def frames(self) -> FrameView:
         return FrameView(self)

@@ -211,12 +211,21 @@ class Timeline:
         """Exact start time of ``frame`` in seconds."""
         return frame_time(frame, self.fps)
 
+    @property
+    def clip_length_histogram(self) -> dict[int, int]:
+        """Rendered clip length (frames) -> number of clips, by length (fewer lengths batch better)."""
+        hist: dict[int, int] = {}
+        for c in self.clips:
+            hist[c.render_frames] = hist.get(c.render_frames, 0) + 1
+        return dict(sorted(hist.items()))
+
     # -- serialisation ---------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
         d["fps"] = f"{self.fps_num}/{self.fps_den}"
         d["seams"] = self.seams
         d["duration_s"] = self.duration_s
+        d["clip_length_histogram"] = {str(k): v for k, v in self.clip_length_histogram.items()}
         return d
 
     def to_json(self) -> str:

@@ -20,6 +20,7 @@ from avatar_cascade.core.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
+
 class Progress:
     """A progress reporter for one loop of ``total`` steps."""
 
@@ -73,6 +74,9 @@ class Runtime:
         preview: ``(kind, payload)`` callback for previews of finished artefacts.
         model_loader: ``(modules) -> context manager`` that places modules on
             ``device`` for the duration of a block and offloads them after.
+        warnings: what the artist must be told (a degraded result, a model off its trained
+            regime), one line each, in order; :meth:`warn` adds to it. The CLI prints them,
+            the nodes show them on the node in the graph.
     """
 
     device: torch.device = field(default_factory=default_device)
@@ -83,6 +87,14 @@ class Runtime:
     interrupt_check: Callable[[], None] | None = None
     preview: Callable[[str, Any], None] | None = None
     model_loader: Callable[[list[torch.nn.Module]], contextlib.AbstractContextManager] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, stage: str, message: str) -> None:
+        """Tell the artist: ``"<stage>: <message>"`` is logged and kept in :attr:`warnings` (once)."""
+        line = f"{stage}: {message}"
+        if line not in self.warnings:
+            self.warnings.append(line)
+            log.warning("%s", line)
 
     def __post_init__(self) -> None:
         if self.dtype is None:

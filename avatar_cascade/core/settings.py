@@ -223,6 +223,8 @@ def from_text(leaf: Leaf, text: str, input_name: str | None = None) -> Any:
     name = input_name or leaf.name
     kind = leaf.kind
     value: Any = text
+    if leaf.spec.none_as is not None and text.strip().lower() == "auto" and kind in ("INT", "FLOAT"):
+        return None  # e.g. --steps auto: the model's preset
     if not leaf.spec.cli_text and leaf.spec.decode is None:
         try:
             if kind == "INT":

@@ -22,13 +22,16 @@ _ABBREV = {
 
 
 def caption_lines(index: int, score: dict) -> list[str]:
-    """Text under keyframe ``index``: seam, time and source; the total; the scores, abbreviated."""
+    """Text under keyframe ``index``: seam, time, source and anchor depth (``d1``); the reference's framing;
+    the total; the scores, abbreviated."""
     head = f"#{index}"
     if "time_s" in score:
         head += f" t={score['time_s']:.2f}s"
     src = score.get("blueprint_index")
     head += f" bp{src}" if src is not None else f" {score.get('source', '')}"
-    lines = [head]
+    if score.get("anchor_depth") is not None:
+        head += f" d{score['anchor_depth']}"
+    lines = [head, *score.get("framing_caption", [])]
     if "total" in score:
         lines.append(f"total {score['total']:.2f}" + (" lifted" if score.get("lifted") else ""))
     parts = [f"{ab} {score[k]:.2f}" for k, ab in _ABBREV.items() if isinstance(score.get(k), float)]

@@ -35,6 +35,7 @@ from avatar_cascade.sampling.settings import SamplerSettings, make_scheduler
 
 log = logging.getLogger(__name__)
 
+
 def initial_noise(requests: Sequence[ClipRequest], shape: tuple[int, ...]) -> torch.Tensor:
     """Per-clip noise, each from its own CPU generator (device independent)."""
     out = []
@@ -200,10 +201,35 @@ def _check_run(requests, condition, settings: SamplerSettings, start_step: int, 
         raise ValueError(f"initial_latents are {tuple(initial_latents.shape)}, the condition needs {shape}")
 
 
+def clean_first_latent(condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """InfiniteTalk's pinned first latent frame: ``(rows, clean latents [B,z,1,h,w])`` for the clips whose
+    pixel frame 0 is known (the Wan VAE is causal: latent frame 0 encodes pixel frame 0 alone, so the
+    condition latents hold its clean latent), or None when no clip has a known first frame."""
+    rows = condition[:, 0, 0, 0, 0] > 0.5
+    if not bool(rows.any()):
+        return None
+    return rows, condition[:, 4:, :1]
+
+
+def _pin_first(latents: torch.Tensor, pinned) -> torch.Tensor:
+    if pinned is None:
+        return latents
+    rows, clean = pinned
+    out = latents.clone()
+    out[rows, :, :1] = clean[rows].to(out.device, out.dtype)
+    return out
+
+
 def _run_steps(dit, scheduler, latents, inputs: _Inputs, adapter, settings, runtime, start_step, desc, on_step):
-    """The denoising loop from ``start_step``: expert switching, guidance, hooks; clean latents (float32)."""
+    """The denoising loop from ``start_step``: expert switching, guidance, hooks; clean latents (float32).
+
+    With an audio adapter and audio (InfiniteTalk), the latent frame of a known first frame is replaced by
+    its clean latent before every forward and after every step, as InfiniteTalk's ``multitalk.py`` does
+    (``latent[:, :cur_motion_frames_latent_num] = latent_motion_frames``).
+    """
     from avatar_cascade.models.clip_vision import wan_image_rows
 
+    pinned = clean_first_latent(inputs.condition) if adapter is not None and inputs.audio is not None else None
     timesteps = scheduler.timesteps[start_step:]
     bar = runtime.progress(len(timesteps), desc)
     current = None
@@ -217,11 +243,12 @@ def _run_steps(dit, scheduler, latents, inputs: _Inputs, adapter, settings, runt
                 current, dtype = expert, _dtype(module)
                 here = inputs.to(runtime.device, dtype)
             g, branches = _branches(settings, expert, here.audio is not None)
+            latents = _pin_first(latents, pinned)
             x = torch.cat([latents.to(dtype), here.condition], dim=1)
             ag = settings.audio_guidance
             with wan_image_rows(module, here.img) as img_rows:
                 pred = _denoise_step(module, x, t, here.pos, here.neg, img_rows, here.audio, adapter, g, ag, branches)
-            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+            latents = _pin_first(scheduler.step(pred, t, latents, return_dict=False)[0], pinned)
             bar.update(1)
             if on_step is not None:
                 on_step(i, len(timesteps), latents)
@@ -269,9 +296,14 @@ def sample_clips(
     from avatar_cascade.models.dit_runtime import prepare_dit
     from avatar_cascade.models.wan_dit import WanDiT
 
-    settings.check()
-    _check_run(requests, condition, settings, start_step, initial_latents)
     dit = as_dit(transformer)
+    settings.check()
+    if not settings.resolved:  # direct callers; the stages resolve (and key) their settings themselves
+        from avatar_cascade.sampling.settings import resolve_sampler
+
+        h, w = (8 * n for n in condition.shape[-2:])
+        settings = resolve_sampler(settings, dit, w, h, with_audio=use_audio_adapter and dit.audio_adapter is not None)
+    _check_run(requests, condition, settings, start_step, initial_latents)
     prepare_dit(dit, runtime.device, loras=isinstance(transformer, WanDiT))
     adapter = dit.audio_adapter if use_audio_adapter else None
     inputs = _inputs(dit, condition, requests, runtime, image_encoder, image_embeds, adapter)

@@ -151,12 +151,13 @@ def align_audio(
         img = render_timeline(aligned, width=512)
         runtime.emit_preview("timeline", torch.from_numpy(np.array(img.convert("RGB"))))
     log.info(
-        "timeline: %d frames at %s fps, %d clips of %d frames (%d seams snapped), %.2f s audio",
+        "timeline: %d frames at %s fps, %d clips of %d frames (%d seams snapped; lengths %s), %.2f s audio",
         timeline.num_frames,
         timeline.fps,
         len(timeline.clips),
         settings.clip_frames,
         len(timeline.snapped_seams),
+        ", ".join(f"{n} x {k}" for k, n in timeline.clip_length_histogram.items()),
         timeline.duration_s,
     )
     return aligned
@@ -168,9 +169,9 @@ def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings):
     timeline = plan_timeline(n, sr, s.fps, s.clip_frames, s.feature_pad_s, s.overlap_frames)
     if s.snap_seams_frames and len(timeline.clips) > 1:
         nominal = [c.frame_start for c in timeline.clips[1:]]
+        cap = s.max_clip_frames if s.max_clip_frames is not None else s.clip_frames
         snap = snap_to_pauses(
-            mono, sr, timeline.fps, timeline.num_frames, nominal, s.snap_seams_frames, s.pause_window_s,
-            s.max_clip_frames,
+            mono, sr, timeline.fps, timeline.num_frames, nominal, s.snap_seams_frames, s.pause_window_s, cap,
         )  # fmt: skip
         nominal_all = timeline.nominal_seams
         timeline = plan_timeline(n, sr, s.fps, s.clip_frames, s.feature_pad_s, s.overlap_frames, snap.seams)

@@ -8,11 +8,13 @@ so a seam can only move in steps of 4 frames. With a tolerance of ``N`` frames
 each interior seam may move to any multiple of 4 within ``N`` frames of its
 nominal position ``k * (clip_frames - 1)``; the number of clips never changes,
 so the storyline keeps one shot per clip. Clip lengths therefore vary among 4n+1
-values between ``clip_frames - 2N`` and ``clip_frames + 2N`` (``max_clip_frames``
-caps them when a model or memory budget needs a hard limit). The seams are
-chosen together (dynamic programming) to minimise the summed seam loudness,
-measured over a short window around each seam (``pause_window_s``), plus a
-small penalty per frame moved so that seams do not wander for nothing.
+values between ``clip_frames - 2N`` and ``clip_frames``: ``max_clip_frames``
+caps them, by default at ``clip_frames`` itself (Wan's trained 81), so snapping
+never makes a clip longer than the model was trained on. The seams are chosen
+together (dynamic programming) to minimise the summed seam loudness, measured
+over a short window around each seam (``pause_window_s``), plus a small penalty
+per frame moved so that seams do not wander for nothing and a penalty per clip
+whose length differs from the nominal one (equal lengths batch together).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 SILENCE_FLOOR_DB = -120.0
 #: Penalty per frame a seam moves, in dB: a seam moves only for a real dip in loudness.
 SHIFT_PENALTY_DB = 0.1
+#: Penalty per clip and per latent frame (4 frames) its length differs from the nominal length, in dB.
+LENGTH_PENALTY_DB = 1.0
 #: A seam whose level is this far below the track's loud level counts as "in a pause".
 PAUSE_DEPTH_DB = 30.0
 _BLOCK_SAMPLES = 1 << 22
@@ -119,6 +123,7 @@ def snap_seams(
     tolerance_frames: int,
     max_clip_frames: int | None = None,
     shift_penalty_db: float = SHIFT_PENALTY_DB,
+    length_penalty_db: float = LENGTH_PENALTY_DB,
 ) -> list[int]:
     """Choose interior seams near ``nominal`` that sit in the quietest places.
 
@@ -129,6 +134,7 @@ def snap_seams(
         tolerance_frames: how far a seam may move, in frames (moves are multiples of 4).
         max_clip_frames: optional cap on every clip length (>= the nominal length).
         shift_penalty_db: cost per frame moved, in dB.
+        length_penalty_db: cost per clip and per 4 frames its length differs from the nominal length, in dB.
 
     Returns:
         The chosen seams: same count, increasing, every clip 4n+1 frames (>= 5).
@@ -140,7 +146,7 @@ def snap_seams(
     level = seam_db.to(torch.float64).numpy()
     offsets = np.arange(-steps, steps + 1) * 4
     gaps = np.diff(np.array([0, *nominal]))
-    if max_clip_frames is None and gaps.min() - 2 * tolerance_frames >= MIN_CLIP_FRAMES - 1:
+    if max_clip_frames is None and not length_penalty_db and gaps.min() - 2 * tolerance_frames >= MIN_CLIP_FRAMES - 1:
         # Windows cannot collide: every seam independently takes its cheapest candidate.
         grid = np.array(nominal)[:, None] + offsets[None, :]
         ok = (grid >= 4) & (grid <= num_frames - 2)
@@ -159,11 +165,17 @@ def snap_seams(
             ok &= gap <= max_clip_frames - 1
         return ok
 
+    stride = int(gaps[0])
+
+    def length_cost(gap: np.ndarray) -> np.ndarray:
+        return length_penalty_db * np.abs(gap - stride) / 4
+
     # Viterbi over seams: best[j] = lowest cost of seams 1..k with seam k at cands[k][j].
-    best = np.where(gap_ok(cands[0]), costs[0], np.inf)
+    best = np.where(gap_ok(cands[0]), costs[0] + length_cost(cands[0]), np.inf)
     back: list[np.ndarray] = []
     for k in range(1, len(nominal)):
-        trans = np.where(gap_ok(cands[k][None, :] - cands[k - 1][:, None]), best[:, None], np.inf)
+        gap = cands[k][None, :] - cands[k - 1][:, None]
+        trans = np.where(gap_ok(gap), best[:, None] + length_cost(gap), np.inf)
         arg = np.argmin(trans, axis=0)
         back.append(arg)
         best = trans[arg, np.arange(len(cands[k]))] + costs[k]

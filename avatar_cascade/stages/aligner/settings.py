@@ -73,7 +73,8 @@ class AlignerSettings(Settings):
         0.2, tooltip="Span around a seam whose loudness is measured when snapping, seconds.", min=0.01, max=5.0,
     )  # fmt: skip
     max_clip_frames: int | None = setting(
-        None, tooltip="Cap on clip lengths while snapping seams (0 = none).", min=5, max=1025, none_as=0,
+        None, tooltip="Cap on clip lengths while snapping seams; 0 = clip_frames (snapping never makes a clip longer "
+        "than the model's trained length, Wan: 81).", min=5, max=1025, none_as=0,
         validate=validator(check_clip_frames),
     )  # fmt: skip
     feature_pad_s: float = setting(

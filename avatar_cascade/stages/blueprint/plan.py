@@ -3,13 +3,15 @@
 Units: blueprint frames (``i`` shows time ``i / blueprint_fps`` seconds); output
 frames are the timeline's (``f`` shows ``f / video_fps``).
 
-Windows share context: window ``w`` renders ``length`` frames from ``start`` =
-``w * (window_frames - overlap)``; its first ``overlap`` frames are conditioned
-on the previous window's last ``overlap`` frames (``overlap = 1``: plain
-motion-frame continuation from the last frame). The last window is cut to the
-shortest 4n+1 length that reaches the end. Each window's *chunk* (what it
-writes to the store) is ``[start, next start)``, the last one ``[start, N)``,
-so chunks tile the blueprint exactly.
+Windows are anchored on the reference, not on each other: every window starts
+from the reference image (its frame 0) and renders ``length`` frames; window 0
+starts at time 0 and keeps all its frames, window ``w >= 1`` starts ``lead``
+frames before its *chunk* and drops those first ``lead`` frames (the move away
+from the reference's pose), keeping ``[chunk_start, chunk_start + count)``.
+Chunks tile the blueprint exactly: window 0 holds ``[0, window_frames)``, then
+every window ``window_frames - lead`` more. The last window is cut to the
+shortest 4n+1 length that reaches the end. Every frame is therefore one DiT
+generation from the reference (anchor depth 1) at any duration.
 
 Prompt per window (``prompt_mode``), because a window can span several shots:
 
@@ -37,9 +39,10 @@ class BlueprintWindow:
 
     Attributes:
         index: window number.
-        start: first blueprint frame it renders.
+        start: blueprint time (frame index) of its first rendered frame, the reference.
         length: frames it renders (4n+1).
-        count: frames its chunk holds (``[start, start + count)``).
+        count: frames its chunk holds (``[chunk_start, chunk_start + count)``).
+        chunk_start: first blueprint frame it keeps (``start + lead``).
         shots: storyline shots (sub-clips) its frames fall in, in order.
         prompt / negative: the text it is conditioned on.
     """
@@ -51,6 +54,12 @@ class BlueprintWindow:
     shots: tuple[int, ...]
     prompt: str = ""
     negative: str = ""
+    chunk_start: int = 0
+
+    @property
+    def lead(self) -> int:
+        """Rendered frames dropped before the chunk (0 for window 0)."""
+        return self.chunk_start - self.start
 
 
 def _round_up_4n1(n: int) -> int:
@@ -58,19 +67,19 @@ def _round_up_4n1(n: int) -> int:
     return n + ((1 - n) % 4)
 
 
-def plan_window_spans(total: int, window_frames: int, overlap: int) -> list[tuple[int, int, int]]:
-    """``(start, length, count)`` of every window for a blueprint of ``total`` frames."""
+def plan_window_spans(total: int, window_frames: int, lead: int) -> list[tuple[int, int, int, int]]:
+    """``(start, length, chunk_start, count)`` of every window of a blueprint of ``total`` frames."""
     if total < 1:
         raise ValueError("a blueprint needs at least one frame")
-    stride = window_frames - overlap
-    n = 1 + max(0, -(-(total - window_frames) // stride))
-    spans = []
-    for w in range(n):
-        start = w * stride
-        last = w == n - 1
-        length = min(window_frames, _round_up_4n1(total - start)) if last else window_frames
-        count = total - start if last else stride
-        spans.append((start, length, count))
+    first = min(window_frames, total)
+    spans = [(0, min(window_frames, _round_up_4n1(total)), 0, first)]
+    stride = window_frames - lead
+    c = first
+    while c < total:
+        count = min(stride, total - c)
+        length = window_frames if count == stride else min(window_frames, _round_up_4n1(lead + count))
+        spans.append((c - lead, length, c, count))
+        c += count
     return spans
 
 
@@ -119,7 +128,7 @@ def window_text(storyline, shots: tuple[int, ...]) -> tuple[str, str]:
 
 
 def plan_windows(
-    timeline, storyline, bp_fps: Fraction, total: int, window_frames: int, overlap: int, prompt_mode: str
+    timeline, storyline, bp_fps: Fraction, total: int, window_frames: int, lead: int, prompt_mode: str
 ) -> list[BlueprintWindow]:
     """Every window of a blueprint of ``total`` frames at ``bp_fps``, with its prompt."""
     if prompt_mode not in PROMPT_MODES:
@@ -134,9 +143,9 @@ def plan_windows(
             "connect the storyline made for this timeline",
         )
     windows = []
-    for w, (start, length, count) in enumerate(plan_window_spans(total, window_frames, overlap)):
-        per_frame = shot_of_frames(timeline, bp_fps, range(start, min(total, start + length)))
+    for w, (start, length, chunk_start, count) in enumerate(plan_window_spans(total, window_frames, lead)):
+        per_frame = shot_of_frames(timeline, bp_fps, range(chunk_start, chunk_start + count))
         shots = choose_shots(per_frame, prompt_mode)
         prompt, negative = window_text(storyline, shots)
-        windows.append(BlueprintWindow(w, start, length, count, shots, prompt, negative))
+        windows.append(BlueprintWindow(w, start, length, count, shots, prompt, negative, chunk_start))
     return windows

@@ -1,37 +1,29 @@
 """Blueprint DiT Sampler: the whole performance drafted at low resolution and frame rate.
 
-check inputs -> plan the windows (:mod:`.blueprint_plan`) -> reuse a finished
-store with the same content key, or render window by window -> a lazy
+check inputs -> frame the reference (never stretched: :mod:`avatar_cascade.media.framing`) ->
+resolve the sampler from the DiT's preset -> plan the windows (:mod:`.plan`) -> reuse a
+finished store with the same content key, or render the missing windows -> a lazy
 :class:`~avatar_cascade.artefacts.blueprint.Blueprint` over frames on disk.
 
-Windows share context. Window ``w`` renders ``window_frames`` (4n+1) frames; its
-first ``overlap_frames`` (K) frames are *known* in the Wan I2V concat
-conditioning (mask 1) and set to the previous window's last K frames, and
-after sampling they are cross-faded with those frames (new window's weight
-``(j+1)/(K+1)`` on overlap frame ``j``). K = 1 is plain continuation from the
-last frame; K = 1 + 4m makes whole latent frames known. The first window starts
-from the reference image.
+No drift chain. Every window is an image-to-video generation from the *reference* (Wan I2V
+concat conditioning: the framed reference known at frame 0, mask 1; with a Wan 2.1 I2V/FLF2V
+DiT and CLIP vision also the reference's image tokens), never from another window's frames.
+Window 0 starts at time 0; every later window starts ``lead_frames`` before its chunk and
+drops those frames (they carry the reference's pose into the window's motion). So every
+blueprint frame is one DiT generation from the reference (anchor depth 1, recorded per
+chunk in the store's index) at any duration, and windows are independent: they are sampled
+``batch_size`` at a time like refiner clips, and a resumed run renders any missing ones.
+Trade-off: the blueprint is not one continuous take (each chunk is its own take from the
+reference); it only supplies keyframes, and the refiner makes the motion between them.
 
-Re-anchoring, so identity and colour do not drift from window to window:
-
-* the continuation frames are colour-matched to the reference (per-channel
-  mean/std transfer, ``reanchor`` 0..1) *before* they condition the next window.
-  Only the conditioning is corrected; the stored frames stay as generated. A
-  colour cast that grows in one window is therefore shrunk before the next one
-  inherits it instead of compounding (K > 1 cross-fading hides the small jump);
-* with a Wan 2.1 I2V/FLF2V DiT (image embedder) and a CLIP-vision encoder, the
-  image tokens of *every* window are the reference's, not the continuation
-  frame's, so the identity cue never comes from generated frames.
-
-Text: the storyline's shot prompt(s) of each window (see ``prompt_mode``).
-Audio: when the DiT carries an audio adapter and the timeline has features,
-each window gets the audio windows at its blueprint frame times.
+Text: the storyline's shot prompt(s) of each window (see ``prompt_mode``) and the sampler's
+negative prompt (Wan's default with ``auto``). Audio: when the DiT carries an audio adapter
+and the timeline has features, each window gets the audio windows at its frame times.
 
 Frames go to disk as they are made (one chunk per window, see
-:mod:`.blueprint_store`); RAM holds one window plus K tail frames. With
-``work_dir`` the store is ``work_dir/blueprint/<key>``: a finished one with the
-same key is reused without loading the DiT, an interrupted one resumes after
-its last finished window.
+:mod:`avatar_cascade.artefacts.blueprint`); RAM holds one batch of windows. With ``work_dir``
+the store is ``work_dir/blueprint/<key>``: a finished one with the same key is reused without
+loading the DiT, an interrupted one renders only its missing windows.
 """
 
 from __future__ import annotations
@@ -50,17 +42,21 @@ from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
-from avatar_cascade.media.frames import match_colour, reference_uint8, to_model_space
+from avatar_cascade.media.frames import to_model_space
+from avatar_cascade.media.framing import frame_reference, output_size, reference_framing
 from avatar_cascade.models.handle import WanModels, modules_of
+from avatar_cascade.models.presets import preset_for, regime_warnings
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
+from avatar_cascade.sampling.settings import SamplerSettings, with_negative
 from avatar_cascade.stages.blueprint.plan import BlueprintWindow, plan_windows
 from avatar_cascade.stages.blueprint.settings import BlueprintSettings
 
 log = logging.getLogger(__name__)
 
-KEY_FORMAT = "blueprint/2"
+KEY_FORMAT = "blueprint/3"
+ANCHOR_DEPTH = 1  # DiT generations between the reference and any blueprint frame
 
 
 def blueprint_frame_count(aligned: AlignedAudio, fps: Fraction) -> int:
@@ -84,9 +80,9 @@ def window_times(window: BlueprintWindow, bp_fps: Fraction) -> list[Fraction]:
     return [Fraction(window.start + j) / bp_fps for j in range(window.length)]
 
 
-def blueprint_key(models: WanModels, reference, aligned, windows, settings: BlueprintSettings) -> str:
+def blueprint_key(models: WanModels, reference, aligned, windows, settings: BlueprintSettings, sampler) -> str:
     """Content key of everything that determines the blueprint's pixels (each model's identity on its own;
-    the image encoder only when the DiT reads its tokens)."""
+    the image encoder only when the DiT reads its tokens; ``reference`` is the framed reference uint8)."""
     dit, image_encoder = models.dit, models.image_encoder
     audio = None
     if _uses_audio(dit, aligned):
@@ -100,27 +96,23 @@ def blueprint_key(models: WanModels, reference, aligned, windows, settings: Blue
                 "text_encoder": model_identity(models.text_encoder),
                 "image_encoder": model_identity(image_encoder) if _uses_image_encoder(dit, image_encoder) else None,
             },
-            "reference": reference.float().contiguous(),
+            "reference": reference.contiguous(),
             "timeline": aligned.timeline.to_dict(),
-            "windows": [[w.start, w.length, w.count, w.prompt, w.negative] for w in windows],
-            "settings": settings.key_parts(),
+            "windows": [[w.start, w.length, w.chunk_start, w.count, w.prompt, w.negative] for w in windows],
+            "settings": settings.key_parts(sampler),
             "audio": audio,
         }
     )
 
 
-def sample_window(dit, vae, request: ClipRequest, settings, runtime, image_embeds, desc: str) -> torch.Tensor:
-    """Render one window, its first K frames known (``request.known``): ``[length, h, w, 3]`` uint8 frames."""
-    cond = encode_condition(vae, [request], settings.height, settings.width)
-    lat = sample_clips(dit, cond, [request], settings.sampler, runtime, desc=desc, image_embeds=image_embeds)
-    return decode_to_uint8(vae, lat)[0]
-
-
-def cross_fade(previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """Blend K overlap frames ``[K,h,w,3]`` uint8: new window's weight ``(j+1)/(K+1)`` on frame ``j``."""
-    k = previous.shape[0]
-    a = torch.arange(1, k + 1, dtype=torch.float32).div(k + 1).view(k, 1, 1, 1)
-    return (previous.float() * (1 - a) + new.float() * a).round().clamp(0, 255).to(torch.uint8)
+def blueprint_size(models: WanModels, reference: torch.Tensor, aligned, settings: BlueprintSettings):
+    """``(width, height, resolved sampler, preset)`` of the blueprint of ``reference`` with this DiT."""
+    preset = preset_for(models.dit, with_audio=_uses_audio(models.dit, aligned))
+    ref_hw = reference.shape[:2]
+    width, height = output_size(
+        settings.framing, (int(ref_hw[1]), int(ref_hw[0])), settings.width, settings.height, preset.size_multiple
+    )
+    return width, height, settings.sampler.resolve(preset, width, height), preset
 
 
 def render_blueprint(
@@ -140,11 +132,12 @@ def render_blueprint(
         models: the DiT (36 input channels; its audio adapter, if any, hears the audio features), VAE,
             text encoder and optional image encoder (CLIP vision: with a Wan 2.1 I2V/FLF2V DiT every
             window gets the reference's image tokens; ignored, also by the key, for other DiTs).
-        reference: reference image ``[H,W,3]`` float 0..1.
+        reference: reference image ``[H,W,3]`` float 0..1 (any size: framed, never stretched).
         aligned: the Audio Aligner's output (timeline + audio (+ features)).
         storyline: the Director's storyline (global + per-shot prompts).
-        settings: resolution, rate, windows, re-anchoring, seed, sampler.
-        runtime: device and hooks (one progress step and one ``"blueprint"`` preview per window).
+        settings: size and framing, rate, windows, seed, batching, sampler (``auto`` = the DiT's preset).
+        runtime: device and hooks (one progress step and one ``"blueprint"`` preview per window;
+            warnings the artist must see go to ``runtime.warn``).
         work_dir: folder for the store (``work_dir/blueprint/<key>``) and its reuse; None = a
             temporary folder removed when the returned Blueprint is garbage-collected.
         keep_stores: finished stores kept under ``work_dir/blueprint`` (the newest ones).
@@ -164,11 +157,17 @@ def render_blueprint(
         raise InputError(
             "blueprint_fps", settings.fps, f"is higher than the video fps {tl.fps}", "use a lower rate, e.g. 8"
         )
+    width, height, sampler, preset = blueprint_size(models, reference, aligned, settings)
+    for line in regime_warnings(dit, clip_frames=settings.window_frames):
+        runtime.warn("blueprint", line)
+    if dit.audio_adapter is None:
+        runtime.warn("blueprint", "the DiT has no audio adapter: the blueprint's motion does not follow the speech")
+    ref_small = frame_reference(reference, width, height, settings.framing)
     total = blueprint_frame_count(aligned, bp_fps)
     windows = plan_windows(
-        tl, storyline, bp_fps, total, settings.window_frames, settings.overlap_frames, settings.prompt_mode
+        tl, storyline, bp_fps, total, settings.window_frames, settings.lead_frames, settings.prompt_mode
     )
-    key = blueprint_key(models, reference, aligned, windows, settings)
+    key = blueprint_key(models, ref_small, aligned, windows, settings, sampler)
     if work_dir is not None:
         root = Path(work_dir) / "blueprint"
         folder = root / key
@@ -180,81 +179,97 @@ def render_blueprint(
             return reused
     else:
         root, folder = None, Path(tempfile.mkdtemp(prefix="avatar_cascade_blueprint_"))
-    store = BlueprintStore.open(
-        folder,
-        key,
-        bp_fps,
-        settings.width,
-        settings.height,
-        [(w.start, w.count) for w in windows],
-        {
-            "window_starts": [w.start for w in windows],
-            "window_frames": settings.window_frames,
-            "overlap_frames": settings.overlap_frames,
-            "window_shots": [list(w.shots) for w in windows],
-        },
-    )
-    _render_windows(store, windows, models, reference, aligned, settings, runtime)
+    extra = {
+        "window_starts": [w.chunk_start for w in windows],
+        "window_frames": settings.window_frames,
+        "lead_frames": settings.lead_frames,
+        "window_shots": [list(w.shots) for w in windows],
+        "anchoring": "reference",
+        "anchor_depths": [ANCHOR_DEPTH] * len(windows),
+        "framing": reference_framing(reference, width, height, settings.framing).to_dict(),
+        "preset": preset.name,
+        "sampler": sampler.key_parts(),
+    }
+    store = BlueprintStore.open(folder, key, bp_fps, width, height, [(w.chunk_start, w.count) for w in windows], extra)
+    _render_windows(store, windows, models, ref_small, aligned, settings, sampler, runtime)
     store.mark_complete()
     if root is not None:
         prune_stores(root, keep_stores, folder)
     return Blueprint(folder, store.meta, temporary=root is None)
 
 
-def _render_windows(store, windows, models: WanModels, reference, aligned, settings, runtime):
-    """Render every window not yet in ``store`` (resuming after the last finished one)."""
-    dit, vae, image_encoder = models.dit, models.vae, models.image_encoder
+def _batch_size(settings: BlueprintSettings, runtime: Runtime, dit, n: int, length: int, h: int, w: int) -> int:
+    if settings.batch_size:
+        return settings.batch_size
+    if runtime.device.type != "cuda":
+        return max(1, min(2, n))
+    from avatar_cascade.sampling.memory import estimate_batch_size, free_memory_bytes
+
+    return max(1, min(n, estimate_batch_size(dit, length, h, w, free_memory_bytes(runtime))))
+
+
+def _reference_tokens(models: WanModels, ref_small: torch.Tensor, runtime: Runtime):
+    """CLIP-vision tokens ``[1, T, D]`` of the framed reference when the DiT reads them, else None."""
+    if not _uses_image_encoder(models.dit, models.image_encoder):
+        return None
+    from avatar_cascade.models.clip_vision import frame_tokens
+
+    with runtime.use_models(*models.image_encoder.modules()):
+        return frame_tokens(models.image_encoder, [(to_model_space(ref_small[None])[0], None)])
+
+
+def _render_windows(store, windows, models: WanModels, ref_small, aligned, settings, sampler, runtime):
+    """Render every window not yet in ``store`` (any order: windows do not depend on each other)."""
+    dit, vae = models.dit, models.vae
     bp_fps = parse_fps(settings.fps)
-    done, prev_tail = 0, None
-    for w in windows:
-        data = store.load_chunk(w.index)
-        if data is None:
-            break
-        done, prev_tail = done + 1, data.get("tail")
-    if done:
-        log.info("blueprint: resuming after %d finished windows of %d", done, len(windows))
-    todo = windows[done:]
+    todo = [w for w in windows if store.load_chunk(w.index) is None]
+    if len(todo) < len(windows):
+        log.info("blueprint: %d of %d windows already finished", len(windows) - len(todo), len(windows))
     if not todo:
         return
-    h, w_px = settings.height, settings.width
-    ref_small = reference_uint8(reference, h, w_px)
+    h, w_px = ref_small.shape[:2]
     use_audio = _uses_audio(dit, aligned)
+    negatives = {x.index: with_negative(x.negative, sampler) for x in todo}
     prompts = PromptBank(models.text_encoder, runtime)
-    prompts.encode_all([x.prompt for x in todo] + [x.negative for x in todo])
-    image_embeds = None
-    if _uses_image_encoder(dit, image_encoder):
-        from avatar_cascade.models.clip_vision import frame_tokens
-
-        with runtime.use_models(*image_encoder.modules()):
-            image_embeds = frame_tokens(image_encoder, [(to_model_space(ref_small[None])[0], None)])
-
+    prompts.encode_all([x.prompt for x in todo] + list(negatives.values()))
+    image_embeds = _reference_tokens(models, ref_small, runtime)
+    ref_known = to_model_space(ref_small[None])[0]
+    groups: dict[int, list[BlueprintWindow]] = {}
+    for win in todo:
+        groups.setdefault(win.length, []).append(win)
     bar = runtime.progress(len(windows), "blueprint windows")
-    bar.update(done)
+    bar.update(len(windows) - len(todo))
     try:
         with runtime.use_models(*modules_of(dit, vae)):
-            for win in todo:
-                runtime.check_interrupt()
-                if prev_tail is None:
-                    known = to_model_space(ref_small[None])
-                else:
-                    known = to_model_space(match_colour(prev_tail, ref_small, settings.reanchor))
-                req = ClipRequest(
-                    num_frames=win.length,
-                    known=dict(enumerate(known)),  # the first K frames of the window
-                    prompt_embeds=prompts.get(win.prompt),
-                    negative_embeds=prompts.get(win.negative),
-                    seed=derive_seed(settings.seed, win.index, salt=1),
-                    audio=aligned.frame_windows(window_times(win, bp_fps), pad="edge") if use_audio else None,
-                )
-                frames = sample_window(dit, vae, req, settings, runtime, image_embeds, f"blueprint window {win.index}")
-                last = win.index == windows[-1].index
-                k = settings.overlap_frames
-                tail = None if last else frames[win.length - k : win.length].clone()
-                if prev_tail is not None:
-                    frames[: prev_tail.shape[0]] = cross_fade(prev_tail, frames[: prev_tail.shape[0]])
-                store.write_chunk(win.index, frames[: win.count].contiguous(), tail)
-                prev_tail = tail
-                runtime.emit_preview("blueprint", frames)
-                bar.update(1)
+            for length, items in groups.items():
+                bs = _batch_size(settings, runtime, dit, len(items), length, h, w_px)
+                for lo in range(0, len(items), bs):
+                    runtime.check_interrupt()
+                    batch = items[lo : lo + bs]
+                    reqs = [
+                        ClipRequest(
+                            num_frames=win.length,
+                            known={0: ref_known},  # every window starts from the reference
+                            prompt_embeds=prompts.get(win.prompt),
+                            negative_embeds=prompts.get(negatives[win.index]),
+                            seed=derive_seed(settings.seed, win.index, salt=1),
+                            audio=aligned.frame_windows(window_times(win, bp_fps), pad="edge") if use_audio else None,
+                        )
+                        for win in batch
+                    ]
+                    frames = sample_windows(dit, vae, reqs, sampler, runtime, image_embeds, h, w_px, batch)
+                    for win, fr in zip(batch, frames):
+                        store.write_chunk(win.index, fr[win.lead : win.lead + win.count].contiguous(), None)
+                        runtime.emit_preview("blueprint", fr)
+                        bar.update(1)
     finally:
         bar.close()
+
+
+def sample_windows(dit, vae, reqs, sampler: SamplerSettings, runtime, image_embeds, h, w, batch) -> torch.Tensor:
+    """Sample and decode a batch of windows: ``[B, length, h, w, 3]`` uint8."""
+    cond = encode_condition(vae, reqs, h, w)
+    img = None if image_embeds is None else image_embeds.expand(len(reqs), -1, -1)
+    desc = "blueprint windows " + ",".join(str(win.index) for win in batch)
+    lat = sample_clips(dit, cond, reqs, sampler, runtime, desc=desc, image_embeds=img)
+    return decode_to_uint8(vae, lat)

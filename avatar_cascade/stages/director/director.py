@@ -247,6 +247,7 @@ def direct(
     rules = rule_based_storyline(instruction, timeline, summary.clip_db)
     if mllm is None:
         log.info("Director without a model: rule-based storyline for %d shots", len(timeline.clips))
+        runtime.warn("director", f"no MLLM connected: all {len(timeline.clips)} shots planned by rules")
         story = rules
     else:
         hearing = _Hearing(mllm, waveform, sample_rate, timeline, float(settings.audio_seconds))
@@ -255,6 +256,8 @@ def direct(
                 mllm, pil, summary, hearing, instruction, timeline, runtime, rules, settings.seed,
                 settings.shots_per_batch, settings.max_new_tokens, settings.tokens_per_shot,
             )  # fmt: skip
+        for line in story.warnings:
+            runtime.warn("director", line)
     return apply_artist_instructions(story, instruction, timeline)
 
 

@@ -2,10 +2,12 @@
 
 check inputs -> reuse a saved result with the same content key, or: for every
 seam, score the blueprint frames of its window (:mod:`.keyframe_scores`) and
-keep the best -> lift the chosen frames to the refine resolution (resize, an
-optional DiT refinement anchored on the reference, :mod:`.keyframes_lift`, and
-colour matching to the reference) -> package :class:`Keyframes` (every score
-kept) and a contact sheet.
+keep the best -> lift the chosen frames to the refine resolution (framed, never
+stretched; a DiT refinement anchored on the reference, :mod:`.lift`, on whenever a
+DiT is connected; colour matching to the reference) -> package :class:`Keyframes`
+(every score kept, unlifted and lifted identity / sharpness, and each keyframe's
+``anchor_depth``: the DiT generations between the reference image and it) and a
+contact sheet.
 
 The first seam is the reference image itself, so the video opens on the
 artist's picture. Seam ``k``'s candidates are the blueprint frames within
@@ -29,10 +31,12 @@ from avatar_cascade.artefacts.aligned_audio import AlignedAudio
 from avatar_cascade.artefacts.blueprint import Blueprint
 from avatar_cascade.artefacts.keyframes import KEY_FORMAT, Keyframes
 from avatar_cascade.core.cache import content_key, model_identity
-from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.media.frames import match_colour, reference_uint8, resize_uint8
+from avatar_cascade.media.frames import match_colour
+from avatar_cascade.media.framing import fit_frames, frame_reference, output_size, reference_framing
 from avatar_cascade.models.handle import WanModels, modules_of
+from avatar_cascade.models.presets import preset_for
+from avatar_cascade.sampling.settings import resolve_sampler
 from avatar_cascade.stages.keyframes.lift import lift_keyframes
 from avatar_cascade.stages.keyframes.scores import (
     AudioEnergy,
@@ -67,7 +71,7 @@ def candidate_window(blueprint: Blueprint, timeline, seam: int, radius: Fraction
     return min(lo, centre), max(hi, centre), centre
 
 
-def keyframes_key(blueprint, aligned, reference, settings: KeyframeSettings, clip_vision, lift_parts) -> str:
+def keyframes_key(blueprint, aligned, reference, settings: KeyframeSettings, clip_vision, lift_parts, size) -> str:
     """Content key of everything that determines the keyframes (the same parts as before settings objects)."""
     return content_key(
         {
@@ -76,7 +80,8 @@ def keyframes_key(blueprint, aligned, reference, settings: KeyframeSettings, cli
             "reference": reference.float().contiguous(),
             "timeline": aligned.timeline.to_dict(),
             "audio": aligned.audio.waveform,
-            "size": [settings.width, settings.height],
+            "size": list(size),
+            "framing": settings.framing,
             "radius": str(_radius(settings)),
             "weights": check_weights(settings.weights),
             "colour_match": settings.colour_match,
@@ -99,19 +104,18 @@ def _lift_prompts(storyline, timeline, n_seams: int) -> list[tuple[str, str]]:
     return [(storyline.shot_prompt(min(k, last)), storyline.shot_negative(min(k, last))) for k in range(1, n_seams)]
 
 
-def _lift_inputs(settings: KeyframeSettings, models: WanModels | None, clip_vision, storyline, timeline):
-    """``(models, prompts, key parts)`` of the lift, or ``(None, [], None)`` when it is off.
+def _lift_inputs(settings: KeyframeSettings, models: WanModels | None, clip_vision, storyline, timeline, size):
+    """``(models, prompts, key parts)`` of the lift, or ``(None, [], None)`` when it is off or no DiT is
+    connected.
 
     The lift's image encoder is the bundle's, else ``clip_vision``. The key parts are the DiT, VAE
-    and text-encoder identities and the prompts; ``clip_vision`` is in the key anyway, so a lift
-    encoder joins them only when the DiT reads its tokens and it is another model than ``clip_vision``.
+    and text-encoder identities, the resolved sampler and the prompts; ``clip_vision`` is in the key
+    anyway, so a lift encoder joins them only when the DiT reads its tokens and it is another model.
     """
     if not settings.lift.enabled:
         return None, [], None
     if models is None or models.dit is None or models.vae is None or models.text_encoder is None:
-        raise InputError(
-            "dit", None, "lifting keyframes (lift_denoise > 0) needs the DiT, VAE and text encoder", "connect them"
-        )
+        return None, [], None
     if models.image_encoder is None and clip_vision is not None:
         models = replace(models, image_encoder=clip_vision)
     prompts = _lift_prompts(storyline, timeline, len(timeline.seams))
@@ -119,7 +123,15 @@ def _lift_inputs(settings: KeyframeSettings, models: WanModels | None, clip_visi
     encoder = model_identity(models.image_encoder)
     if encoder is not None and models.dit.has_image_embedder and encoder != model_identity(clip_vision):
         ids["image_encoder"] = encoder
-    return models, prompts, {"models": ids, "prompts": prompts}
+    sampler = resolve_sampler(settings.lift.sampler, models.dit, size[0], size[1], with_audio=False)
+    return models, prompts, {"models": ids, "prompts": prompts, "sampler": sampler.key_parts()}
+
+
+def keyframe_size(settings: KeyframeSettings, reference: torch.Tensor, models: WanModels | None) -> tuple[int, int]:
+    """``(width, height)`` of the keyframes (and so of the refined clips): framed from the reference."""
+    multiple = preset_for(models.dit).size_multiple if models is not None and models.dit is not None else 16
+    h, w = reference.shape[:2]
+    return output_size(settings.framing, (int(w), int(h)), settings.width, settings.height, multiple)
 
 
 def extract_keyframes(
@@ -157,8 +169,15 @@ def extract_keyframes(
     if clip_vision is None and models is not None:
         clip_vision = models.image_encoder
     tl = aligned.timeline
-    lift_models, lift_prompts, lift_parts = _lift_inputs(settings, models, clip_vision, storyline, tl)
-    key = keyframes_key(blueprint, aligned, reference, settings, clip_vision, lift_parts)
+    size = keyframe_size(settings, reference, models)
+    lift_models, lift_prompts, lift_parts = _lift_inputs(settings, models, clip_vision, storyline, tl, size)
+    if settings.lift.enabled and lift_models is None:
+        runtime.warn(
+            "keyframes",
+            "not lifted: keyframes are upscaled blueprint frames (soft); connect dit, vae and text_encoder "
+            "to the Keyframe Extractor for the DiT lift at the refine size",
+        )
+    key = keyframes_key(blueprint, aligned, reference, settings, clip_vision, lift_parts, size)
     if work_dir is not None:
         cached = Keyframes.load(work_dir)
         if cached is not None and cached.key == key:
@@ -169,7 +188,9 @@ def extract_keyframes(
     weights = check_weights(settings.weights)
     radius = _radius(settings)
     sources, scores = select_keyframes(blueprint, aligned, reference, weights, radius, runtime, clip_vision=clip_vision)
-    images = _lift_and_match(blueprint, sources, scores, reference, settings, runtime, lift_prompts, lift_models)
+    images = _lift_and_match(
+        blueprint, sources, scores, reference, settings, runtime, lift_prompts, lift_models, size, clip_vision
+    )
     kf = Keyframes(
         images=images, frame_indices=list(tl.seams), source_indices=sources, scores=scores, weights=weights, key=key
     )
@@ -179,28 +200,59 @@ def extract_keyframes(
     return kf
 
 
-def _lift_and_match(blueprint, sources, scores, reference, settings: KeyframeSettings, runtime, prompts, models):
-    """The keyframe images ``[S,H,W,3]`` uint8: the reference, then the chosen blueprint frames resized to the
-    refine size, lifted (when on) and colour-matched to the reference."""
-    height, width = settings.height, settings.width
-    ref_full = reference_uint8(reference, height, width)
+def _lift_and_match(blueprint, sources, scores, reference, settings, runtime, prompts, models, size, clip_vision):
+    """The keyframe images ``[S,H,W,3]`` uint8: the framed reference, then the chosen blueprint frames framed
+    to the refine size, lifted (when a DiT is connected) and colour-matched to the reference. Records each
+    keyframe's ``anchor_depth`` and its identity / sharpness before and after the lift in ``scores``."""
+    width, height = size
+    ref_full = frame_reference(reference, width, height, settings.framing)
+    scores[0]["anchor_depth"] = 0
+    fr = reference_framing(reference, width, height, settings.framing)
+    scores[0]["framing"] = fr.describe()
+    scores[0]["framing_caption"] = [f"{fr.mode} {width}x{height}", f"from {fr.source[0]}x{fr.source[1]}"]
     images = [ref_full[None]]
     if len(sources) > 1:
         # float copies at the refine size are made CHUNK keyframes at a time (10 minutes = ~190 keyframes)
-        lifted = torch.cat(
+        plain = torch.cat(
             [
-                resize_uint8(torch.stack([blueprint.frame(i) for i in sources[lo : lo + CHUNK]]), height, width)
+                fit_frames(torch.stack([blueprint.frame(i) for i in sources[lo : lo + CHUNK]]), width, height)
                 for lo in range(1, len(sources), CHUNK)
             ]
         )
-        if settings.lift.enabled:
+        lifted = plain
+        if models is not None:
             seams = list(range(1, len(sources)))
-            lifted = lift_keyframes(lifted, seams, prompts, reference, models, settings.lift, runtime)
-            for sc in scores[1:]:
-                sc["lifted"] = True
+            lift = settings.lift
+            lifted = lift_keyframes(plain, seams, prompts, reference, models, lift, runtime, framing=settings.framing)
+        _record_lift(scores, sources, blueprint, plain, lifted, ref_full, clip_vision, runtime, models is not None)
         strength = settings.colour_match
         images += [match_colour(lifted[lo : lo + CHUNK], ref_full, strength) for lo in range(0, len(lifted), CHUNK)]
     return torch.cat(images)
+
+
+def _record_lift(scores, sources, blueprint, plain, lifted, ref_full, clip_vision, runtime, was_lifted) -> None:
+    """Anchor depth of every keyframe and its identity / sharpness at the refine size, unlifted and lifted."""
+    from avatar_cascade.stages.keyframes.scores import clip_embedding
+
+    with runtime.use_models(*modules_of(clip_vision)):
+        ref_emb = clip_embedding(clip_vision, ref_full[None])[0] if clip_vision is not None else None
+
+        def judge(frames):
+            out = []
+            for lo in range(0, len(frames), CHUNK):
+                x = frames[lo : lo + CHUNK]
+                ident = identity_clip(clip_vision, x, ref_emb) if ref_emb is not None else identity_proxy(x, ref_full)
+                out += list(zip(ident.tolist(), sharpness(x).tolist()))
+            return out
+
+        before = judge(plain)
+        after = judge(lifted) if was_lifted else before
+    for k, sc in enumerate(scores[1:]):
+        depth = blueprint.anchor_depth(sources[k + 1])
+        sc["lifted"] = was_lifted
+        sc["anchor_depth"] = None if depth is None else depth + (1 if was_lifted else 0)
+        sc["unlifted_scores"] = {"identity": round(before[k][0], 4), "sharpness": round(before[k][1], 4)}
+        sc["lifted_scores"] = {"identity": round(after[k][0], 4), "sharpness": round(after[k][1], 4)}
 
 
 def _preview(kf: Keyframes, runtime: Runtime) -> None:
@@ -217,7 +269,8 @@ def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, r
 
     tl = aligned.timeline
     n = len(blueprint)
-    ref_small = reference_uint8(reference, blueprint.height, blueprint.width)
+    framing = blueprint.meta.get("framing", {}).get("mode", "crop")
+    ref_small = frame_reference(reference, blueprint.width, blueprint.height, framing)
     energy = AudioEnergy(aligned.audio.waveform, aligned.audio.sample_rate, 0.5 / float(blueprint.fps))
     sources: list[int | None] = [None]
     scores: list[dict] = [{"source": "reference", "seam_frame": tl.seams[0], "time_s": 0.0}]

@@ -19,8 +19,9 @@ I2V DiT the refiner uses:
 
 The reference conditions the clip, so detail and identity are pulled toward it
 while the pose and expression of the keyframe (kept by the partial noise) stay.
-``denoise`` 0 turns it off (the default); 0.2-0.4 refines, 1.0 replaces the
-keyframe with a new frame.
+``denoise`` 0 turns it off; 0.2-0.4 (default 0.3) refines, 1.0 replaces the
+keyframe with a new frame. The sampler's ``auto`` values come from the DiT family's preset
+(without the audio adapter: a still frame), its negative prompt is added to each shot's.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import torch
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
-from avatar_cascade.media.frames import image_to_model_space, to_model_space
+from avatar_cascade.media.frames import to_model_space
+from avatar_cascade.media.framing import frame_reference
 from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition, encode_video
 from avatar_cascade.sampling.loop import as_dit, sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
+from avatar_cascade.sampling.settings import resolve_sampler, with_negative
 from avatar_cascade.stages.keyframes.settings import LIFT_FRAMES, LiftSettings
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ def lift_keyframes(
     models: WanModels,
     settings: LiftSettings,
     runtime: Runtime,
+    *,
+    framing: str = "bucket",
 ) -> torch.Tensor:
     """Refine keyframes ``[S,H,W,3]`` uint8 (already at the refine size); returns the same shape.
 
@@ -88,17 +93,21 @@ def lift_keyframes(
             encoder (CLIP vision) is needed by Wan 2.1 I2V/FLF2V DiTs and not used by others.
         settings: denoise strength, sampler, seed, batch size.
         runtime: device and hooks (one progress step per keyframe).
+        framing: how the reference is framed at the keyframes' size (never stretched).
     """
     settings.check()
     if not settings.enabled or len(images) == 0:
         return images
     dit, vae = as_dit(models.dit), models.vae
     s, h, w = images.shape[:3]
-    ref = image_to_model_space(reference, h, w)
+    ref = to_model_space(frame_reference(reference, w, h, framing)[None])[0]
+    sampler = resolve_sampler(settings.sampler, dit, w, h, with_audio=False)
+    negatives = [with_negative(n, sampler) for _, n in prompts]
     bank = PromptBank(models.text_encoder, runtime)
-    bank.encode_all([p for p, _ in prompts] + [n for _, n in prompts])
+    bank.encode_all([p for p, _ in prompts] + negatives)
     img = _reference_tokens(dit, models.image_encoder, ref, runtime)
-    start = settings.sampler.steps - settings.steps_run
+    steps_run = settings.steps_run_of(sampler)
+    start = sampler.steps - steps_run
     out = images.clone()
     bar = runtime.progress(s, "lift keyframes")
     try:
@@ -110,7 +119,7 @@ def lift_keyframes(
                         num_frames=LIFT_FRAMES,
                         known={0: ref},
                         prompt_embeds=bank.get(prompts[i][0]),
-                        negative_embeds=bank.get(prompts[i][1]),
+                        negative_embeds=bank.get(negatives[i]),
                         seed=derive_seed(settings.seed, seam_indices[i], salt=LIFT_SALT),
                     )
                     for i in range(lo, hi)
@@ -120,7 +129,7 @@ def lift_keyframes(
                     dit,
                     encode_condition(vae, reqs, h, w),
                     reqs,
-                    settings.sampler,
+                    sampler,
                     runtime,
                     desc=f"lift keyframes {lo}-{hi - 1}",
                     image_embeds=None if img is None else img.expand(hi - lo, -1, -1),
@@ -132,5 +141,5 @@ def lift_keyframes(
                 bar.update(hi - lo)
     finally:
         bar.close()
-    log.info("lifted %d keyframes (%d of %d steps each)", s, settings.steps_run, settings.sampler.steps)
+    log.info("lifted %d keyframes (%d of %d steps each)", s, steps_run, sampler.steps)
     return out

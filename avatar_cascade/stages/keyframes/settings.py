@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.seeds import seed_setting
 from avatar_cascade.core.settings import Settings, nested, setting, validator
+from avatar_cascade.media.framing import FRAMINGS
 from avatar_cascade.sampling.settings import SamplerSettings, size_setting
 from avatar_cascade.stages.keyframes.scores import DEFAULT_WEIGHTS, check_weights
 
@@ -32,16 +33,19 @@ def weights_from_text(text: str | dict | None) -> dict[str, float]:
 
 @dataclass(frozen=True, kw_only=True)
 class LiftSettings(Settings):
-    """Keyframe refinement: ``denoise`` 0..1 (0 = off), the full-schedule sampler, seed, batch size."""
+    """Keyframe refinement: ``denoise`` 0..1 (0 = off), the full-schedule sampler, seed, batch size.
+
+    On by default (0.3) whenever a DiT is connected: a blueprint frame upscaled to the refine size is
+    soft, and both ends of every clip are pinned to it (KlingAvatar 2.0's spatio-temporal cascade
+    refines keyframes at the target resolution, anchored on the reference)."""
 
     denoise: float = setting(
-        0.0, tooltip="DiT refinement of each lifted keyframe, anchored on the reference (img2img "
-        "strength; 0 = off, 0.2-0.4 adds detail). Needs dit, vae and text_encoder.",
+        0.3, tooltip="DiT refinement of each keyframe at the refine size, anchored on the reference (img2img "
+        "strength; 0 = off, 0.2-0.4 adds detail). Runs whenever dit, vae and text_encoder are connected.",
         min=0.0, max=1.0, step=0.05, fix="use 0 (off) or 0.2-0.4",
     )  # fmt: skip
     sampler: SamplerSettings = nested(
-        SamplerSettings, tooltips={"steps": "Full schedule length of the refinement."}, steps=20, guidance=5.0,
-        shift=5.0,
+        SamplerSettings, tooltips={"steps": "Full schedule length of the refinement (0 = the DiT's preset)."},
     )  # fmt: skip
     seed: int = seed_setting("Noise seed of the refinement (each seam derives its own).")
     batch_size: int = setting(2, tooltip="Keyframes refined per forward pass.", min=1, max=64, fix="use 2")
@@ -54,15 +58,14 @@ class LiftSettings(Settings):
     def enabled(self) -> bool:
         return self.denoise > 0
 
-    @property
-    def steps_run(self) -> int:
-        """Denoising steps actually run (the last ones of the schedule)."""
-        return max(1, round(self.sampler.steps * self.denoise)) if self.enabled else 0
-
     def key_parts(self) -> dict:
         if not self.enabled:
             return {"denoise": 0.0}
-        return {"denoise": self.denoise, "sampler": vars(self.sampler), "seed": self.seed, "frames": LIFT_FRAMES}
+        return {"denoise": self.denoise, "seed": self.seed, "frames": LIFT_FRAMES}
+
+    def steps_run_of(self, sampler: SamplerSettings) -> int:
+        """Steps run with the resolved ``sampler`` (the last ones of its schedule)."""
+        return max(1, round(sampler.steps * self.denoise)) if self.enabled else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,15 +73,22 @@ class KeyframeSettings(Settings):
     """How keyframes are picked from the blueprint and lifted (see :func:`extract_keyframes`).
 
     Attributes:
-        width / height: refine resolution in pixels (multiples of 16).
+        width / height: requested refine resolution in pixels (multiples of 16); with ``framing``
+            ``"bucket"`` the area, the aspect following the reference.
+        framing: ``"bucket"``, ``"crop"`` or ``"pad"`` (see :mod:`avatar_cascade.media.framing`).
         search_radius_s: candidates lie within this many seconds of the seam.
         weights: score weights (names of ``DEFAULT_WEIGHTS``; missing ones keep their default).
         colour_match: 0..1 strength of colour matching to the reference.
         lift: the optional DiT refinement (``denoise`` 0 = off).
     """
 
-    width: int = size_setting(832, "Refine width.")
-    height: int = size_setting(480, "Refine height.")
+    width: int = size_setting(832, "Refine width (with framing 'bucket': the area; the aspect follows the image).")
+    height: int = size_setting(480, "Refine height (with framing 'bucket': the area; the aspect follows the image).")
+    framing: str = setting(
+        "bucket", tooltip="How the reference fills the frame, never stretched: bucket = the size follows the "
+        "image's aspect at about width x height pixels; crop = exactly width x height, centre-cropped; pad = "
+        "exactly width x height, padded.", choices=FRAMINGS,
+    )  # fmt: skip
     search_radius_s: float = setting(
         0.25, tooltip="Candidates lie within this many seconds of each seam.", min=0.0, max=5.0, step=0.05,
         fix="use 0.25",

@@ -49,16 +49,18 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.seeds import derive_seed
 from avatar_cascade.models.handle import WanModels, modules_of
+from avatar_cascade.models.presets import preset_for, regime_warnings
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
+from avatar_cascade.sampling.settings import with_negative
 from avatar_cascade.stages.refiner import negative_frames as nf
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, run_batches
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "2"
+CACHE_FORMAT = "3"
 _REROLL_TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -153,6 +155,8 @@ def refine_clips(
         reroll = parse_reroll(reroll, len(tl.clips))
     if not dit.has_image_embedder:
         models = dataclasses.replace(models, image_encoder=None)  # its tokens would not be read: not in the key
+    settings = resolve_settings(settings, dit, aligned, keyframes.width, keyframes.height)
+    _warn_regime(dit, aligned, runtime)
     records, todo = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
@@ -163,8 +167,29 @@ def refine_clips(
             _render(todo, models, keyframes, settings, runtime, bar)
     finally:
         bar.close()
-    _write_manifest(cache_dir, records, settings)
+    _write_manifest(cache_dir, records, settings, preset_for(dit).name)
     return Clips(records=records, width=keyframes.width, height=keyframes.height, keyframes=keyframes.images)
+
+
+def resolve_settings(settings: RefinerSettings, dit, aligned: AlignedAudio, width: int, height: int):
+    """``settings`` with the sampler's ``auto`` values taken from the DiT's preset (InfiniteTalk's when an
+    audio adapter is attached) at the clips' size."""
+    preset = preset_for(dit)
+    return dataclasses.replace(settings, sampler=settings.sampler.resolve(preset, width, height))
+
+
+def _warn_regime(dit, aligned: AlignedAudio, runtime: Runtime) -> None:
+    """Tell the artist about a missing lip-sync and every way this run leaves the DiT's trained regime."""
+    tl = aligned.timeline
+    if dit.audio_adapter is None:
+        unused = " (the audio features are computed but unused)" if aligned.features is not None else ""
+        runtime.warn(
+            "refiner",
+            f"no lip-sync: the DiT has no audio adapter{unused}; attach InfiniteTalk with the Lip-Sync Adapter node",
+        )
+    longest = max(c.render_frames for c in tl.clips)
+    for line in regime_warnings(dit, fps=tl.fps, clip_frames=longest, last_frame=True):
+        runtime.warn("refiner", line)
 
 
 def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None:
@@ -185,7 +210,8 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
     for c in aligned.timeline.clips:
         offset = reroll.get(c.index, 0)
         seed = derive_seed(settings.seed, c.index, salt=offset)
-        prompt, negative = storyline.shot_prompt(c.index), storyline.shot_negative(c.index)
+        prompt = storyline.shot_prompt(c.index)
+        negative = with_negative(storyline.shot_negative(c.index), settings.sampler)
         audio = _audio_window(dit, aligned, c.index)
         kf_offsets = c.keyframe_offsets
         n = c.render_frames
@@ -200,7 +226,7 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
             "audio": audio,
             "seed": seed,
             "frames": n,
-            "sampler": vars(settings.sampler),
+            "sampler": settings.sampler.key_parts(),
             "size": [w, h],
             "negative_frames": [s, *nf.DEGRADE_PARAMS] if s > 0 else 0.0,
         }
@@ -293,7 +319,7 @@ def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.
     return {a: kf[rec.index], z: kf[rec.index + 1]}
 
 
-def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings) -> None:
+def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings, preset: str) -> None:
     rows = [
         {
             "index": r.index,
@@ -305,5 +331,11 @@ def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: Refine
         }
         for r in records
     ]
-    data = {"format": CACHE_FORMAT, "run_seed": settings.seed, "clips": rows}
+    data = {
+        "format": CACHE_FORMAT,
+        "run_seed": settings.seed,
+        "preset": preset,
+        "sampler": settings.sampler.key_parts(),
+        "clips": rows,
+    }
     atomic_write_text(cache_dir / "refiner_manifest.json", json.dumps(data, indent=1))

@@ -41,7 +41,8 @@ class RefinerSettings(Settings):
     Attributes:
         seed: run seed; clip ``k`` uses ``derive_seed(seed, k, reroll offset)``.
         batch_size: clips per forward pass (0 = automatic from free memory).
-        sampler: steps / guidance / shift / scheduler (30 steps, shift 5.0: full resolution).
+        sampler: steps / guidance / shift / scheduler (``auto`` = the DiT's preset, InfiniteTalk's with
+            an audio adapter).
         negative_frame_strength: ``s`` of negative-frame guidance (0 = off: exactly plain sampling).
         devices: devices to spread clips over, e.g. ``("cuda:0", "cuda:1")``; empty = the runtime
             device plus every other local CUDA device.
@@ -52,7 +53,7 @@ class RefinerSettings(Settings):
         0, tooltip="Clips per forward pass; 0 = automatic from free memory (halved on out-of-memory).",
         min=0, max=64, fix="use 0",
     )  # fmt: skip
-    sampler: SamplerSettings = nested(SamplerSettings, steps=30, guidance=5.0, shift=5.0)
+    sampler: SamplerSettings = nested(SamplerSettings)
     negative_frame_strength: float = setting(
         0.0, tooltip="Negative-frame guidance: push each clip away from a blurred, colour-shifted "
         "copy of its keyframes (0 = off; 0.5-2 typical; doubles the DiT time).",
