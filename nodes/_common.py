@@ -72,13 +72,12 @@ class NodeWidgets:
 
 
 def with_warnings(runtime, result: tuple, ui: dict | None = None) -> dict:
-    """A node's return value with the run's warnings for the artist (``runtime.warnings``) in its ``ui``:
-    ``avatar_warnings`` (shown on the node by the pack's web extension, ``web/avatar_cascade.js``) and,
-    for frontends that show node text, appended to ``text``."""
+    """A node's return value with the run's warnings for the artist (``runtime.warnings``) in its ``ui`` as
+    ``avatar_warnings``: shown on the node, in the graph, by the pack's web extension (``web/avatar_cascade.js``;
+    the stock frontend shows only images and videos from ``ui``). They are also logged to the console."""
     ui = dict(ui or {})
     if runtime.warnings:
         ui["avatar_warnings"] = list(runtime.warnings)
-        ui["text"] = [*ui.get("text", []), "\n".join(f"WARNING {w}" for w in runtime.warnings)]
     return {"ui": ui, "result": result}
 
 

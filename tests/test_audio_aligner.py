@@ -50,7 +50,8 @@ def test_seam_snaps_into_a_planted_silence():
     wav = tone(20.0)
     gap = (3.58, 3.92)  # frames 89.5..98 at 25 fps; nominal seam at frame 80 (3.2 s), reachable with 16 frames
     wav[:, int(gap[0] * SR) : int(gap[1] * SR)] = 0
-    aligned = align(AudioTrack(wav, SR), 25, 81, runtime(), snap_seams_frames=16)
+    # max_clip_frames 97: the grid stays at 81 and clips may grow to 97 (the default caps them at 81)
+    aligned = align(AudioTrack(wav, SR), 25, 81, runtime(), snap_seams_frames=16, max_clip_frames=97)
     tl = aligned.timeline
     assert tl.nominal_seams[:3] == [0, 80, 160]
     seam = tl.seams[1]
@@ -61,6 +62,21 @@ def test_seam_snaps_into_a_planted_silence():
     # Without snapping the grid stays nominal.
     plain = align(AudioTrack(wav, SR), 25, 81, runtime()).timeline
     assert plain.seams == plain.nominal_seams and plain.snapped_seams == []
+
+
+def test_snapped_clips_never_exceed_clip_frames_and_the_timeline_reports_its_lengths(tmp_path):
+    """Default cap: with snapping the grid is clip_frames - tolerance (73 for 81 and 8), seams move both ways
+    into pauses, and no clip is longer than clip_frames (the model's trained length); the equal-length
+    penalty keeps few distinct lengths; timeline.json carries the clip-length histogram."""
+    wav = speechlike(60.0, SR)
+    tl = align(AudioTrack(wav, SR), 25, 81, runtime(), snap_seams_frames=8).timeline
+    lengths = [c.num_frames for c in tl.clips]
+    assert max(lengths) <= 81 and tl.clip_frames == 73
+    assert tl.snapped_seams, "speech-like audio has pauses to snap to"
+    hist = tl.clip_length_histogram
+    assert sum(hist.values()) == len(tl.clips) and set(hist) == set(lengths)
+    assert len(hist) <= 4, hist  # 60 s of speech used to give seven distinct lengths up to 97 frames
+    assert tl.to_dict()["clip_length_histogram"] == {str(k): v for k, v in hist.items()}
 
 
 def test_snapping_and_overlap_keep_audio_ranges_exact_at_ntsc_48k_stereo():
@@ -317,8 +333,10 @@ def test_timeline_picture_preview_and_files(tmp_path, encoder):
     wav = tone(8.0)
     wav[:, int(3.6 * SR) : int(3.95 * SR)] = 0
     previews = []
-    aligned = align(AudioTrack(wav, SR), 25, 81, runtime(previews), audio_encoder=encoder, snap_seams_frames=16)
-    assert aligned.timeline.snapped_seams == [1]
+    aligned = align(
+        AudioTrack(wav, SR), 25, 81, runtime(previews), audio_encoder=encoder, snap_seams_frames=16, max_clip_frames=97
+    )
+    assert 1 in aligned.timeline.snapped_seams
     ((kind, payload),) = previews
     assert kind == "timeline" and payload.dtype == torch.uint8 and payload.shape[1:] == (512, 3)
     assert preview_image(payload).size == (512, payload.shape[0])  # what the ComfyUI bridge shows

@@ -170,14 +170,28 @@ def test_snapping_picks_the_quietest_candidates_and_respects_a_length_cap():
     nominal = nominal_clip_starts(num_frames, 81)[1:]  # [80, 160, 240, 320]
     levels = torch.zeros(num_frames, dtype=torch.float64)
     levels[72], levels[172], levels[236] = -80, -80, -80  # quiet spots 8 before / 12 after / 4 before
-    assert snap_seams(nominal, levels, num_frames, 12) == [72, 172, 236, 320]
-    assert snap_seams(nominal, levels, num_frames, 4) == [80, 160, 236, 320]  # 72 and 172 are out of reach
+    assert snap_seams(nominal, levels, num_frames, 12, length_penalty_db=0) == [72, 172, 236, 320]
+    assert snap_seams(nominal, levels, num_frames, 4, length_penalty_db=0) == [80, 160, 236, 320]  # out of reach
     assert snap_seams(nominal, levels, num_frames, 0) == nominal
     # A cap of 81 frames: 72 -> 172 would need a 101-frame clip, so the best feasible plan drops one.
     capped = snap_seams(nominal, levels, num_frames, 12, max_clip_frames=81)
     assert all(b - a <= 80 for a, b in zip([0, *capped], capped))
     levels_flat = torch.zeros(num_frames, dtype=torch.float64)
     assert snap_seams(nominal, levels_flat, num_frames, 12) == nominal  # no dip: seams stay put
+
+
+def test_the_length_penalty_prefers_equal_clip_lengths():
+    """A shallow dip (2 dB) does not pay for two unequal clips; a deep pause (80 dB) does."""
+    num_frames = 400
+    nominal = nominal_clip_starts(num_frames, 81)[1:]  # [80, 160, 240, 320]
+    shallow = torch.zeros(num_frames, dtype=torch.float64)
+    shallow[156] = -0.5  # moving seam 2 by 4 frames: 0.5 dB quieter, two clips 4 frames off the nominal length
+    assert snap_seams(nominal, shallow, num_frames, 8) == nominal
+    assert snap_seams(nominal, shallow, num_frames, 8, length_penalty_db=0) == [80, 156, 240, 320]
+    deep = torch.zeros(num_frames, dtype=torch.float64)
+    deep[156] = -80
+    snapped = snap_seams(nominal, deep, num_frames, 8)
+    assert snapped[1] == 156 and snapped[0] == 80  # the later seams follow, so the clips keep one length
 
 
 def test_overlap_declares_render_ranges_and_keyframe_offsets():

@@ -110,8 +110,8 @@ def make_scheduler(settings: SamplerSettings):
     from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     settings.check()
-    if not settings.resolved:
-        raise ValueError("sampler settings still hold 'auto' values: resolve them with the model's preset first")
+    if settings.scheduler == AUTO or settings.shift is None:
+        raise ValueError("scheduler / shift are still 'auto': resolve the sampler settings with the model's preset")
     if settings.scheduler == "unipc":
         return UniPCMultistepScheduler(
             num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=settings.shift

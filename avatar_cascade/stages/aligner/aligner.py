@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from avatar_cascade.artefacts.aligned_audio import AlignedAudio
-from avatar_cascade.artefacts.timeline import plan_timeline
+from avatar_cascade.artefacts.timeline import MIN_CLIP_FRAMES, plan_timeline
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, load_audio, to_mono
@@ -163,18 +163,28 @@ def align_audio(
     return aligned
 
 
+def snap_grid(s: AlignerSettings) -> tuple[int, int | None]:
+    """``(nominal clip length, cap)``. Without ``max_clip_frames``, ``clip_frames`` is the longest clip (Wan's
+    trained 81): with snapping the grid is ``clip_frames - tolerance`` (4n+1) so seams can move both ways and
+    no clip grows past ``clip_frames``. With ``max_clip_frames`` the grid is ``clip_frames``, capped there."""
+    if s.max_clip_frames is not None:
+        return s.clip_frames, s.max_clip_frames
+    tol = (s.snap_seams_frames // 4) * 4
+    return max(MIN_CLIP_FRAMES, s.clip_frames - tol), s.clip_frames
+
+
 def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings):
     """The timeline on the nominal grid, then with its seams snapped into pauses (when asked)."""
     n, sr = track.num_samples, track.sample_rate
-    timeline = plan_timeline(n, sr, s.fps, s.clip_frames, s.feature_pad_s, s.overlap_frames)
+    grid, cap = snap_grid(s)
+    timeline = plan_timeline(n, sr, s.fps, grid, s.feature_pad_s, s.overlap_frames)
     if s.snap_seams_frames and len(timeline.clips) > 1:
         nominal = [c.frame_start for c in timeline.clips[1:]]
-        cap = s.max_clip_frames if s.max_clip_frames is not None else s.clip_frames
         snap = snap_to_pauses(
             mono, sr, timeline.fps, timeline.num_frames, nominal, s.snap_seams_frames, s.pause_window_s, cap,
         )  # fmt: skip
         nominal_all = timeline.nominal_seams
-        timeline = plan_timeline(n, sr, s.fps, s.clip_frames, s.feature_pad_s, s.overlap_frames, snap.seams)
+        timeline = plan_timeline(n, sr, s.fps, grid, s.feature_pad_s, s.overlap_frames, snap.seams)
         timeline.nominal_seams = nominal_all
         timeline.meta["seam_levels_db"] = [round(v, 2) for v in snap.levels_db]
         timeline.meta["seams_in_pause"] = snap.in_pause

@@ -168,17 +168,9 @@ def render_blueprint(
         tl, storyline, bp_fps, total, settings.window_frames, settings.lead_frames, settings.prompt_mode
     )
     key = blueprint_key(models, ref_small, aligned, windows, settings, sampler)
-    if work_dir is not None:
-        root = Path(work_dir) / "blueprint"
-        folder = root / key
-        meta = read_index(folder)
-        if meta is not None and meta.get("complete") and meta.get("key") == key:
-            log.info("blueprint: reusing %s (%d frames)", folder, meta["num_frames"])
-            reused = Blueprint(folder, meta)
-            reused.reused = True
-            return reused
-    else:
-        root, folder = None, Path(tempfile.mkdtemp(prefix="avatar_cascade_blueprint_"))
+    root, folder, reused = _store_folder(work_dir, key)
+    if reused is not None:
+        return reused
     extra = {
         "window_starts": [w.chunk_start for w in windows],
         "window_frames": settings.window_frames,
@@ -196,6 +188,22 @@ def render_blueprint(
     if root is not None:
         prune_stores(root, keep_stores, folder)
     return Blueprint(folder, store.meta, temporary=root is None)
+
+
+def _store_folder(work_dir: Path | None, key: str):
+    """``(root, folder, finished blueprint or None)`` of the store of ``key`` (a temporary folder without
+    ``work_dir``)."""
+    if work_dir is None:
+        return None, Path(tempfile.mkdtemp(prefix="avatar_cascade_blueprint_")), None
+    root = Path(work_dir) / "blueprint"
+    folder = root / key
+    meta = read_index(folder)
+    if meta is not None and meta.get("complete") and meta.get("key") == key:
+        log.info("blueprint: reusing %s (%d frames)", folder, meta["num_frames"])
+        reused = Blueprint(folder, meta)
+        reused.reused = True
+        return root, folder, reused
+    return root, folder, None
 
 
 def _batch_size(settings: BlueprintSettings, runtime: Runtime, dit, n: int, length: int, h: int, w: int) -> int:
