@@ -218,7 +218,7 @@ def test_img2img_from_a_start_step_is_the_old_lift_loop(models, scheduler, guida
 
 
 def test_img2img_switches_experts_like_the_old_lift(a14b):
-    s = SamplerSettings(steps=6, guidance=4.0, shift=5.0, guidance_2=2.0)
+    s = SamplerSettings(steps=6, guidance=4.0, shift=5.0, guidance_2=2.0, scheduler="unipc")
     reqs, cond, x0 = _batch(a14b)
     pos, neg = torch.stack([r.prompt_embeds for r in reqs]), torch.stack([r.negative_embeds for r in reqs])
     ran = []
@@ -244,7 +244,7 @@ def test_img2img_with_image_tokens_is_the_old_lift_loop():
     torch.manual_seed(3)
     t = WanTransformer3DModel.from_config(load_bundled_config("avatar-cascade-tiny-wan-flf2v")).eval()
     dit = WanDiT(transformer=t, variant="avatar-cascade-tiny-wan-flf2v", identity="flf", path=None)
-    s = SamplerSettings(steps=4, guidance=3.0, shift=3.0)
+    s = SamplerSettings(steps=4, guidance=3.0, shift=3.0, scheduler="unipc")
     reqs, cond, x0 = _batch(dit)
     img = torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(8)).expand(2, -1, -1)  # reference tokens
     pos = _fit_text(torch.stack([r.prompt_embeds for r in reqs]), TEXT_TOKENS_WITH_IMAGE)

@@ -154,7 +154,7 @@ def test_experts_switch_at_the_boundary(experts):
     from avatar_cascade.sampling.settings import make_scheduler
 
     rt = cpu_runtime()
-    s = SamplerSettings(steps=10, guidance=4.0, shift=5.0, guidance_2=1.0)
+    s = SamplerSettings(steps=10, guidance=4.0, shift=5.0, guidance_2=1.0, scheduler="unipc")
     sched = make_scheduler(s)
     sched.set_timesteps(10)
     high_steps = int((sched.timesteps >= 900).sum())

@@ -85,16 +85,14 @@ def test_the_defaults_that_used_to_differ_have_one_value():
     assert AlignerSettings().snap_seams_frames == 8  # engine had 0, node and CLI 8
     assert AlignerSettings().max_duration_s == 3600.0  # engine None, node 1800, CLI 3600
     assert StitcherSettings().colour_match == 1.0  # engine 0.0, node and CLI 1.0
-    steps = {cls.__name__: (s.steps, s.guidance, s.shift) for cls, s in [
+    samplers = {cls.__name__: s for cls, s in [
         (BlueprintSettings, BlueprintSettings().sampler),
         (LiftSettings, KeyframeSettings().lift.sampler),
         (RefinerSettings, RefinerSettings().sampler),
     ]}  # fmt: skip
-    assert steps == {
-        "BlueprintSettings": (20, 5.0, 3.0),
-        "LiftSettings": (20, 5.0, 5.0),
-        "RefinerSettings": (30, 5.0, 5.0),
-    }
+    # every sampler is auto (the loaded DiT's preset); tests/test_presets.py checks what each resolves to
+    assert all(s == SamplerSettings() and not s.resolved for s in samplers.values())
+    assert KeyframeSettings().lift.denoise == 0.3  # the lift is on whenever a DiT is connected
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -174,7 +172,8 @@ def test_seed_reaches_every_stage_that_has_one():
     assert {s for s, _ in seeds} == {"director", "blueprint", "keyframes", "refiner"}
     for stage, leaf in seeds:
         assert _value(one, stage, leaf) == 1 and _value(two, stage, leaf) == 2, (stage, leaf.name)
-    assert one.blueprint.key_parts() != two.blueprint.key_parts()
+    sampler = SamplerSettings(steps=2, guidance=1.0, shift=3.0, scheduler="unipc")
+    assert one.blueprint.key_parts(sampler) != two.blueprint.key_parts(sampler)
     lift = ["--keyframes-lift-denoise", "0.3"]
     l1, l2 = run_config([*REQUIRED, *lift, "--seed", "1"]), run_config([*REQUIRED, *lift, "--seed", "2"])
     assert l1.keyframes.lift.key_parts() != l2.keyframes.lift.key_parts()
@@ -196,9 +195,9 @@ def test_steps_reach_every_stage_that_samples():
 
 @pytest.mark.parametrize(
     ("args", "flag"),
-    [(["--steps", "0"], "--steps"), (["--blueprint-steps", "0"], "--blueprint-steps"),
+    [(["--steps", "-1"], "--steps"), (["--blueprint-steps", "-3"], "--blueprint-steps"),
      (["--keyframes-lift-steps", "x"], "--keyframes-lift-steps"), (["--stitcher-crf", "99"], "--stitcher-crf"),
-     (["--blueprint-overlap-frames", "40"], "--blueprint-overlap-frames")],
+     (["--blueprint-lead-frames", "40"], "--blueprint-lead-frames"), (["--framing", "stretch"], "--framing")],
 )  # fmt: skip
 def test_a_bad_setting_names_its_flag_before_anything_is_loaded(args, flag, tmp_path, capsys):
     argv = ["run", *REQUIRED[:-2], "--out", str(tmp_path / "o.mp4"), *args]
@@ -216,7 +215,8 @@ def test_seed_1_and_2_give_different_blueprint_keys_and_frames(wan_models, tmp_p
     from tests.helpers import aligned_tone, cpu_runtime
 
     small = ["--blueprint-width", "32", "--blueprint-height", "32", "--blueprint-fps", "4",
-             "--blueprint-window-frames", "9", "--steps", "2", "--blueprint-guidance", "1"]  # fmt: skip
+             "--blueprint-window-frames", "9", "--blueprint-lead-frames", "4", "--steps", "2",
+             "--blueprint-guidance", "1"]  # fmt: skip
     aligned = aligned_tone(1.0)
     story = rule_based_storyline("talk", aligned.timeline, None)
     reference = torch.rand(48, 40, 3, generator=torch.Generator().manual_seed(5))
