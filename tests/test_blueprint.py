@@ -19,7 +19,6 @@ from avatar_cascade.stages.blueprint.plan import choose_shots, plan_window_spans
 from avatar_cascade.stages.blueprint.sampler import (
     BlueprintSettings,
     blueprint_frame_count,
-    cross_fade,
     render_blueprint,
 )
 from avatar_cascade.stages.director.rules import rule_based_storyline
@@ -48,14 +47,14 @@ def short():
 
 
 def _settings(seed=0, **kw):
-    base = dict(width=32, height=32, fps=4, window_frames=9, seed=seed, sampler=FAST, overlap_frames=5)
+    base = dict(width=32, height=32, fps=4, window_frames=9, seed=seed, sampler=FAST, lead_frames=4)
     base.update(kw)
     return BlueprintSettings(**base)
 
 
 @pytest.fixture(scope="module")
 def rendered(wan_models, reference, short, tmp_path_factory):
-    """Seed 0 twice (two work folders) and seed 1, each 13 frames = 2 windows (overlap 5)."""
+    """Seed 0 twice (two work folders) and seed 1, each 13 frames = 2 windows (lead 4)."""
     aligned, story = short
     out = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
@@ -67,16 +66,15 @@ def rendered(wan_models, reference, short, tmp_path_factory):
     return out
 
 
-def test_window_plan_tiles_the_blueprint_with_overlap():
-    for total, w, k in ((13, 9, 5), (100, 33, 1), (5, 9, 1), (34, 17, 5), (4800, 33, 9)):
-        spans = plan_window_spans(total, w, k)
-        assert spans[0][0] == 0 and all((length - 1) % 4 == 0 and length <= w for _, length, _ in spans)
-        # chunks tile [0, total) exactly; every window reaches its chunk's end
-        assert sum(c for _, _, c in spans) == total
-        assert all(a + c == b for (a, _, c), (b, _, _) in zip(spans, spans[1:]))
-        assert all(s + length >= s + c for s, length, c in spans) and spans[-1][0] + spans[-1][1] >= total
-        # consecutive windows share exactly k frames
-        assert all(b - a == w - k for (a, _, _), (b, _, _) in zip(spans, spans[1:]))
+def test_window_plan_tiles_the_blueprint_and_starts_every_window_before_its_chunk():
+    for total, w, lead in ((13, 9, 4), (100, 33, 1), (5, 9, 1), (34, 17, 5), (4800, 33, 8)):
+        spans = plan_window_spans(total, w, lead)
+        assert spans[0][:3] == (0, spans[0][1], 0) and all((n - 1) % 4 == 0 and n <= w for _, n, _, _ in spans)
+        # chunks tile [0, total) exactly; every window renders its chunk, after its lead frames
+        assert sum(c for *_, c in spans) == total
+        assert all(a + c == b for (_, _, a, c), (_, _, b, _) in zip(spans, spans[1:]))
+        assert all(s + n >= c0 + c for s, n, c0, c in spans)
+        assert all(c0 - s == lead for s, _, c0, _ in spans[1:])  # every later window: lead frames, then its chunk
 
 
 def test_window_spanning_several_shots_majority_centre_combine(short):
@@ -97,21 +95,14 @@ def test_window_spanning_several_shots_majority_centre_combine(short):
 
 
 def test_settings_are_checked_with_the_input_named():
-    with pytest.raises(InputError, match="overlap_frames"):
-        _settings(overlap_frames=9).check()
-    with pytest.raises(InputError, match="reanchor"):
-        _settings(reanchor=1.5).check()
+    with pytest.raises(InputError, match="lead_frames"):
+        _settings(lead_frames=9).check()
+    with pytest.raises(InputError, match="framing"):
+        _settings(framing="stretch").check()
     with pytest.raises(InputError, match="prompt_mode"):
         _settings(prompt_mode="loudest").check()
     with pytest.raises(InputError, match="window_frames"):
         _settings(window_frames=10).check()
-
-
-def test_cross_fade_weights_move_from_previous_to_new_window():
-    prev = torch.zeros(3, 2, 2, 3, dtype=torch.uint8)
-    new = torch.full((3, 2, 2, 3), 200, dtype=torch.uint8)
-    out = cross_fade(prev, new)
-    assert out[:, 0, 0, 0].tolist() == [50, 100, 150]
 
 
 def test_blueprint_frames_are_on_disk_and_read_lazily(rendered, short, tmp_path):
@@ -183,11 +174,15 @@ def test_the_key_covers_the_reference(rendered, wan_models, short, reference):
     aligned, story = short
     bp, _ = rendered["a"]
     other = torch.zeros(48, 40, 3)
-    from avatar_cascade.stages.blueprint.sampler import blueprint_key
+    from avatar_cascade.media.framing import frame_reference
+    from avatar_cascade.stages.blueprint.sampler import blueprint_key, blueprint_size
 
-    windows = plan_windows(aligned.timeline, story, Fraction(4), 13, 9, 5, "majority")
-    assert blueprint_key(wan_models, reference, aligned, windows, _settings(0)) == bp.key
-    assert blueprint_key(wan_models, other, aligned, windows, _settings(0)) != bp.key
+    windows = plan_windows(aligned.timeline, story, Fraction(4), 13, 9, 4, "majority")
+    w, h, sampler, _ = blueprint_size(wan_models, reference, aligned, _settings(0))
+    framed = frame_reference(reference, w, h, "bucket")
+    assert blueprint_key(wan_models, framed, aligned, windows, _settings(0), sampler) == bp.key
+    other_framed = frame_reference(other, w, h, "bucket")
+    assert blueprint_key(wan_models, other_framed, aligned, windows, _settings(0), sampler) != bp.key
 
 
 def test_a_text_to_video_dit_is_refused_with_a_fix(wan_models, reference, short):
@@ -220,20 +215,23 @@ def test_ten_minutes_keeps_memory_bounded_and_frames_on_disk(wan_models, referen
     from avatar_cascade.stages.keyframes.extractor import extract_keyframes
     from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
-    def standin_sample_window(dit, vae, request, settings, runtime, image_embeds, desc):
-        g = torch.Generator().manual_seed(request.seed)
-        start = ((request.known[max(request.known)].permute(1, 2, 0) + 1) * 127.5).round()
-        drift = torch.randint(-6, 7, (request.num_frames, 1, 1, 3), generator=g).cumsum(0)
-        return (start[None] + drift).clamp(0, 255).to(torch.uint8)
+    def standin_sample_windows(dit, vae, reqs, sampler, runtime, image_embeds, h, w, batch):
+        out = []
+        for request in reqs:
+            g = torch.Generator().manual_seed(request.seed)
+            start = ((request.known[max(request.known)].permute(1, 2, 0) + 1) * 127.5).round()
+            drift = torch.randint(-6, 7, (request.num_frames, 1, 1, 3), generator=g).cumsum(0)
+            out.append((start[None] + drift).clamp(0, 255).to(torch.uint8))
+        return torch.stack(out)
 
-    monkeypatch.setattr(blueprint_mod, "sample_window", standin_sample_window)
+    monkeypatch.setattr(blueprint_mod, "sample_windows", standin_sample_windows)
     aligned = aligned_tone(600.0, fps=25, clip_frames=81, gate_hz=0.7)
     story = rule_based_storyline("talk", aligned.timeline, None)
     rss = []
     rt = _runtime(preview=lambda kind, payload: rss.append(_rss_mb()) if kind == "blueprint" else None)
-    settings = BlueprintSettings(width=96, height=64, fps=8, window_frames=33, sampler=FAST, overlap_frames=5)
+    settings = BlueprintSettings(width=96, height=64, fps=8, window_frames=33, sampler=FAST, lead_frames=8)
     bp = render_blueprint(wan_models, reference, aligned, story, settings, rt, work_dir=tmp_path)
-    frame_bytes = 96 * 64 * 3
+    frame_bytes = bp.width * bp.height * 3
     assert len(bp) == 4801 and len(rss) == len(bp.window_starts) > 150
     on_disk = sum(p.stat().st_size for p in bp.folder.glob("window_*.safetensors"))
     assert on_disk >= len(bp) * frame_bytes  # every frame went to disk (~85 MB)
@@ -261,7 +259,7 @@ def test_an_audio_adapter_gets_the_audio_at_blueprint_rate(wan_models, reference
     talking = adapter.attach(dit)
     seen = []
     try:
-        settings = _settings(0, overlap_frames=1)
+        settings = _settings(0)
         plain = render_blueprint(wan_models, reference, aligned, story, settings, _runtime())
         original = adapter.audio_context
 

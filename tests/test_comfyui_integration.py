@@ -90,7 +90,7 @@ def tiny_overrides(api: dict) -> dict:
             "height": 32,
             "blueprint_fps": 8.0,
             "window_frames": 17,
-            "overlap_frames": 1,
+            "lead_frames": 4,
             "steps": 2,
         },
         "AvatarCascadeKeyframeExtractor": {"width": 64, "height": 64, "lift_steps": 2},

@@ -63,7 +63,7 @@ def test_interrupted_blueprint_keeps_its_finished_window_and_a_rerun_resumes(wan
     aligned = aligned_tone(3.0, 16, 17)
     story = rule_based_storyline("a calm talk", aligned.timeline, [-20.0, -20.0, -20.0])
     reference = torch.rand(48, 40, 3, generator=torch.Generator().manual_seed(5))
-    settings = BlueprintSettings(width=32, height=32, fps=4, window_frames=9, overlap_frames=5, sampler=FAST)
+    settings = BlueprintSettings(width=32, height=32, fps=4, window_frames=9, lead_frames=4, batch_size=1, sampler=FAST)
 
     def render(work: Path, runtime: Runtime):
         return render_blueprint(wan_models, reference, aligned, story, settings, runtime, work_dir=work)

@@ -133,7 +133,7 @@ def test_one_keyframe_per_seam_inside_its_window():
     n = int(Fraction(tl.padded_frames - 1) / tl.fps * bp_fps) + 1
     bp = Blueprint.from_frames(torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8), bp_fps)
     radius = 0.5
-    kf = extract(bp, aligned, torch.rand(40, 40, 3), 48, 32, _runtime(), search_radius_s=radius)
+    kf = extract(bp, aligned, torch.rand(40, 40, 3), 48, 32, _runtime(), search_radius_s=radius, framing="crop")
     assert len(kf.images) == len(tl.clips) + 1 == len(kf.source_indices) == len(kf.scores)
     assert kf.images.shape[1:] == (32, 48, 3) and kf.frame_indices == tl.seams
     assert kf.source_indices[0] is None and kf.scores[0]["source"] == "reference"
@@ -205,8 +205,10 @@ def test_lift_refines_deterministically_and_is_reused_without_a_dit_forward(
     assert (a.images[1:].float() - plain.images[1:].float()).abs().mean() > 1.0
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     assert torch.equal(reused.images, a.images) and all(s["lifted"] for s in a.scores[1:])
-    with pytest.raises(InputError, match="dit"):
-        extract(bp, aligned, reference_image, SIZE, SIZE, _runtime(), lift=LiftSettings(denoise=0.5))
+    # no DiT connected: not lifted, and the artist is told (not an error: the lift is on by default)
+    rt = _runtime()
+    unlifted = extract(bp, aligned, reference_image, SIZE, SIZE, rt, lift=LiftSettings(denoise=0.5))
+    assert not any(s["lifted"] for s in unlifted.scores[1:]) and any("not lifted" in w for w in rt.warnings)
 
 
 def test_clip_vision_identity_prefers_the_reference_person(reference_image, wan_models, tmp_path):
@@ -235,14 +237,16 @@ def test_clip_vision_identity_prefers_the_reference_person(reference_image, wan_
         "centre": 0.1,
         **{k: 0.0 for k in ("sharpness", "face", "mouth", "colour", "diversity")},
     }
+    off = LiftSettings(denoise=0.0)  # no lift: the keys must depend on the identity encoder alone
     kf = extract(bp, aligned_tone(2.0), reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.125,
-                           weights=weights, clip_vision=clip)  # fmt: skip
+                           weights=weights, clip_vision=clip, lift=off)  # fmt: skip
     s = kf.scores[1]
     assert s["identity_method"] == "clip_vision" and kf.source_indices[1] == 7
     assert s["identity"] == pytest.approx(1.0, abs=1e-4)
     # without clip_vision, the models' image encoder scores identity: the same keyframes, the same key
     bundled = extract(bp, aligned_tone(2.0), reference_image, SIZE, SIZE, _runtime(), search_radius_s=0.125,
-                      weights=weights, models=dataclasses.replace(wan_models, image_encoder=clip))  # fmt: skip
+                      weights=weights, models=dataclasses.replace(wan_models, image_encoder=clip),
+                      lift=off)  # fmt: skip
     assert bundled.key == kf.key and bundled.scores[1]["identity_method"] == "clip_vision"
     assert bundled.source_indices == kf.source_indices
 

@@ -24,12 +24,13 @@ from avatar_cascade.demo import tiny_weights as TW
 from avatar_cascade.demo.layouts import dit_to_original_layout
 from avatar_cascade.media import AudioTrack
 from avatar_cascade.models.handle import WanModels
+from avatar_cascade.models.presets import preset_for
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.prompts import PromptBank
-from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.sampling.settings import SamplerSettings, with_negative
 from avatar_cascade.stages.inbetween.inbetween import inbetween_storyline
-from avatar_cascade.stages.refiner.refiner import RefinerSettings, parse_reroll, refine_clips
+from avatar_cascade.stages.refiner.refiner import RefinerSettings, parse_reroll, refine_clips, resolve_settings
 from tests.helpers import cpu_runtime as quiet
 from tests.helpers import load_tiny_models
 from tests.helpers import refiner_inputs as make_inputs
@@ -89,6 +90,10 @@ def test_strength_zero_is_exactly_plain_sampling_and_strength_changes_it(models,
     # The plain pipeline as it was before negative frames existed: same batches, same seeds.
     rt, bank = quiet(), PromptBank(te, quiet())
     model_frames = kf.as_model_frames()
+    # what the refiner samples with: the tiny DiT's preset fills the auto values, Wan's negative prompt
+    # follows every shot's own
+    sampler = resolve_settings(SETTINGS, dit, aligned, SIZE, SIZE).sampler
+    assert sampler.negative_prompt == preset_for(dit).negative_prompt != ""
     plain = []
     for batch in ([0, 1], [2]):
         reqs = [
@@ -97,13 +102,13 @@ def test_strength_zero_is_exactly_plain_sampling_and_strength_changes_it(models,
                 model_frames[k],
                 model_frames[k + 1],
                 bank.get(story.shot_prompt(k)),
-                bank.get(story.shot_negative(k)),
+                bank.get(with_negative(story.shot_negative(k), sampler)),
                 derive_seed(SETTINGS.seed, k),
             )
             for k in batch
         ]
         cond = encode_condition(vae, reqs, SIZE, SIZE)
-        plain += list(decode_to_uint8(vae, sample_clips(dit, cond, reqs, SETTINGS.sampler, rt)))
+        plain += list(decode_to_uint8(vae, sample_clips(dit, cond, reqs, sampler, rt)))
     counter.take()
     for got, want in zip(frames_of(clips), plain):
         assert torch.equal(got, want)

@@ -38,9 +38,11 @@ def bucket_size(aspect: float, width: int, height: int, multiple: int = 16) -> t
         raise ValueError(f"aspect must be a positive number, got {aspect}")
     area = width * height
     best: tuple[float, int, int, int] | None = None
+    def near(x: float) -> set[int]:
+        return {max(multiple, int(x // multiple) * multiple), max(multiple, int(-(-x // multiple)) * multiple)}
+
     for h in range(multiple, 4096 + 1, multiple):
-        w_ideal = area / h
-        for w in {max(multiple, int(w_ideal // multiple) * multiple), int(-(-w_ideal // multiple)) * multiple}:
+        for w in near(area / h) | near(aspect * h):
             if w > 4096 or w * h > area * 1.05:
                 continue
             err = abs(math.log((w / h) / aspect)) + 0.25 * abs(math.log(w * h / area))
