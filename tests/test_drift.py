@@ -75,8 +75,8 @@ def test_a_9_16_and_a_4_3_reference_come_out_undistorted(source, framing, tmp_pa
     ref = circle_image(*source)
     aligned = aligned_tone(2.0)
     settings = KeyframeSettings(width=832, height=480, framing=framing, lift=LiftSettings(denoise=0.0))
-    prepared = frame_reference(ref, *(bucket_size(source[0] / source[1], 832, 480) if framing == "bucket" else (832, 480)),
-                               framing)  # fmt: skip
+    size = bucket_size(source[0] / source[1], 832, 480) if framing == "bucket" else (832, 480)
+    prepared = frame_reference(ref, *size, framing)
     assert disc_aspect(prepared) == pytest.approx(1.0, rel=0.03)
     from avatar_cascade.artefacts.blueprint import Blueprint
 
