@@ -38,6 +38,7 @@ def bucket_size(aspect: float, width: int, height: int, multiple: int = 16) -> t
         raise ValueError(f"aspect must be a positive number, got {aspect}")
     area = width * height
     best: tuple[float, int, int, int] | None = None
+
     def near(x: float) -> set[int]:
         return {max(multiple, int(x // multiple) * multiple), max(multiple, int(-(-x // multiple)) * multiple)}
 
