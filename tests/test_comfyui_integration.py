@@ -240,6 +240,9 @@ def test_pack_imports_and_lists_the_six_stages(server):
         assert node_id in info
     log = server["log"].read_text()
     assert "avatar-cascade" in log and "IMPORT FAILED" not in log
+    # the web extension that shows each node's warnings in the graph is served to the frontend
+    extensions = _get(f"{server['base']}/extensions")
+    assert any(e.endswith("/avatar_cascade.js") for e in extensions), extensions
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
@@ -253,6 +256,9 @@ def test_workflow_runs_to_success(server, path):
     assert entry["status"]["status_str"] == "success", json.dumps(errors)[:3000]
     videos = [v for out in entry["outputs"].values() for v in out.get("images", []) if v["filename"].endswith(".mp4")]
     assert videos, entry["outputs"]
+    if path.name == "avatar_cascade_demo_api.json":  # the tiny MLLM's reply is unusable: the rules plan the shots
+        warned = [w for out in entry["outputs"].values() for w in out.get("avatar_warnings", [])]
+        assert any(w.startswith("director:") and "planned by rules" in w for w in warned), entry["outputs"]
     for v in videos:
         f = server["out"] / v["subfolder"] / v["filename"]
         info = probe_media(f)
