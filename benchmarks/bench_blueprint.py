@@ -4,7 +4,7 @@ Cases (each in a fresh process; ``wall_s`` and ``peak_rss_mb`` come from the har
 
 * ``blueprint_tiny_<m>min``: the tiny demo models (real loaders) on CPU, one intra-op thread,
   a synthetic speech-like track of ``m`` minutes at 25 fps (clips of 81 frames), blueprint
-  32x32 at 8 fps in windows of 33 frames (overlap 1), 2 steps without CFG; then keyframes at
+  32x32 at 8 fps in windows of 33 frames (each from the reference, lead 8), 2 steps without CFG; then keyframes at
   64x64. Figures: ``blueprint_s`` (render only), ``s_per_output_s`` (blueprint seconds per
   second of video), ``windows``, ``frames``, ``store_mb`` (chunks on disk),
   ``rss_window5_mb`` / ``rss_end_mb`` (resident set after window 5 and after the last
