@@ -28,7 +28,7 @@ from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.settings import DirectorSettings
 from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 from avatar_cascade.stages.keyframes.settings import KeyframeSettings
-from avatar_cascade.stages.refiner.refiner import refine_clips
+from avatar_cascade.stages.refiner.refiner import parse_reroll, refine_clips
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.stitcher.settings import StitcherSettings
 
@@ -76,6 +76,7 @@ class CascadeConfig:
     audio_adapter: str | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)
     reroll: str | None = None
+    protect_models: bool = True  # refuse an output / work folder that touches a model file (False: the demo)
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -147,13 +148,16 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     stage = StageTimer(timings)
     check_settings(cfg, flag_of)
+    paths, extra = _model_paths(cfg)
+    check_run(cfg, paths, extra, flag_of)
     wd = cfg.workdir
     wd.mkdir(parents=True, exist_ok=True)
-    reference, audio, paths, extra = _inputs(cfg)
+    reference, audio = _inputs(cfg)
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
         aligned = align_audio(audio, cfg.aligner, runtime, audio_encoder=audio_encoder)
+        parse_reroll(cfg.reroll, len(aligned.timeline.clips))
         aligned.save(wd)
 
     with stage("director"):
@@ -180,14 +184,52 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
     return result.path
 
 
+def _model_paths(cfg: CascadeConfig) -> tuple[dict, dict]:
+    """Model names first: a bad name fails before anything is read or written."""
+    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
+    return paths, _extra_model_paths(cfg)
+
+
+def check_run(cfg: CascadeConfig, paths: dict, extra: dict, flag_of=None) -> None:
+    """Everything checkable from names, flags and file headers, before any work: the output file and its
+    container / codec, the work folder, that neither touches an input or model file (``core.paths``), the
+    model files' kinds and completeness, LoRA strengths, code in model folders (``models.preflight``), the
+    frame rates and the reroll list (``flag_of(stage, name)`` names a setting's flag)."""
+    from avatar_cascade.artefacts.timeline import parse_fps
+    from avatar_cascade.core.paths import check_not_inputs, check_work_folder
+    from avatar_cascade.media.output import check_video_output
+    from avatar_cascade.models.preflight import check_models
+
+    flag = flag_of or (lambda stage, name: f"{stage}.{name}")
+    check_video_output(cfg.out, cfg.stitcher.codec, input_name="--out", codec_name=flag("stitcher", "codec"))
+    check_work_folder(cfg.workdir, "--workdir")
+    protected = {"--image": cfg.image, "--audio": cfg.audio}
+    if cfg.protect_models:  # the demo's own models live in its work folder
+        protected.update({f"--{r.replace('_', '-')}": p for r, p in paths.items() if p is not None})
+        protected["--audio-adapter"] = extra["audio_adapter"]
+        protected.update({f"--lora {p.name}": p for p, _ in extra["loras"]})
+    check_not_inputs(out={"--out": cfg.out}, folders={"--workdir": cfg.workdir}, protected=protected)
+    files = {f"--{r.replace('_', '-')}": (p, r) for r, p in paths.items()}
+    files["--audio-adapter"] = (extra["audio_adapter"], "audio_adapter")
+    check_models(files, extra["loras"])
+    video_fps, bp_fps = parse_fps(cfg.aligner.fps), parse_fps(cfg.blueprint.fps)
+    if bp_fps > video_fps:
+        raise InputError(
+            flag("aligner", "fps"),
+            cfg.aligner.fps,
+            f"is lower than the blueprint's {bp_fps} fps (the blueprint cannot be denser than the video)",
+            f"pass {flag('blueprint', 'fps')} {video_fps} (or lower), or raise {flag('aligner', 'fps')} to {bp_fps}",
+        )
+    parse_reroll(cfg.reroll)  # the clip numbers are checked against the timeline after the aligner
+
+
 def _inputs(cfg: CascadeConfig):
-    """Inputs first: a bad image, audio or model name fails before any model is loaded."""
+    """Inputs next: a bad image or audio fails before any model is loaded."""
     from avatar_cascade.media import load_audio, load_image
 
     reference = load_image(cfg.image, input_name="--image")
     audio = load_audio(cfg.audio, input_name="--audio", max_duration_s=cfg.aligner.max_duration_s)
-    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
-    return reference, audio, paths, _extra_model_paths(cfg)
+    return reference, audio
 
 
 def _generate(
@@ -285,6 +327,7 @@ def demo_config(
         out=out,
         workdir=workdir,
         audio_adapter=names["audio_adapter"],
+        protect_models=False,
         aligner=AlignerSettings(fps="16", clip_frames=17),
         director=DirectorSettings(max_new_tokens=128),
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, sampler=fast),

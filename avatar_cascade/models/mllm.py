@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,20 @@ def detect_family(config: dict) -> str | None:
     return None
 
 
+def _check_chat_template(processor, folder: Path, input_name: str) -> None:
+    """The Director talks to the model through its chat template: a folder without one is refused here,
+    not with a ValueError from inside transformers at the first reply."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None):
+        return
+    raise ModelFileError(
+        input_name,
+        folder,
+        "has no chat template (chat_template.jinja, chat_template.json or 'chat_template' in tokenizer_config.json)",
+        "download the whole Hugging Face folder of an instruct / chat release (it ships the chat template)",
+    )
+
+
 def _identity(folder: Path, family: str, weights: list[Path]) -> str:
     h = hashlib.sha256((folder / "config.json").read_bytes())
     for w in weights:
@@ -266,6 +281,7 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
 
     folder = Path(folder)
     config = _read_config(folder, input_name)
+    check_hf_folder(folder, input_name)  # before any transformers call: no code from the folder, no prompt
     model_type = detect_family(config)
     if model_type is None:
         raise ModelFileError(
@@ -297,16 +313,16 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
         from avatar_cascade.core.runtime import default_device, default_dtype
 
         dtype = default_dtype(default_device())
-    kwargs: dict = {"local_files_only": True, "use_safetensors": True, "dtype": dtype}
+    kwargs: dict = {**SAFE_LOAD, "use_safetensors": True, "dtype": dtype}
     from safetensors import SafetensorError
 
     try:
         if model_type == "qwen2_5_omni":  # full Omni folder: build the thinker alone from its sub-config
-            full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True)
+            full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, **SAFE_LOAD)
             kwargs["config"] = full.thinker_config
             kwargs["key_mapping"] = {r"^thinker\.": ""}
         model = cls.from_pretrained(folder, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = transformers.AutoProcessor.from_pretrained(folder, **SAFE_LOAD)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise ModelFileError(
             input_name,
@@ -314,6 +330,7 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
             f"could not be loaded as {class_name}: {exc}",
             "check that the folder is complete (weights, tokenizer, processor files) and not corrupted",
         ) from exc
+    _check_chat_template(processor, folder, input_name)
     model.eval()
     identity = _identity(folder, family, weights)
     log.info("loaded MLLM %s (%s, %s)", identity, class_name, dtype)
