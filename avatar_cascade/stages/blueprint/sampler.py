@@ -44,7 +44,8 @@ from pathlib import Path
 import torch
 
 from avatar_cascade.artefacts.aligned_audio import AlignedAudio
-from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores, read_index
+from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores
+from avatar_cascade.artefacts.blueprint_reuse import reuse_store
 from avatar_cascade.artefacts.timeline import parse_fps
 from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
@@ -172,11 +173,8 @@ def render_blueprint(
     if work_dir is not None:
         root = Path(work_dir) / "blueprint"
         folder = root / key
-        meta = read_index(folder)
-        if meta is not None and meta.get("complete") and meta.get("key") == key:
-            log.info("blueprint: reusing %s (%d frames)", folder, meta["num_frames"])
-            reused = Blueprint(folder, meta)
-            reused.reused = True
+        reused = reuse_store(folder, key)  # validated: a damaged window is re-rendered below
+        if reused is not None:
             return reused
     else:
         root, folder = None, Path(tempfile.mkdtemp(prefix="avatar_cascade_blueprint_"))
