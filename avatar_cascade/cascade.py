@@ -143,15 +143,23 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     ``flag_of(stage, name)`` names a bad setting in the error (the CLI: its flag).
     """
-    from avatar_cascade.models.audio_encoder import load_audio_encoder
-    from avatar_cascade.stages.stitcher.stitcher import stitch_clips
+    from avatar_cascade.core.locks import FolderLock, sweep_stale
 
-    stage = StageTimer(timings)
     check_settings(cfg, flag_of)
     paths, extra = _model_paths(cfg)
     check_run(cfg, paths, extra, flag_of)
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(cfg.workdir):  # a second run on this folder is told it is busy
+        sweep_stale(cfg.workdir, (".*.tmp", ".*.partial"), recursive=True)  # left by killed runs
+        return _run_stages(cfg, runtime, StageTimer(timings), paths, extra)
+
+
+def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: dict, extra: dict) -> Path:
+    from avatar_cascade.core.cache import atomic_write_text
+    from avatar_cascade.models.audio_encoder import load_audio_encoder
+    from avatar_cascade.stages.stitcher.stitcher import stitch_clips
+
     wd = cfg.workdir
-    wd.mkdir(parents=True, exist_ok=True)
     reference, audio = _inputs(cfg)
 
     with stage("audio_aligner"):
@@ -161,9 +169,8 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
         aligned.save(wd)
 
     with stage("director"):
-        mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
-        storyline = direct(mllm, reference, audio, cfg.prompt, aligned.timeline, cfg.director, runtime)
-    (wd / "storyline.json").write_text(storyline.to_json())
+        storyline = _storyline(cfg, paths["mllm"], reference, audio, aligned, runtime)
+    atomic_write_text(wd / "storyline.json", storyline.to_json())
     aligned.save(wd, storyline=storyline)  # timeline.png now with the shots
 
     with stage("load_models"):
@@ -182,6 +189,38 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
             keyframes=clips.keyframes,
         )
     return result.path
+
+
+def _storyline(cfg: CascadeConfig, mllm_path: Path | None, reference, audio, aligned, runtime: Runtime):
+    """The Director's storyline, cached in ``workdir/director/`` under everything it depends on (the MLLM
+    folder's identity, image, audio, prompt, timeline, settings): a resume does not load or run the MLLM again.
+    Its warnings (a timed cue past the end, a repaired reply) are logged on the console."""
+    from avatar_cascade.artefacts.storyline import Storyline
+    from avatar_cascade.core.cache import atomic_write_text, content_key
+    from avatar_cascade.models.files import folder_identity
+
+    key = content_key(
+        {
+            "format": "storyline/1",
+            "mllm": folder_identity(mllm_path) if mllm_path else None,
+            "reference": reference.float().contiguous(),
+            "audio": [audio.waveform, audio.sample_rate],
+            "prompt": cfg.prompt,
+            "timeline": aligned.timeline.to_dict(),
+            "settings": cfg.director,
+        }
+    )
+    path = cfg.workdir / "director" / f"storyline_{key}.json"
+    try:
+        storyline = Storyline.from_json(path.read_text(encoding="utf-8"), aligned.timeline)
+        log.info("director: reusing the storyline %s", path)
+    except (OSError, ValueError):  # absent or damaged: direct again
+        mllm = load_mllm(mllm_path, input_name="--mllm", dtype=runtime.dtype) if mllm_path else None
+        storyline = direct(mllm, reference, audio, cfg.prompt, aligned.timeline, cfg.director, runtime)
+        atomic_write_text(path, storyline.to_json())
+    for warning in storyline.warnings:
+        log.warning("director: %s", warning)
+    return storyline
 
 
 def _model_paths(cfg: CascadeConfig) -> tuple[dict, dict]:

@@ -99,7 +99,7 @@ def run_args(models: Path, out: Path, image: Path | None = None, audio: Path | N
     }
     for k, v in over.items():
         opts["--" + k.replace("_", "-")] = v
-    return [x for k, v in opts.items() if v is not None for x in (k, v)]
+    return ["run", *(x for k, v in opts.items() if v is not None for x in (k, v))]
 
 
 def sha256(path: Path) -> str:

@@ -26,7 +26,7 @@ def _nearest_existing(path: Path) -> Path:
 
 def _check_writable_place(path: Path, input_name: str, what: str) -> None:
     """``path`` (absent or present) can be created / written: every existing ancestor is a folder we may write."""
-    base = _nearest_existing(path.parent if not path.exists() else path)
+    base = _nearest_existing(path if path.is_dir() else path.parent)
     if base.exists() and not base.is_dir():
         raise InputError(
             input_name, str(path), f"{base} is a file, so no {what} can be made below it", "choose another folder"
