@@ -245,6 +245,7 @@ def check_run(cfg: CascadeConfig, paths: dict, extra: dict, flag_of=None) -> Non
     protected = {"--image": cfg.image, "--audio": cfg.audio}
     if cfg.protect_models:  # the demo's own models live in its work folder
         protected.update({f"--{r.replace('_', '-')}": p for r, p in paths.items() if p is not None})
+        protected["--models"] = cfg.models_dir  # symlinked model names live here (their targets are above)
         protected["--audio-adapter"] = extra["audio_adapter"]
         protected.update({f"--lora {p.name}": p for p, _ in extra["loras"]})
     check_not_inputs(out={"--out": cfg.out}, folders={"--workdir": cfg.workdir}, protected=protected)
