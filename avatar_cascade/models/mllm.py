@@ -120,6 +120,26 @@ class MLLM:
             return 0.0
         return float(getattr(fe, "n_samples", 30 * fe.sampling_rate)) / float(fe.sampling_rate)
 
+    @property
+    def context_tokens(self) -> int:
+        """Longest prompt + reply the model takes (tokens): the text model's ``max_position_embeddings``
+        (capped by the tokenizer's ``model_max_length`` when that is smaller)."""
+        cfg = self.model.config
+        text_cfg = getattr(cfg, "text_config", None) or cfg
+        limit = int(
+            getattr(text_cfg, "max_position_embeddings", 0) or getattr(cfg, "max_position_embeddings", 0) or 32768
+        )
+        tok_max = getattr(getattr(self.processor, "tokenizer", None), "model_max_length", None)
+        return min(limit, int(tok_max)) if isinstance(tok_max, int) and 0 < tok_max < 10**7 else limit
+
+    def fit_text(self, text: str, max_tokens: int) -> tuple[str, int]:
+        """``text`` cut to its first ``max_tokens`` tokens, and its token count before the cut."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return text, len(ids)
+        return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), len(ids)
+
     def _greedy(self, max_new_tokens: int) -> Any:
         """The model's generation config made greedy (sampling knobs cleared, so no warnings)."""
         gen = copy.deepcopy(self.model.generation_config)
@@ -179,6 +199,12 @@ class MLLM:
         }
         ids = inputs["input_ids"]
         n_in = int(ids.shape[1])
+        if n_in + max_new_tokens > self.context_tokens:
+            log.warning(
+                "mllm %s: the prompt is %d tokens + %d to write, beyond the model's %d-token context: the reply "
+                "may be cut or unusable (shorten the instruction, or lower the shots per pass)",
+                self.identity, n_in, max_new_tokens, self.context_tokens,
+            )  # fmt: skip
         audio_id = getattr(self.processor, "audio_token_id", None) if audio else None
         n_audio = int((ids == audio_id).sum()) if audio_id is not None else 0
         t0 = time.perf_counter()
