@@ -165,7 +165,7 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
         aligned = align_audio(audio, cfg.aligner, runtime, audio_encoder=audio_encoder)
-        parse_reroll(cfg.reroll, len(aligned.timeline.clips))
+        _check_reroll(cfg.reroll, len(aligned.timeline.clips))
         aligned.save(wd)
 
     with stage("director"):
@@ -194,7 +194,7 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
 def _storyline(cfg: CascadeConfig, mllm_path: Path | None, reference, audio, aligned, runtime: Runtime):
     """The Director's storyline, cached in ``workdir/director/`` under everything it depends on (the MLLM
     folder's identity, image, audio, prompt, timeline, settings): a resume does not load or run the MLLM again.
-    Its warnings (a timed cue past the end, a repaired reply) are logged on the console."""
+    The Director logs its warnings (a timed cue past the end, a repaired reply); a reused one logs them again."""
     from avatar_cascade.artefacts.storyline import Storyline
     from avatar_cascade.core.cache import atomic_write_text, content_key
     from avatar_cascade.models.files import folder_identity
@@ -214,12 +214,12 @@ def _storyline(cfg: CascadeConfig, mllm_path: Path | None, reference, audio, ali
     try:
         storyline = Storyline.from_json(path.read_text(encoding="utf-8"), aligned.timeline)
         log.info("director: reusing the storyline %s", path)
+        for warning in storyline.warnings:  # said again on a resume (the Director said them the first time)
+            log.warning("director: %s", warning)
     except (OSError, ValueError):  # absent or damaged: direct again
         mllm = load_mllm(mllm_path, input_name="--mllm", dtype=runtime.dtype) if mllm_path else None
         storyline = direct(mllm, reference, audio, cfg.prompt, aligned.timeline, cfg.director, runtime)
         atomic_write_text(path, storyline.to_json())
-    for warning in storyline.warnings:
-        log.warning("director: %s", warning)
     return storyline
 
 
@@ -236,10 +236,13 @@ def check_run(cfg: CascadeConfig, paths: dict, extra: dict, flag_of=None) -> Non
     frame rates and the reroll list (``flag_of(stage, name)`` names a setting's flag)."""
     from avatar_cascade.artefacts.timeline import parse_fps
     from avatar_cascade.core.paths import check_not_inputs, check_work_folder
+    from avatar_cascade.media.files import check_file
     from avatar_cascade.media.output import check_video_output
     from avatar_cascade.models.preflight import check_models
 
     flag = flag_of or (lambda stage, name: f"{stage}.{name}")
+    check_file(cfg.image, "--image", "image")  # a folder or an unreadable file is named as such, first
+    check_file(cfg.audio, "--audio", "audio")
     check_video_output(cfg.out, cfg.stitcher.codec, input_name="--out", codec_name=flag("stitcher", "codec"))
     check_work_folder(cfg.workdir, "--workdir")
     protected = {"--image": cfg.image, "--audio": cfg.audio}
@@ -260,7 +263,14 @@ def check_run(cfg: CascadeConfig, paths: dict, extra: dict, flag_of=None) -> Non
             f"is lower than the blueprint's {bp_fps} fps (the blueprint cannot be denser than the video)",
             f"pass {flag('blueprint', 'fps')} {video_fps} (or lower), or raise {flag('aligner', 'fps')} to {bp_fps}",
         )
-    parse_reroll(cfg.reroll)  # the clip numbers are checked against the timeline after the aligner
+    _check_reroll(cfg.reroll)  # the clip numbers are checked against the timeline after the aligner
+
+
+def _check_reroll(text: str | None, num_clips: int | None = None) -> None:
+    try:
+        parse_reroll(text, num_clips)
+    except InputError as exc:
+        raise InputError("--reroll", exc.value, exc.problem, exc.fix) from None
 
 
 def _inputs(cfg: CascadeConfig):

@@ -32,6 +32,8 @@ def check_model_file(path: str | Path, kind: str, input_name: str) -> None:
     path = Path(path)
     if path.is_dir():
         check_hf_folder(path, input_name)
+        if kind == "llm":
+            check_chat_template_file(path, input_name)
         return
     shapes, _ = read_safetensors_header(path, input_name)
     if not tensor_file_ok(path):
@@ -39,6 +41,26 @@ def check_model_file(path: str | Path, kind: str, input_name: str) -> None:
             input_name, path, "the file is shorter than its header says (truncated download)", "re-download the file"
         )
     check_kind(shapes, kind, input_name, path)
+
+
+def check_chat_template_file(folder: Path, input_name: str) -> None:
+    """An MLLM folder ships its chat template (the Director talks to the model through it)."""
+    import json
+
+    if any((folder / n).is_file() for n in ("chat_template.jinja", "chat_template.json")):
+        return
+    for name in ("tokenizer_config.json", "processor_config.json"):
+        try:
+            if json.loads((folder / name).read_text(encoding="utf-8")).get("chat_template"):
+                return
+        except (OSError, ValueError, AttributeError):
+            continue
+    raise ModelFileError(
+        input_name,
+        folder,
+        "has no chat template (chat_template.jinja, chat_template.json or 'chat_template' in tokenizer_config.json)",
+        "download the whole Hugging Face folder of an instruct / chat release (it ships the chat template)",
+    )
 
 
 def check_lora_strength(strength: float, input_name: str, name: str) -> None:

@@ -163,6 +163,7 @@ def apply_artist_instructions(storyline: Storyline, instruction: str, timeline: 
                 f"'{ti.text}' at {format_time(ti.start_s)} is after the end of the audio "
                 f"({format_time(timeline.duration_s)}): ignored"
             )
+            log.warning("director: %s", warnings[-1])  # on the console too, not only in storyline.json
             continue
         first, last = _owning_clip(timeline, f0), _owning_clip(timeline, min(f1, timeline.num_frames - 1))
         hits = [k for k in _EXPRESSION_WORDS if k in ti.text.lower()]
