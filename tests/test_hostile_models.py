@@ -20,7 +20,7 @@ from tests.hostile_helpers import models_tree, one_line_error, run_args
 
 
 def hf_cache_link(src, models, folder: str, name: str):
-    """``models/<folder>/<name>`` -> ``hub/snapshots/rev/<name>`` -> ``hub/blobs/<hash>`` (as huggingface_hub lays it out)."""
+    """``models/<folder>/<name>`` -> ``hub/snapshots/rev/<name>`` -> ``hub/blobs/<hash>`` (huggingface_hub's layout)."""
     hub = models.parent / "hub"
     (hub / "blobs").mkdir(parents=True, exist_ok=True)
     (hub / "snapshots" / "rev").mkdir(parents=True, exist_ok=True)
