@@ -219,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished clips are kept in the work folder; run again to resume", file=sys.stderr)
+        restore = None  # a further Ctrl-C, until the process has exited, stops it at once (one line, 130)
         return 130
     finally:
-        restore()
+        if restore is not None:
+            restore()
 
 
 def _second_interrupt_stops_at_once():
