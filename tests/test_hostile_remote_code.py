@@ -164,6 +164,18 @@ def test_an_mllm_folder_without_a_chat_template_is_one_clear_error(demo_models_d
     assert "notemplate" in str(err.value) and "Fix:" in str(err.value)
 
 
+def test_the_cli_refuses_an_mllm_folder_without_a_chat_template_before_any_work(demo_models_dir, tree, tmp_path):
+    folder = copy_mllm(demo_models_dir, tree, "notemplate")
+    (folder / "chat_template.jinja").unlink()
+    res = run_cli(
+        *run_args(tree, tmp_path / "o.mp4", mllm="notemplate"), "--workdir", str(tmp_path / "w"), cwd=tmp_path
+    )
+    assert res.returncode == 2
+    line = one_line_error(res.stderr)
+    assert "--mllm" in line and "chat template" in line and "notemplate" in line
+    assert not (tmp_path / "w" / "timeline.json").exists()
+
+
 def test_the_clean_demo_folder_still_loads(demo_models_dir):
     """Documented handling: the demo Qwen2.5-VL folder passes every check and loads."""
     from avatar_cascade.demo.models import MLLM_FOLDER

@@ -161,8 +161,12 @@ def test_disk_full_from_the_start_leaves_no_empty_timeline_and_says_so_in_one_li
     assert not [p for p in work.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_disk_full_while_the_blueprint_is_saved_is_one_line(demo_models_dir, tmp_path, capsys, monkeypatch):
-    """ENOSPC from the atomic tensor save (fsync of a blueprint window): exit 2, one line, no traceback."""
+@pytest.mark.parametrize("prefix", ["window_", "clip_"])
+def test_disk_full_while_the_blueprint_or_a_clip_is_saved_is_one_line(
+    prefix, demo_models_dir, tmp_path, capsys, monkeypatch
+):
+    """ENOSPC from the atomic tensor save of a blueprint window or a refined clip (written on a refiner worker
+    thread): exit 2, one line naming the file, no traceback."""
     import errno
 
     import avatar_cascade.core.cache as cache
@@ -173,14 +177,14 @@ def test_disk_full_while_the_blueprint_is_saved_is_one_line(demo_models_dir, tmp
     real = cache.atomic_write_bytes
 
     def full_for_windows(path, data, fsync=False):
-        if Path(path).name.startswith("window_"):
+        if Path(path).name.startswith(prefix):
             raise cache.disk_error(OSError(errno.ENOSPC, "No space left on device", str(path)), "work folder", path)
         return real(path, data, fsync)
 
     monkeypatch.setattr(cache, "atomic_write_bytes", full_for_windows)
     rc = main([*run_args(tree, tmp_path / "o.mp4"), "--workdir", str(tmp_path / "work")])
     line = one_line_error(capsys.readouterr().err)
-    assert rc == 2 and "disk is full" in line and "window_00000" in line
+    assert rc == 2 and "disk is full" in line and f"{prefix}0000" in line
 
 
 def test_a_resume_does_not_run_the_director_again(demo_models_dir, tmp_path, capsys, monkeypatch):

@@ -74,6 +74,7 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
         raise disk_error(exc, "work folder", path) from exc
     hold(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file is a normal file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -86,6 +87,17 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
