@@ -19,6 +19,7 @@ from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.settings import Settings
 from avatar_cascade.models.handle import WanModels
 from avatar_cascade.models.mllm import load_mllm
+from avatar_cascade.preflight import check_reroll
 from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.aligner.settings import AlignerSettings
@@ -28,7 +29,7 @@ from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.settings import DirectorSettings
 from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 from avatar_cascade.stages.keyframes.settings import KeyframeSettings
-from avatar_cascade.stages.refiner.refiner import parse_reroll, refine_clips
+from avatar_cascade.stages.refiner.refiner import refine_clips
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.stitcher.settings import StitcherSettings
 
@@ -144,6 +145,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
     ``flag_of(stage, name)`` names a bad setting in the error (the CLI: its flag).
     """
     from avatar_cascade.core.locks import FolderLock, sweep_stale
+    from avatar_cascade.preflight import check_run
 
     check_settings(cfg, flag_of)
     paths, extra = _model_paths(cfg)
@@ -165,7 +167,7 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
         aligned = align_audio(audio, cfg.aligner, runtime, audio_encoder=audio_encoder)
-        _check_reroll(cfg.reroll, len(aligned.timeline.clips))
+        check_reroll(cfg.reroll, len(aligned.timeline.clips))
         aligned.save(wd)
 
     with stage("director"):
@@ -225,52 +227,11 @@ def _storyline(cfg: CascadeConfig, mllm_path: Path | None, reference, audio, ali
 
 def _model_paths(cfg: CascadeConfig) -> tuple[dict, dict]:
     """Model names first: a bad name fails before anything is read or written."""
+    if not Path(cfg.models_dir).is_dir():
+        problem = "is a file, not a folder" if Path(cfg.models_dir).exists() else "does not exist"
+        raise InputError("--models", str(cfg.models_dir), problem, "give your ComfyUI models/ folder")
     paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
     return paths, _extra_model_paths(cfg)
-
-
-def check_run(cfg: CascadeConfig, paths: dict, extra: dict, flag_of=None) -> None:
-    """Everything checkable from names, flags and file headers, before any work: the output file and its
-    container / codec, the work folder, that neither touches an input or model file (``core.paths``), the
-    model files' kinds and completeness, LoRA strengths, code in model folders (``models.preflight``), the
-    frame rates and the reroll list (``flag_of(stage, name)`` names a setting's flag)."""
-    from avatar_cascade.artefacts.timeline import parse_fps
-    from avatar_cascade.core.paths import check_not_inputs, check_work_folder
-    from avatar_cascade.media.files import check_file
-    from avatar_cascade.media.output import check_video_output
-    from avatar_cascade.models.preflight import check_models
-
-    flag = flag_of or (lambda stage, name: f"{stage}.{name}")
-    check_file(cfg.image, "--image", "image")  # a folder or an unreadable file is named as such, first
-    check_file(cfg.audio, "--audio", "audio")
-    check_video_output(cfg.out, cfg.stitcher.codec, input_name="--out", codec_name=flag("stitcher", "codec"))
-    check_work_folder(cfg.workdir, "--workdir")
-    protected = {"--image": cfg.image, "--audio": cfg.audio}
-    if cfg.protect_models:  # the demo's own models live in its work folder
-        protected.update({f"--{r.replace('_', '-')}": p for r, p in paths.items() if p is not None})
-        protected["--models"] = cfg.models_dir  # symlinked model names live here (their targets are above)
-        protected["--audio-adapter"] = extra["audio_adapter"]
-        protected.update({f"--lora {p.name}": p for p, _ in extra["loras"]})
-    check_not_inputs(out={"--out": cfg.out}, folders={"--workdir": cfg.workdir}, protected=protected)
-    files = {f"--{r.replace('_', '-')}": (p, r) for r, p in paths.items()}
-    files["--audio-adapter"] = (extra["audio_adapter"], "audio_adapter")
-    check_models(files, extra["loras"])
-    video_fps, bp_fps = parse_fps(cfg.aligner.fps), parse_fps(cfg.blueprint.fps)
-    if bp_fps > video_fps:
-        raise InputError(
-            flag("aligner", "fps"),
-            cfg.aligner.fps,
-            f"is lower than the blueprint's {bp_fps} fps (the blueprint cannot be denser than the video)",
-            f"pass {flag('blueprint', 'fps')} {video_fps} (or lower), or raise {flag('aligner', 'fps')} to {bp_fps}",
-        )
-    _check_reroll(cfg.reroll)  # the clip numbers are checked against the timeline after the aligner
-
-
-def _check_reroll(text: str | None, num_clips: int | None = None) -> None:
-    try:
-        parse_reroll(text, num_clips)
-    except InputError as exc:
-        raise InputError("--reroll", exc.value, exc.problem, exc.fix) from None
 
 
 def _inputs(cfg: CascadeConfig):

@@ -195,3 +195,19 @@ def test_every_other_offered_extension_passes_the_check(suffix, tmp_path):
     from avatar_cascade.media.output import check_video_output
 
     assert check_video_output(tmp_path / f"o{suffix}", "h264") == ("libx264", "aac")
+
+
+def test_a_work_folder_named_like_the_output_is_refused_before_the_render(tree, tmp_path, capsys):
+    """--workdir = --out (neither exists yet): refused up front, not after the render when the mp4 meets a folder."""
+    out = tmp_path / "o.mp4"
+    line = refused(capsys, [*run_args(tree, out), "--workdir", str(out)], "--workdir", "same path as --out")
+    assert "o.mp4" in line and not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "a-file"])
+def test_a_models_argument_that_is_no_folder_says_so(kind, tmp_path, capsys):
+    models = tmp_path / "models"
+    if kind == "a-file":
+        models.write_text("x")
+    line = refused(capsys, run_args(models, tmp_path / "o.mp4"), "--models")
+    assert ("does not exist" if kind == "missing" else "is a file") in line
