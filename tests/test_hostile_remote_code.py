@@ -184,3 +184,25 @@ def test_the_clean_demo_folder_still_loads(demo_models_dir):
 
     check_hf_folder(demo_models_dir / "LLM" / MLLM_FOLDER, "mllm_name")
     assert load_mllm(demo_models_dir / "LLM" / MLLM_FOLDER).family == "qwen2_5_vl"
+
+
+@pytest.mark.parametrize("loader", ["text_encoder", "audio_encoder"])
+def test_encoder_folders_with_code_are_refused_before_transformers(loader, tmp_path, monkeypatch):
+    """The UMT5 and wav2vec2 folder loaders run the same check: a config with auto_map never reaches
+    from_pretrained (spied: not called)."""
+    import transformers
+
+    from avatar_cascade.models.audio_encoder import load_audio_encoder
+    from avatar_cascade.models.text_encoder import load_text_encoder
+
+    folder = tmp_path / loader
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "umt5", "auto_map": {"AutoModel": "m.Model"}}))
+    (folder / "spiece.model").write_bytes(b"\0")
+    called = []
+    for cls in (transformers.UMT5EncoderModel, transformers.Wav2Vec2Model):
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(lambda *a, **k: called.append(a)))
+    load = load_text_encoder if loader == "text_encoder" else load_audio_encoder
+    with pytest.raises(ModelFileError, match=r"config\.json.*auto_map"):
+        load(folder, input_name=f"{loader}_name")
+    assert called == []

@@ -193,6 +193,7 @@ def _load_folder(folder: Path, input_name: str, dtype: torch.dtype | None) -> Te
             "no tokenizer files (spiece.model / tokenizer.json) found",
             "put the tokenizer files in the folder or in a 'tokenizer' folder beside it",
         )
+    check_hf_folder(tok_dir, input_name)  # a 'tokenizer' folder beside the model is read too
     try:
         model = UMT5EncoderModel.from_pretrained(
             folder, **SAFE_LOAD, use_safetensors=True, dtype=dtype or "auto"
