@@ -103,3 +103,32 @@ def test_a_prompt_beyond_the_mllm_context_is_cut_with_a_visible_warning(demo_mod
     assert long.startswith(told[:1000]) and len(told) < len(long) // 5
     assert warned and "context" in warned[0] and any("context" in r.getMessage() for r in caplog.records)
     assert fit_instruction(mllm, "smile at 0:02", settings) == ("smile at 0:02", [])
+
+
+def test_the_director_sends_the_cut_instruction_and_keeps_the_warning(demo_models_dir):
+    """Through ``direct()`` with the real tiny MLLM: no prompt it generates from exceeds the context, and the
+    storyline carries the cut warning first."""
+    from avatar_cascade.demo.models import MLLM_FOLDER
+    from avatar_cascade.models.mllm import load_mllm
+    from avatar_cascade.stages.director.director import direct
+    from avatar_cascade.stages.director.settings import DirectorSettings
+    from tests.helpers import aligned_tone, cpu_runtime
+
+    mllm = load_mllm(demo_models_dir / "LLM" / MLLM_FOLDER)
+    sizes = []
+    real = type(mllm).generate
+
+    def spy(self, text, *a, **k):
+        sizes.append(self.fit_text(text, 10**9)[1])
+        return real(self, text, *a, **k)
+
+    type(mllm).generate = spy
+    try:
+        aligned = aligned_tone(1.0, 16, 17)
+        settings = DirectorSettings(max_new_tokens=8, tokens_per_shot=1)
+        long = "The presenter speaks warmly about gardens and rivers. " * 2000
+        story = direct(mllm, torch.rand(64, 64, 3), aligned.audio, long, aligned.timeline, settings, cpu_runtime())
+    finally:
+        type(mllm).generate = real
+    assert sizes and max(sizes) < mllm.context_tokens
+    assert "context" in story.warnings[0]
