@@ -19,6 +19,7 @@ from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.settings import Settings
 from avatar_cascade.models.handle import WanModels
 from avatar_cascade.models.mllm import load_mllm
+from avatar_cascade.preflight import check_reroll
 from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.aligner.settings import AlignerSettings
 from avatar_cascade.stages.blueprint.sampler import render_blueprint
@@ -75,6 +76,7 @@ class CascadeConfig:
     audio_adapter: str | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)
     reroll: str | None = None
+    protect_models: bool = True  # refuse an output / work folder that touches a model file (False: the demo)
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -141,24 +143,35 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 
     ``flag_of(stage, name)`` names a bad setting in the error (the CLI: its flag).
     """
+    from avatar_cascade.core.locks import FolderLock, sweep_stale
+    from avatar_cascade.preflight import check_run
+
+    check_settings(cfg, flag_of)
+    paths, extra = _model_paths(cfg)
+    check_run(cfg, paths, extra, flag_of)
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(cfg.workdir):  # a second run on this folder is told it is busy
+        sweep_stale(cfg.workdir, (".*.tmp", ".*.partial"), recursive=True)  # left by killed runs
+        return _run_stages(cfg, runtime, StageTimer(timings), paths, extra)
+
+
+def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: dict, extra: dict) -> Path:
+    from avatar_cascade.core.cache import atomic_write_text
     from avatar_cascade.models.audio_encoder import load_audio_encoder
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
-    stage = StageTimer(timings)
-    check_settings(cfg, flag_of)
     wd = cfg.workdir
-    wd.mkdir(parents=True, exist_ok=True)
-    reference, audio, paths, extra = _inputs(cfg)
+    reference, audio = _inputs(cfg)
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
         aligned = align_audio(audio, cfg.aligner, runtime, audio_encoder=audio_encoder)
+        check_reroll(cfg.reroll, len(aligned.timeline.clips))
         aligned.save(wd)
 
     with stage("director"):
-        mllm = load_mllm(paths["mllm"], input_name="--mllm", dtype=runtime.dtype) if paths["mllm"] else None
-        storyline = direct(mllm, reference, audio, cfg.prompt, aligned.timeline, cfg.director, runtime)
-    (wd / "storyline.json").write_text(storyline.to_json())
+        storyline = _storyline(cfg, paths["mllm"], reference, audio, aligned, runtime)
+    atomic_write_text(wd / "storyline.json", storyline.to_json())
     aligned.save(wd, storyline=storyline)  # timeline.png now with the shots
 
     with stage("load_models"):
@@ -189,14 +202,54 @@ def _record_warnings(wd: Path, runtime: Runtime) -> None:
     atomic_write_text(wd / "warnings.json", json.dumps({"warnings": runtime.warnings}, indent=1))
 
 
+def _storyline(cfg: CascadeConfig, mllm_path: Path | None, reference, audio, aligned, runtime: Runtime):
+    """The Director's storyline, cached in ``workdir/director/`` under everything it depends on (the MLLM
+    folder's identity, image, audio, prompt, timeline, settings): a resume does not load or run the MLLM again.
+    The Director logs its warnings (a timed cue past the end, a repaired reply); a reused one logs them again."""
+    from avatar_cascade.artefacts.storyline import Storyline
+    from avatar_cascade.core.cache import atomic_write_text, content_key
+    from avatar_cascade.models.files import folder_identity
+
+    key = content_key(
+        {
+            "format": "storyline/1",
+            "mllm": folder_identity(mllm_path) if mllm_path else None,
+            "reference": reference.float().contiguous(),
+            "audio": [audio.waveform, audio.sample_rate],
+            "prompt": cfg.prompt,
+            "timeline": aligned.timeline.to_dict(),
+            "settings": cfg.director,
+        }
+    )
+    path = cfg.workdir / "director" / f"storyline_{key}.json"
+    try:
+        storyline = Storyline.from_json(path.read_text(encoding="utf-8"), aligned.timeline)
+        log.info("director: reusing the storyline %s", path)
+        for warning in storyline.warnings:  # said again on a resume (the Director said them the first time)
+            runtime.warn("director", warning)
+    except (OSError, ValueError):  # absent or damaged: direct again
+        mllm = load_mllm(mllm_path, input_name="--mllm", dtype=runtime.dtype) if mllm_path else None
+        storyline = direct(mllm, reference, audio, cfg.prompt, aligned.timeline, cfg.director, runtime)
+        atomic_write_text(path, storyline.to_json())
+    return storyline
+
+
+def _model_paths(cfg: CascadeConfig) -> tuple[dict, dict]:
+    """Model names first: a bad name fails before anything is read or written."""
+    if not Path(cfg.models_dir).is_dir():
+        problem = "is a file, not a folder" if Path(cfg.models_dir).exists() else "does not exist"
+        raise InputError("--models", str(cfg.models_dir), problem, "give your ComfyUI models/ folder")
+    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
+    return paths, _extra_model_paths(cfg)
+
+
 def _inputs(cfg: CascadeConfig):
-    """Inputs first: a bad image, audio or model name fails before any model is loaded."""
+    """Inputs next: a bad image or audio fails before any model is loaded."""
     from avatar_cascade.media import load_audio, load_image
 
     reference = load_image(cfg.image, input_name="--image")
     audio = load_audio(cfg.audio, input_name="--audio", max_duration_s=cfg.aligner.max_duration_s)
-    paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
-    return reference, audio, paths, _extra_model_paths(cfg)
+    return reference, audio
 
 
 def _generate(
@@ -294,6 +347,7 @@ def demo_config(
         out=out,
         workdir=workdir,
         audio_adapter=names["audio_adapter"],
+        protect_models=False,
         aligner=AlignerSettings(fps="16", clip_frames=17),
         director=DirectorSettings(max_new_tokens=128),
         blueprint=BlueprintSettings(width=32, height=32, fps=8, window_frames=17, lead_frames=4),

@@ -186,9 +186,15 @@ def copy_sample_inputs(folder: Path) -> list[Path]:
 
 
 def _lora_arg(text: str) -> tuple[str, float]:
+    """``NAME`` or ``NAME:STRENGTH``; a Windows path (``C:\\loras\\x.safetensors``) is a name, not ``C`` with
+    a strength (and is then refused as an absolute path by the model-name check)."""
+    import re
+
     from avatar_cascade.core.errors import InputError
 
-    name, _, strength = text.rpartition(":") if ":" in text else (text, "", "1.0")
+    name, _, strength = text.rpartition(":")
+    if not name or re.fullmatch(r"[A-Za-z]:[\\/].*", text) and not re.fullmatch(r"[-+0-9.eE]+", strength):
+        return text, 1.0
     try:
         return name, float(strength)
     except ValueError:
@@ -204,14 +210,63 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    restore = _second_interrupt_stops_at_once()
     try:
         return _dispatch(args)
     except AvatarCascadeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only or vanished folder while writing: one line, never a traceback
+        print(f"error: {_os_error(exc, args)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished clips are kept in the work folder; run again to resume", file=sys.stderr)
+        restore = None  # a further Ctrl-C, until the process has exited, stops it at once (one line, 130)
         return 130
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _second_interrupt_stops_at_once():
+    """Ctrl-C raises KeyboardInterrupt (finished work is kept, partial files removed); a second Ctrl-C while
+    that unwinds prints one line and exits at once (every write is atomic, so nothing half-written is left).
+    Returns the function that puts the previous handler back (only in the main thread)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def again(signum, frame):
+        sys.stderr.write("interrupted again: stopped at once; finished work is kept in the work folder\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, again)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, first)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _os_error(exc: OSError, args) -> str:
+    """An OSError that escaped the engine, as one line naming the folder it happened in."""
+    from avatar_cascade.core.paths import disk_error
+
+    out = getattr(args, "out", None)
+    where = Path(getattr(exc, "filename", None) or out or ".")
+    name = "--out"
+    workdir = getattr(args, "workdir", None) or (out is not None and _workdir(out, None))
+    if args.cmd == "demo-models":
+        name = (
+            "--inputs" if args.inputs is not None and where.resolve().is_relative_to(args.inputs.resolve()) else "--out"
+        )
+    elif workdir and where.resolve().is_relative_to(Path(workdir).resolve()):
+        name = "--workdir"
+    return str(disk_error(exc, name, where))
 
 
 def _dispatch(args) -> int:
@@ -219,8 +274,12 @@ def _dispatch(args) -> int:
 
     t0 = time.perf_counter()
     if args.cmd == "demo-models":
+        from avatar_cascade.core.paths import check_work_folder
         from avatar_cascade.demo.models import write_demo_models
 
+        check_work_folder(args.out, "--out")
+        if args.inputs is not None:
+            check_work_folder(args.inputs, "--inputs")
         written = write_demo_models(args.out)
         for role, name in written.items():
             print(f"{role}: {name}")

@@ -74,9 +74,22 @@ def list_models(kind: str, folders: bool = False) -> list[str]:
         if folders:
             names.update(p.name for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
         else:
-            for p in root.rglob("*.safetensors"):
-                names.add(p.relative_to(root).as_posix())
+            names.update(_safetensors_below(root))
     return sorted(names)
+
+
+def _safetensors_below(root: Path) -> list[str]:
+    """``*.safetensors`` names below ``root``, symlinked subfolders followed (each real folder once)."""
+    found, seen = [], set()
+    for here, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link loop or a folder linked twice
+            dirs.clear()
+            continue
+        seen.add(real)
+        rel = Path(here).relative_to(root)
+        found += [(rel / f).as_posix() for f in files if f.endswith(".safetensors") and not f.startswith(".")]
+    return found
 
 
 def resolve_model(kind: str, name: str, input_name: str) -> Path:

@@ -31,6 +31,7 @@ LAYERS = (
         (
             "avatar_cascade.cli",
             "avatar_cascade.cascade",
+            "avatar_cascade.preflight",
             "avatar_cascade.demo",
             "avatar_cascade.assets",
             "avatar_cascade.__main__",

@@ -72,7 +72,10 @@ def test_resolve_model_path_stays_inside_the_folder(tmp_path):
         resolve_model_path([root], str(tmp_path / "secret.safetensors"), "dit_name")
     # A link the artist put in the model folder is followed (models often live on another disk).
     os.symlink(tmp_path / "secret.safetensors", root / "link.safetensors")
-    assert resolve_model_path([root], "link.safetensors", "dit_name") == (tmp_path / "secret.safetensors").resolve()
+    # The name is kept (a Hugging Face cache link's target has no extension); reading follows the link.
+    found = resolve_model_path([root], "link.safetensors", "dit_name")
+    assert found == root.resolve() / "link.safetensors"
+    assert found.resolve() == (tmp_path / "secret.safetensors").resolve()
     with pytest.raises(ModelFileError, match=r"dit_name = 'nope\.safetensors'.*holds: a\.safetensors, link"):
         resolve_model_path([root], "nope.safetensors", "dit_name")
 

@@ -110,17 +110,20 @@ class AlignedAudio:
 
     def save(self, folder: Path, storyline: Any = None) -> None:
         """Write ``timeline.json``, ``timeline.png`` (and ``audio_features.safetensors``) into ``folder``."""
-        from safetensors.torch import save_file
+        import io
 
+        from avatar_cascade.core.cache import atomic_save_tensors, atomic_write_bytes, atomic_write_text
         from avatar_cascade.media.timeline_plot import render_timeline
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "timeline.json").write_text(self.timeline.to_json())
-        render_timeline(self, storyline=storyline).save(folder / "timeline.png")
+        atomic_write_text(folder / "timeline.json", self.timeline.to_json())
+        png = io.BytesIO()
+        render_timeline(self, storyline=storyline).save(png, format="PNG")
+        atomic_write_bytes(folder / "timeline.png", png.getvalue())
         if self.features is not None:
             meta = {"layout": "frames,layers,dim", "fps": str(self.timeline.fps), "window": str(self.window)}
-            save_file({"features": self.features.contiguous()}, str(folder / "audio_features.safetensors"), meta)
+            atomic_save_tensors(folder / "audio_features.safetensors", {"features": self.features}, meta)
 
 
 def _as_list(times: Any) -> list:

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from avatar_cascade.core.cache import atomic_save_tensors, load_tensors
+from avatar_cascade.core.cache import atomic_save_tensors, atomic_write_text, load_tensors
 from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.locks import Lease, try_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,7 @@ MATERIALISE_WARN_BYTES = 256 * 2**20
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def chunk_name(window: int) -> str:
@@ -62,9 +55,10 @@ class BlueprintStore:
     holds; chunks tile ``[0, num_frames)`` in order.
     """
 
-    def __init__(self, folder: Path, meta: dict) -> None:
+    def __init__(self, folder: Path, meta: dict, lease: Lease | None = None) -> None:
         self.folder = Path(folder)
         self.meta = meta
+        self.lease = lease  # held while this store is written, so pruning by another run skips it
 
     @classmethod
     def open(
@@ -72,6 +66,7 @@ class BlueprintStore:
     ) -> BlueprintStore:
         """Open (resume) or create the store for ``key``; a store of another plan is started afresh."""
         folder = Path(folder)
+        lease = Lease(folder)
         meta = {
             "format": STORE_FORMAT,
             "key": key,
@@ -90,7 +85,7 @@ class BlueprintStore:
         elif old is not None:
             meta["complete"] = bool(old.get("complete"))
         _write_json_atomic(folder / INDEX, meta)
-        return cls(folder, meta)
+        return cls(folder, meta, lease)
 
     def load_chunk(self, window: int) -> dict[str, torch.Tensor] | None:
         """A finished chunk of this store (``frames`` and, except the last, ``tail``), or None."""
@@ -127,13 +122,21 @@ def read_index(folder: Path) -> dict | None:
 
 
 def prune_stores(root: Path, keep: int, current: Path) -> None:
-    """Delete all but the ``keep`` most recently written stores under ``root`` (never ``current``)."""
+    """Delete all but the ``keep`` most recently written stores under ``root`` (never ``current``, never
+    one a live run holds a lease on: a Blueprint or a store being written)."""
     stores = [p for p in Path(root).iterdir() if p.is_dir() and read_index(p) is not None]
     stores.sort(key=lambda p: (p / INDEX).stat().st_mtime, reverse=True)
     others = [p for p in stores if p.resolve() != Path(current).resolve()]
     for p in others[max(0, keep - 1) :]:
-        log.info("removing old blueprint store %s", p)
-        shutil.rmtree(p, ignore_errors=True)
+        fd = try_exclusive(p)
+        if fd is None:
+            log.info("keeping blueprint store %s: another run is using it", p)
+            continue
+        try:
+            log.info("removing old blueprint store %s", p)
+            shutil.rmtree(p, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 class FrameView:
@@ -178,8 +181,11 @@ class Blueprint:
     ``window_starts`` (first frame of every rendered window).
     """
 
-    def __init__(self, folder: Path, meta: dict | None = None, temporary: bool = False) -> None:
+    def __init__(
+        self, folder: Path, meta: dict | None = None, temporary: bool = False, lease: Lease | None = None
+    ) -> None:
         self.folder = Path(folder)
+        self._lease = lease if lease is not None else Lease(self.folder)  # pruning skips a store in use
         meta = meta if meta is not None else read_index(self.folder)
         if meta is None or not meta.get("complete"):
             raise InputError(
@@ -194,6 +200,10 @@ class Blueprint:
         self.reused = False  # set by the sampler when it returned a finished store instead of rendering
         if temporary:
             weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+
+    def release(self) -> None:
+        """End this view's lease on its store (pruning by a later run may then remove it)."""
+        self._lease.release()
 
     # -- description -----------------------------------------------------
     @property
@@ -257,7 +267,7 @@ class Blueprint:
                 "blueprint",
                 str(self.folder / spec["file"]),
                 "a blueprint chunk is missing or damaged (older blueprints are pruned from the work folder)",
-                "render it again: in ComfyUI change any Blueprint Sampler widget or clear the cache",
+                "run the Blueprint Sampler again: a damaged store is detected and its damaged windows re-rendered",
             )
         self._cached = (c, data["frames"])
         return data["frames"]

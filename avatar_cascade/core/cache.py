@@ -18,6 +18,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from avatar_cascade.core.locks import hold
+from avatar_cascade.core.paths import disk_error
+
 
 def content_key(parts: dict) -> str:
     """A short stable hash of ``parts``.
@@ -59,35 +62,55 @@ def content_key(parts: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
+    """Write a file atomically: a hidden temp file in the same folder (locked while written, so
+    :func:`~avatar_cascade.core.locks.sweep_stale` never takes a live one), then a rename. A write
+    error (full disk, read-only folder) is one :class:`InputError` naming the file; nothing is left."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise disk_error(exc, "work folder", path) from exc
+    hold(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file is a normal file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise disk_error(exc, "work folder", path) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename), see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically (temp file + fsync + rename)."""
     from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, fsync=True)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
@@ -102,9 +125,12 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def tensor_file_ok(path: Path, required: tuple[str, ...] = ()) -> bool:
+def tensor_file_ok(
+    path: Path, required: tuple[str, ...] = (), shapes: dict[str, tuple[int, ...]] | None = None
+) -> bool:
     """Cheap completeness check of a safetensors file: header parses, ``required`` tensors
-    are listed and the file is exactly as long as the header says (no data is read)."""
+    are listed, each tensor named in ``shapes`` has that shape (e.g. a clip's frame count) and the
+    file is exactly as long as the header says (no data is read)."""
     import struct
 
     try:
@@ -117,7 +143,11 @@ def tensor_file_ok(path: Path, required: tuple[str, ...] = ()) -> bool:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return False
-    return all(k in header for k in required) and size == 8 + n + max(ends, default=0)
+    try:
+        shaped = all(tuple(header[k]["shape"]) == tuple(v) for k, v in (shapes or {}).items())
+    except (KeyError, TypeError):
+        return False
+    return shaped and all(k in header for k in required) and size == 8 + n + max(ends, default=0)
 
 
 class CacheIdentified(Protocol):

@@ -80,12 +80,30 @@ class AudioTrack:
             raise InputError(
                 input_name, tuple(wav.shape), "expected waveform [1, C, T] with T > 0", "connect a non-empty AUDIO"
             )
-        wav = wav.detach().cpu().float().contiguous()
+        wav = _integer_to_float(wav.detach().cpu(), input_name).float().contiguous()
         if not torch.isfinite(wav).all():
             raise InputError(
                 input_name, "waveform with NaN/inf", "contains NaN or infinite samples", "fix or re-export the audio"
             )
+        peak = float(wav.abs().max())
+        if peak > 1.0:  # like load_audio: scaled down, never clipped (and never fed to the aligner at 1e30)
+            log.warning("%s: peak %.3g above full scale, scaling down to 1.0", input_name, peak)
+            wav = wav / peak
         return cls(wav, int(d["sample_rate"]))
+
+
+def _integer_to_float(wav: torch.Tensor, input_name: str) -> torch.Tensor:
+    """Integer PCM samples (an int16 / int32 / uint8 AUDIO tensor) scaled to -1..1; float passes through."""
+    if wav.is_floating_point():
+        return wav
+    if wav.dtype == torch.uint8:
+        log.info("%s: 8-bit unsigned samples scaled to -1..1", input_name)
+        return (wav.float() - 128.0) / 128.0
+    if wav.dtype in (torch.int16, torch.int32, torch.int64):
+        bits = {torch.int16: 15, torch.int32: 31, torch.int64: 31}[wav.dtype]
+        log.info("%s: %s samples scaled to -1..1", input_name, str(wav.dtype).replace("torch.", ""))
+        return wav.double().div(float(2**bits)).float()
+    raise InputError(input_name, str(wav.dtype), "is not a sample type audio can have", "pass float32 samples in -1..1")
 
 
 def resample(waveform: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tensor:

@@ -35,6 +35,10 @@ def load_image(path: str | os.PathLike, input_name: str = "image") -> torch.Tens
         img = Image.open(p)
     except Image.DecompressionBombError as exc:
         raise InputError(input_name, str(path), "the image is far too large to decode safely", fix_size) from exc
+    except PermissionError as exc:
+        raise InputError(
+            input_name, str(path), "cannot be read (permission denied)", "make the file readable (chmod +r) or copy it"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(
             input_name, str(path), f"could not be read as an image ({exc})", "pick a PNG, JPEG or WebP image"
@@ -47,6 +51,8 @@ def load_image(path: str | os.PathLike, input_name: str = "image") -> torch.Tens
             img.load()
             img = ImageOps.exif_transpose(img) or img
             return _pil_to_tensor(img)
+        except InputError:
+            raise
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputError(
                 input_name, str(path), f"is damaged and could not be decoded ({exc})", "re-export the image"
@@ -59,7 +65,7 @@ def _pil_to_tensor(img: Any) -> torch.Tensor:
     mode = img.mode
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float greyscale
         arr = np.asarray(img, dtype=np.float32)
-        arr = arr / 65535.0 if mode != "F" else arr
+        arr = arr / 65535.0 if mode != "F" else _float_scale(arr)
         grey = np.clip(arr, 0.0, 1.0)
         return torch.from_numpy(np.repeat(grey[..., None], 3, axis=2).copy())
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
@@ -69,6 +75,19 @@ def _pil_to_tensor(img: Any) -> torch.Tensor:
         img = Image.alpha_composite(white, rgba)
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(rgb.copy())
+
+
+def _float_scale(arr: np.ndarray) -> np.ndarray:
+    """A 32-bit float image on its own scale: 0..1 as is; a peak above 1 means 0..255 (up to 255) or 0..65535
+    (scientific / HDR exports), instead of clipping it all to white."""
+    if not np.isfinite(arr).all():
+        raise InputError("image", "float image with NaN/inf", "contains NaN or infinite pixels", "re-export the image")
+    peak = float(arr.max(initial=0.0))
+    if peak <= 1.0:
+        return arr
+    scale = 255.0 if peak <= 255.0 else 65535.0
+    log.info("float image with values up to %.1f: read as 0..%d", peak, int(scale))
+    return arr / scale
 
 
 def check_image_tensor(image: torch.Tensor, input_name: str = "image") -> torch.Tensor:

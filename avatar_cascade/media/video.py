@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from avatar_cascade.core.errors import InputError
+from avatar_cascade.core.locks import hold, sweep_stale
 from avatar_cascade.media.audio import AudioTrack, decode_audio, resample
 from avatar_cascade.media.files import check_file
 
@@ -82,9 +83,10 @@ class VideoWriter:
         import av
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.path.parent, (f".{self.path.name}.*.partial",))  # left by killed writers
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
-        os.close(fd)
-        self._tmp = Path(tmp)
+        hold(fd)  # locked while written: a sweep by another writer leaves it alone
+        self._tmp, self._tmp_fd = Path(tmp), fd
         try:
             if self.audio is not None:
                 self._prepare_audio()
@@ -207,6 +209,7 @@ class VideoWriter:
             os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished video is a normal file
             os.replace(self._tmp, self.path)
             self._tmp = None
+            self._release_tmp()
         except OSError as exc:
             self.abort()
             self._raise_disk_full(exc)
@@ -237,6 +240,12 @@ class VideoWriter:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
+        self._release_tmp()
+
+    def _release_tmp(self) -> None:
+        if getattr(self, "_tmp_fd", None) is not None:
+            os.close(self._tmp_fd)
+            self._tmp_fd = None
 
 
 def probe_media(path: str | os.PathLike) -> dict:

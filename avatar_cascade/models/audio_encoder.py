@@ -29,6 +29,7 @@ from avatar_cascade.models.files import (
     strict_load,
     strip_prefix,
 )
+from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,10 @@ def _load_folder(folder: Path, input_name: str, dtype: torch.dtype | None) -> Au
 
     if not (folder / "config.json").is_file():
         raise ModelFileError(input_name, folder, "this folder has no config.json", "pick a Hugging Face model folder")
+    check_hf_folder(folder, input_name)
     try:
         model = Wav2Vec2Model.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True, dtype=dtype or "auto"
+            folder, **SAFE_LOAD, use_safetensors=True, dtype=dtype or "auto"
         )
     except (OSError, ValueError) as err:
         raise ModelFileError(

@@ -78,7 +78,9 @@ def resolve_model_path(folder_roots: Iterable[str | Path], name: str, input_name
     Absolute paths and ``..`` components are refused, so a name can only point
     inside a model folder. A symlink the artist placed in a model folder is
     followed (ComfyUI does the same; models often live on another disk). A
-    missing name lists what the folder does hold.
+    missing name lists what the folder does hold. The name is returned as it sits in the folder (not the
+    link's target): a Hugging Face cache link ``x.safetensors -> blobs/<hash>`` keeps its extension, and the
+    loaders check the target's contents (a safetensors header, never a pickle).
     """
     roots = [Path(r).expanduser().resolve() for r in folder_roots]
     folder = roots[0].name if roots else "<folder>"
@@ -94,7 +96,7 @@ def resolve_model_path(folder_roots: Iterable[str | Path], name: str, input_name
         candidate = root / name
         if not candidate.exists():
             continue
-        return candidate.resolve()
+        return candidate
     present: list[str] = []
     for root in roots:
         if root.is_dir():

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from avatar_cascade.core.errors import InputError, ModelFileError
+from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,26 @@ class MLLM:
             return 0.0
         return float(getattr(fe, "n_samples", 30 * fe.sampling_rate)) / float(fe.sampling_rate)
 
+    @property
+    def context_tokens(self) -> int:
+        """Longest prompt + reply the model takes (tokens): the text model's ``max_position_embeddings``
+        (capped by the tokenizer's ``model_max_length`` when that is smaller)."""
+        cfg = self.model.config
+        text_cfg = getattr(cfg, "text_config", None) or cfg
+        limit = int(
+            getattr(text_cfg, "max_position_embeddings", 0) or getattr(cfg, "max_position_embeddings", 0) or 32768
+        )
+        tok_max = getattr(getattr(self.processor, "tokenizer", None), "model_max_length", None)
+        return min(limit, int(tok_max)) if isinstance(tok_max, int) and 0 < tok_max < 10**7 else limit
+
+    def fit_text(self, text: str, max_tokens: int) -> tuple[str, int]:
+        """``text`` cut to its first ``max_tokens`` tokens, and its token count before the cut."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return text, len(ids)
+        return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), len(ids)
+
     def _greedy(self, max_new_tokens: int) -> Any:
         """The model's generation config made greedy (sampling knobs cleared, so no warnings)."""
         gen = copy.deepcopy(self.model.generation_config)
@@ -178,6 +199,12 @@ class MLLM:
         }
         ids = inputs["input_ids"]
         n_in = int(ids.shape[1])
+        if n_in + max_new_tokens > self.context_tokens:
+            log.warning(
+                "mllm %s: the prompt is %d tokens + %d to write, beyond the model's %d-token context: the reply "
+                "may be cut or unusable (shorten the instruction, or lower the shots per pass)",
+                self.identity, n_in, max_new_tokens, self.context_tokens,
+            )  # fmt: skip
         audio_id = getattr(self.processor, "audio_token_id", None) if audio else None
         n_audio = int((ids == audio_id).sum()) if audio_id is not None else 0
         t0 = time.perf_counter()
@@ -239,6 +266,20 @@ def detect_family(config: dict) -> str | None:
     return None
 
 
+def _check_chat_template(processor, folder: Path, input_name: str) -> None:
+    """The Director talks to the model through its chat template: a folder without one is refused here,
+    not with a ValueError from inside transformers at the first reply."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None):
+        return
+    raise ModelFileError(
+        input_name,
+        folder,
+        "has no chat template (chat_template.jinja, chat_template.json or 'chat_template' in tokenizer_config.json)",
+        "download the whole Hugging Face folder of an instruct / chat release (it ships the chat template)",
+    )
+
+
 def _identity(folder: Path, family: str, weights: list[Path]) -> str:
     h = hashlib.sha256((folder / "config.json").read_bytes())
     for w in weights:
@@ -266,6 +307,7 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
 
     folder = Path(folder)
     config = _read_config(folder, input_name)
+    check_hf_folder(folder, input_name)  # before any transformers call: no code from the folder, no prompt
     model_type = detect_family(config)
     if model_type is None:
         raise ModelFileError(
@@ -297,16 +339,16 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
         from avatar_cascade.core.runtime import default_device, default_dtype
 
         dtype = default_dtype(default_device())
-    kwargs: dict = {"local_files_only": True, "use_safetensors": True, "dtype": dtype}
+    kwargs: dict = {**SAFE_LOAD, "use_safetensors": True, "dtype": dtype}
     from safetensors import SafetensorError
 
     try:
         if model_type == "qwen2_5_omni":  # full Omni folder: build the thinker alone from its sub-config
-            full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True)
+            full = transformers.Qwen2_5OmniConfig.from_pretrained(folder, **SAFE_LOAD)
             kwargs["config"] = full.thinker_config
             kwargs["key_mapping"] = {r"^thinker\.": ""}
         model = cls.from_pretrained(folder, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = transformers.AutoProcessor.from_pretrained(folder, **SAFE_LOAD)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise ModelFileError(
             input_name,
@@ -314,6 +356,7 @@ def load_mllm(folder: Path, input_name: str = "mllm_name", dtype: torch.dtype | 
             f"could not be loaded as {class_name}: {exc}",
             "check that the folder is complete (weights, tokenizer, processor files) and not corrupted",
         ) from exc
+    _check_chat_template(processor, folder, input_name)
     model.eval()
     identity = _identity(folder, family, weights)
     log.info("loaded MLLM %s (%s, %s)", identity, class_name, dtype)

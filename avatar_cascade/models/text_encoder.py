@@ -32,6 +32,7 @@ from avatar_cascade.models.files import (
     strict_load,
     strip_prefix,
 )
+from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def tokenizer_from_spiece(spiece: bytes) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="avatar_cascade_spiece_") as tmp:
         (Path(tmp) / "spiece.model").write_bytes(spiece)
-        return T5Tokenizer.from_pretrained(tmp, extra_ids=0, local_files_only=True)
+        return T5Tokenizer.from_pretrained(tmp, extra_ids=0, **SAFE_LOAD)
 
 
 def _load_single_file(path: Path, input_name: str, dtype: torch.dtype | None) -> TextEncoder:
@@ -176,6 +177,7 @@ def _load_folder(folder: Path, input_name: str, dtype: torch.dtype | None) -> Te
 
     if not (folder / "config.json").is_file():
         raise ModelFileError(input_name, folder, "this folder has no config.json", "pick a Hugging Face model folder")
+    check_hf_folder(folder, input_name)
     tok_dir = next(
         (
             d
@@ -191,11 +193,12 @@ def _load_folder(folder: Path, input_name: str, dtype: torch.dtype | None) -> Te
             "no tokenizer files (spiece.model / tokenizer.json) found",
             "put the tokenizer files in the folder or in a 'tokenizer' folder beside it",
         )
+    check_hf_folder(tok_dir, input_name)  # a 'tokenizer' folder beside the model is read too
     try:
         model = UMT5EncoderModel.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True, dtype=dtype or "auto"
+            folder, **SAFE_LOAD, use_safetensors=True, dtype=dtype or "auto"
         )
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, **SAFE_LOAD)
     except (OSError, ValueError) as err:
         raise ModelFileError(
             input_name,

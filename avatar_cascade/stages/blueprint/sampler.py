@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 from avatar_cascade.artefacts.aligned_audio import AlignedAudio
-from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores, read_index
+from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores
+from avatar_cascade.artefacts.blueprint_reuse import reuse_store
 from avatar_cascade.artefacts.timeline import parse_fps
 from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
@@ -197,13 +198,7 @@ def _store_folder(work_dir: Path | None, key: str):
         return None, Path(tempfile.mkdtemp(prefix="avatar_cascade_blueprint_")), None
     root = Path(work_dir) / "blueprint"
     folder = root / key
-    meta = read_index(folder)
-    if meta is not None and meta.get("complete") and meta.get("key") == key:
-        log.info("blueprint: reusing %s (%d frames)", folder, meta["num_frames"])
-        reused = Blueprint(folder, meta)
-        reused.reused = True
-        return root, folder, reused
-    return root, folder, None
+    return root, folder, reuse_store(folder, key)  # validated (leased): a damaged window is rendered again
 
 
 def _batch_size(settings: BlueprintSettings, runtime: Runtime, dit, n: int, length: int, h: int, w: int) -> int:

@@ -26,14 +26,18 @@ from avatar_cascade.artefacts.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
+# Every time token starts at the start of a number ((?<![\d.:]) - no match attempt inside a run of digits),
+# so a prompt holding a long run of digits costs linear time, not quadratic.
+_START = r"(?<![\d.:])"
 _CLOCK = r"\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?"
 _UNIT = r"\s*(?:seconds?|secs?|s)\b"
-_TOKEN = rf"{_CLOCK}|\d+(?:\.\d+)?(?:{_UNIT})?"
+_TOKEN = rf"{_START}(?:{_CLOCK}|\d+(?:\.\d+)?(?:{_UNIT})?)"
 _RANGE = re.compile(
     rf"(?:\b(?:during|from|between|at)\s+)?({_TOKEN})\s*(?:-|\u2013|\bto\b|\band\b|\buntil\b)\s*({_TOKEN})", re.I
 )
-_POINT = re.compile(rf"(?:\bat\b|@|\baround\b)\s*({_CLOCK}|\d+(?:\.\d+)?{_UNIT})", re.I)
+_POINT = re.compile(rf"(?:\bat\b|@|\baround\b)\s*{_START}({_CLOCK}|\d+(?:\.\d+)?{_UNIT})", re.I)
 _TIMELIKE = re.compile(rf"^(?:{_CLOCK}|\d+(?:\.\d+)?{_UNIT})$", re.I)
+_JOIN = re.compile(r"\b(?:and then|and|then)\b", re.I)
 _CLAUSE = re.compile(r"[;,\n]|\.(?!\d)|\b(?:and then|then|and)\b(?=\s+(?:at|during|from|between)\b)", re.I)
 _EXPRESSION_WORDS = {
     "smil": "happy",
@@ -73,7 +77,38 @@ def _seconds(t: str) -> float:
 
 
 def _clauses(instruction: str) -> list[str]:
-    return [c.strip() for c in _CLAUSE.split(instruction) if c and c.strip()]
+    out = []
+    for c in _CLAUSE.split(instruction):
+        if c and c.strip():
+            out += [part.strip() for part in _split_cues(c) if part.strip()]
+    return out
+
+
+def _time_spans(clause: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every time in ``clause`` (time-like ranges, then points outside them), in order."""
+    spans = [m.span() for m in _RANGE.finditer(clause) if _TIMELIKE.match(m.group(1)) or _TIMELIKE.match(m.group(2))]
+    for m in _POINT.finditer(clause):
+        if not any(a <= m.start() < b for a, b in spans):
+            spans.append(m.span())
+    return sorted(spans)
+
+
+def _split_cues(clause: str) -> list[str]:
+    """Split "wave at 2s and nod at 0:03.5" into one clause per time: at the last "and" / "then" between
+    two consecutive times (the "and" of "between 10 and 20 seconds" lies inside its time). Linear time."""
+    spans = _time_spans(clause)
+    cuts = []
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        joins = list(_JOIN.finditer(clause, end, start))
+        if joins:
+            cuts.append(joins[-1].span())
+    if not cuts:
+        return [clause]
+    parts, pos = [], 0
+    for a, b in cuts:
+        parts.append(clause[pos:a])
+        pos = b
+    return [*parts, clause[pos:]]
 
 
 def find_time(clause: str) -> tuple[float, float | None, re.Match] | None:
@@ -128,6 +163,7 @@ def apply_artist_instructions(storyline: Storyline, instruction: str, timeline: 
                 f"'{ti.text}' at {format_time(ti.start_s)} is after the end of the audio "
                 f"({format_time(timeline.duration_s)}): ignored"
             )
+            log.warning("director: %s", warnings[-1])  # on the console too, not only in storyline.json
             continue
         first, last = _owning_clip(timeline, f0), _owning_clip(timeline, min(f1, timeline.num_frames - 1))
         hits = [k for k in _EXPRESSION_WORDS if k in ti.text.lower()]

@@ -251,14 +251,39 @@ def direct(
         story = rules
     else:
         hearing = _Hearing(mllm, waveform, sample_rate, timeline, float(settings.audio_seconds))
+        told, cut = fit_instruction(mllm, instruction, settings)
         with runtime.use_models(*mllm.modules()):
             story = _plan_with_model(
-                mllm, pil, summary, hearing, instruction, timeline, runtime, rules, settings.seed,
+                mllm, pil, summary, hearing, told, timeline, runtime, rules, settings.seed,
                 settings.shots_per_batch, settings.max_new_tokens, settings.tokens_per_shot,
             )  # fmt: skip
-        for line in story.warnings:
-            runtime.warn("director", line)
-    return apply_artist_instructions(story, instruction, timeline)
+        story = replace(story, warnings=[*cut, *story.warnings])
+    story = apply_artist_instructions(story, instruction, timeline)
+    for line in story.warnings:  # shown to the artist (the node, the CLI), not only in storyline.json
+        runtime.warn("director", line)
+    return story
+
+
+PROMPT_RESERVE_TOKENS = 2048  # the templates, the image's and the audio's tokens, with room to spare
+
+
+def fit_instruction(mllm: MLLM, instruction: str, settings: DirectorSettings) -> tuple[str, list[str]]:
+    """The instruction as the model reads it: cut to what its context leaves after the reply and the
+    prompt's other parts, with a warning (logged, and returned for the storyline) when cut. Timed cues are
+    still read from the whole instruction."""
+    if not hasattr(mllm, "fit_text"):  # a stand-in without a tokenizer (scripted replies)
+        return instruction, []
+    reply = max(settings.max_new_tokens, settings.tokens_per_shot * settings.shots_per_batch)
+    budget = max(256, mllm.context_tokens - reply - PROMPT_RESERVE_TOKENS)
+    told, n = mllm.fit_text(instruction, budget)
+    if told == instruction:
+        return instruction, []
+    warning = (
+        f"the instruction is {n} tokens; the MLLM's {mllm.context_tokens}-token context leaves {budget} for it: "
+        f"the model read its first {budget} tokens (timed cues are still applied from the whole text)"
+    )
+    log.warning("director: %s", warning)
+    return told, [warning]
 
 
 class _Hearing:

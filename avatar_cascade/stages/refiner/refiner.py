@@ -234,7 +234,7 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
         path = cache_dir / f"clip_{c.index:05d}_{key}.safetensors"
         rec = ClipRecord(c.index, path, n, key, seed=seed, seed_offset=offset, keyframe_offsets=kf_offsets)
         records.append(rec)
-        if tensor_file_ok(path, ("frames",)):
+        if tensor_file_ok(path, ("frames",), {"frames": (n, h, w, 3)}):  # a clip of the wrong length is redone
             rec.cached = True
         else:
             todo.append(_Job(rec, prompt, negative, audio))

@@ -43,6 +43,7 @@ from avatar_cascade.artefacts.timeline import Timeline, frames_for_samples
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, VideoWriter, resample
+from avatar_cascade.media.output import container_codecs
 from avatar_cascade.stages.stitcher.settings import CODECS, PIX_FMTS, StitcherSettings
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,8 @@ def stitch_clips(
     """
     settings.check()
     out_path = Path(out_path)
-    encoder = resolve_codec(settings.codec, settings.pix_fmt)
+    video_codec, audio_codec = container_codecs(out_path, settings.codec)  # .webm: VP9 + Opus
+    encoder = resolve_codec(video_codec, settings.pix_fmt)
     track = match_audio_to_timeline(audio, timeline)
     spans = clip_spans(timeline)
     n_clips = len(spans)
@@ -279,7 +281,6 @@ def stitch_clips(
     sink = _Sink(timeline.num_frames, double, total, 0 < total <= collect_frames)
 
     def open_writer(size: tuple[int, int]) -> VideoWriter:
-        audio_codec = "libopus" if out_path.suffix.lower() == ".webm" else "aac"
         crf, pix_fmt = settings.crf, settings.pix_fmt
         writer = _EncoderWriter(
             out_path, fps, size[1], size[0], encoder, crf, pix_fmt, track, audio_codec, metadata, preset=settings.preset
