@@ -31,7 +31,9 @@ def _blueprint_case(wan_models):
     aligned = aligned_tone(3.0, 16, 17)
     story = rule_based_storyline("a calm talk", aligned.timeline, [-20.0, -20.0, -20.0])
     reference = torch.rand(48, 40, 3, generator=torch.Generator().manual_seed(5))
-    settings = BlueprintSettings(width=32, height=32, fps=4, window_frames=9, lead_frames=4, sampler=FAST)
+    # batch 1: a window re-rendered alone then gives the same bits as in the first run (batched matmuls may
+    # differ in the last bits between batch sizes)
+    settings = BlueprintSettings(width=32, height=32, fps=4, window_frames=9, lead_frames=4, batch_size=1, sampler=FAST)
     return lambda work: render_blueprint(wan_models, reference, aligned, story, settings, quiet(), work_dir=work)
 
 
