@@ -59,6 +59,24 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+class ReplicaHost:
+    """How the host program accounts for model replicas placed on extra devices (one per local GPU).
+
+    The default does nothing (plain torch). Inside ComfyUI the bridge's host frees room on the
+    device first (ComfyUI unloads its idle models there) and lists the replicas among ComfyUI's
+    loaded models while they live, so its free-memory figures count them.
+    """
+
+    def reserve(self, device: torch.device, nbytes: int) -> None:
+        """Make room for ``nbytes`` of weights on ``device`` before they are copied there."""
+
+    def adopt(self, modules: list[torch.nn.Module], device: torch.device) -> None:
+        """Count ``modules`` (already on ``device``) as loaded there."""
+
+    def release(self, modules: list[torch.nn.Module]) -> None:
+        """Forget ``modules`` (they are about to be dropped)."""
+
+
 @dataclass
 class Runtime:
     """Where and how stages run.
@@ -73,6 +91,7 @@ class Runtime:
         preview: ``(kind, payload)`` callback for previews of finished artefacts.
         model_loader: ``(modules) -> context manager`` that places modules on
             ``device`` for the duration of a block and offloads them after.
+        replicas: how replicas on other devices are accounted (:class:`ReplicaHost`); None = not at all.
     """
 
     device: torch.device = field(default_factory=default_device)
@@ -83,6 +102,7 @@ class Runtime:
     interrupt_check: Callable[[], None] | None = None
     preview: Callable[[str, Any], None] | None = None
     model_loader: Callable[[list[torch.nn.Module]], contextlib.AbstractContextManager] | None = None
+    replicas: ReplicaHost | None = None
 
     def __post_init__(self) -> None:
         if self.dtype is None:

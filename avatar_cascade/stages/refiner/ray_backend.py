@@ -1,0 +1,385 @@
+"""Refiner clips on a Ray cluster: actors that keep the models resident, this process keeps the cache.
+
+``backend="ray"`` sends the refiner's batches (the same batches, as
+:class:`~avatar_cascade.sampling.conditioning.ClipRequest` lists: keyframes, prompt embeddings,
+seed, audio window) to Ray actors. Each actor (:class:`ClipActor`, one GPU or one CPU) loads the
+DiT (+ LoRAs, audio adapter), VAE and CLIP vision **by file** from a
+:class:`~avatar_cascade.models.recipe.ModelRecipe` (same files, checked by identity; a path map or
+the worker's own models folder when paths differ), keeps them resident across batches and across
+runs of this process, and renders each batch with the local worker's code (``render_resilient``:
+out-of-memory halves its batch). The text encoder stays here: prompts are encoded once on the
+driver and travel as embeddings.
+
+Finished clips come back to this process, which writes each one atomically into the clip cache
+(the meeting point: a re-run reuses every finished clip, whichever worker made it), updates the
+progress bar and emits the previews, as with local clips. An actor that dies (killed, its node
+lost, out of host memory) fails its batch with ``RayActorError``: the batch goes back to the queue
+and the next free actor renders it (Ray restarts the dead actor once, reloading the models). An
+interruption (ComfyUI's cancel, Ctrl-C) asks every busy actor to stop after its current step,
+keeps the clips that finished meanwhile and re-raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from avatar_cascade.core.errors import AvatarCascadeError, InputError, Interrupted, ModelFileError
+from avatar_cascade.core.runtime import Runtime, default_dtype
+from avatar_cascade.models.handle import modules_of
+from avatar_cascade.models.recipe import ModelRecipe, parse_path_map
+from avatar_cascade.stages.refiner.settings import RefinerSettings
+from avatar_cascade.stages.refiner.workers import Worker, render_resilient
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 1  # Ray restarts a dead actor this many times (its batch is retried on any free actor)
+POLL_S = 0.25  # how often the driver checks for interruption while clips render
+STOP_WAIT_S = 60.0  # after an interruption: how long to wait for busy actors to stop
+READY_TIMEOUT_S = 900.0  # no actor has loaded its models after this long: give up (cluster too small?)
+_FIX_INSTALL = "pip install 'avatar-cascade[ray]' (or pip install ray) here and on every node of the cluster"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError("backend", "ray", "Ray is not installed", _FIX_INSTALL) from None
+    return ray
+
+
+def connect(address: str):
+    """The ``ray`` module, connected to the cluster at ``address`` (a connection made earlier by this
+    process, e.g. ``ray.init`` with a runtime_env of its own, is kept)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        ray.init(address=address or "auto", configure_logging=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(
+            "ray_address",
+            address,
+            f"cannot connect to a Ray cluster there ({exc})",
+            "start the head with `ray start --head --port 6379` and give its address (head-ip:6379), or 'auto' "
+            "on a node of the cluster",
+        ) from None
+    return ray
+
+
+# ----------------------------------------------------------------------------- the actor (runs on a worker)
+
+
+def _as_data(exc: AvatarCascadeError) -> dict:
+    """A pack error as plain data (its constructor is not pickle's: rebuilt by :func:`_raise_error`)."""
+    fields = {k: getattr(exc, k, None) for k in ("input_name", "value", "path", "problem", "fix")}
+    return {"type": type(exc).__name__, "message": str(exc), **{k: v for k, v in fields.items() if v is not None}}
+
+
+class ClipActor:
+    """One Ray worker: the models resident on its device, and the refiner's batch renderer.
+
+    Runs as a threaded actor (``max_concurrency=2``) so :meth:`stop` is heard while
+    :meth:`render` runs. Errors of this pack (a model file missing on this node, a clip that does
+    not fit in memory) come back as data, named with this worker.
+    """
+
+    def __init__(self, recipe: ModelRecipe, path_map, dtype: str, driver_device_type: str, limit: int) -> None:
+        import ray
+
+        self.device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+        self.name = f"{socket.gethostname()}:{os.getpid()}/{self.device}"
+        self._stopped: set[str] = set()
+        self._run = ""
+        self.error: dict | None = None
+        self.worker: Worker | None = None
+        want = getattr(torch, dtype)
+        compute = want if self.device.type == driver_device_type else default_dtype(self.device)
+        try:
+            handles = recipe.load(path_map, self.device)
+        except AvatarCascadeError as exc:
+            self.error = _as_data(exc)
+            return
+        for m in modules_of(*handles):  # resident: placed once, never offloaded between batches
+            m.to(self.device)
+        rt = Runtime(
+            device=self.device,
+            dtype=compute,
+            offload_device=self.device,
+            show_progress=False,
+            interrupt_check=self._check,
+        )
+        from avatar_cascade.models.dit_runtime import prepare_dit
+
+        prepare_dit(handles[0], self.device)
+        self.worker = Worker(rt, handles, limit)
+
+    def _check(self) -> None:
+        if self._run in self._stopped:
+            raise Interrupted("stopped by the driver")
+
+    def ready(self) -> dict:
+        return {"name": self.name, "pid": os.getpid(), "error": self.error}
+
+    def stop(self, run_id: str) -> None:
+        self._stopped.add(run_id)
+
+    def render(self, run_id: str, reqs: list, settings: RefinerSettings, height: int, width: int, desc: str) -> dict:
+        """``{"frames": [B, T, H, W, 3] uint8, "worker": name}`` or ``{"error": ...}``."""
+        from avatar_cascade.stages.refiner.refiner import render_requests
+
+        if self.worker is None:
+            return {"error": self.error, "worker": self.name}
+        self._run = run_id
+        rows: list[torch.Tensor] = []
+        try:
+            render_resilient(
+                list(reqs),
+                self.worker,
+                lambda items, w: render_requests(items, w, settings, height, width, desc),
+                lambda items, out: rows.extend(out),
+            )
+        except Interrupted:
+            return {"interrupted": True, "worker": self.name}
+        except AvatarCascadeError as exc:
+            return {"error": _as_data(exc), "worker": self.name}
+        return {"frames": torch.stack(rows), "worker": self.name}
+
+
+# ----------------------------------------------------------------------------- the pool (driver side)
+
+
+@dataclass
+class _Actor:
+    handle: object
+    name: str = ""
+    ready: bool = False
+
+
+@dataclass
+class _Pool:
+    key: tuple
+    actors: list[_Actor] = field(default_factory=list)
+
+
+_POOL: _Pool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _worker_count(ray, requested: int) -> tuple[int, float]:
+    """``(actors, GPUs per actor)`` for the cluster."""
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if requested:
+        return requested, 1.0 if gpus >= 1 else 0.0
+    if gpus >= 1:
+        return int(gpus), 1.0
+    return max(1, sum(1 for n in ray.nodes() if n.get("Alive"))), 0.0
+
+
+def pool(ray, recipe: ModelRecipe, settings: RefinerSettings, runtime: Runtime, limit: int) -> _Pool:
+    """The actors for ``recipe`` (made once per recipe and cluster connection, kept for later runs)."""
+    global _POOL
+    path_map = parse_path_map(settings.ray_path_map)
+    n, gpus = _worker_count(ray, settings.ray_workers)
+    dtype = str(runtime.dtype).removeprefix("torch.")
+    key = (ray.get_runtime_context().get_job_id(), recipe, path_map, n, gpus, dtype, runtime.device.type)
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL.key == key:
+            return _POOL
+        release_pool()
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RESTARTS, max_concurrency=2)(ClipActor)
+        actors = [_Actor(remote.remote(recipe, path_map, dtype, runtime.device.type, limit)) for _ in range(n)]
+        log.info("refiner: starting %d Ray workers (%s GPU each) for %s", n, gpus, recipe.dit.path)
+        _POOL = _Pool(key, actors)
+        return _POOL
+
+
+def release_pool() -> None:
+    """End the pooled actors (their models leave the workers' memory)."""
+    global _POOL
+    if _POOL is None:
+        return
+    ray = import_ray()
+    for a in _POOL.actors:
+        try:
+            ray.kill(a.handle, no_restart=True)
+        except Exception:  # an actor of a connection that is gone
+            log.debug("could not kill Ray actor %s", a.name, exc_info=True)
+    _POOL = None
+
+
+def _raise_error(data: dict, worker: str) -> None:
+    where = f" (on Ray worker {worker})"
+    if data.get("type") == "ModelFileError":
+        raise ModelFileError(
+            data.get("input_name", "ray worker"), data.get("path"), data["problem"] + where, data["fix"]
+        )
+    if "input_name" in data and "problem" in data:
+        raise InputError(data["input_name"], data.get("value"), data["problem"] + where, data["fix"])
+    raise AvatarCascadeError(data.get("message", "a Ray worker failed") + where)
+
+
+def compact(req):
+    """``req`` with every tensor copied into its own storage: a view (one keyframe of all of them, one
+    prompt of a batch of embeddings) would otherwise carry its whole base tensor to the worker."""
+    changes = {}
+    for f in dataclasses.fields(req):
+        v = getattr(req, f.name)
+        if isinstance(v, torch.Tensor):
+            changes[f.name] = v.clone()
+        elif isinstance(v, dict) and any(isinstance(t, torch.Tensor) for t in v.values()):
+            changes[f.name] = {k: t.clone() if isinstance(t, torch.Tensor) else t for k, t in v.items()}
+    return dataclasses.replace(req, **changes)
+
+
+# ----------------------------------------------------------------------------- dispatch (driver side)
+
+
+def run_on_ray(
+    batches: list[list],
+    to_requests: Callable[[list], list],
+    finish: Callable[[list, torch.Tensor, str], None],
+    handles: tuple,
+    settings: RefinerSettings,
+    runtime: Runtime,
+    limit: int,
+    size: tuple[int, int],
+) -> None:
+    """Render ``batches`` (lists of the refiner's jobs) on the Ray cluster of ``settings.ray_address``.
+
+    ``handles``: ``(dit, vae, image_encoder)`` as loaded here (the workers load the same files);
+    ``to_requests(batch)`` makes a batch's ``ClipRequest`` s; ``finish(batch, frames, worker)`` runs
+    here for every finished batch; ``limit``: clips per forward pass; ``size``: (height, width).
+    Raises what ``runtime.check_interrupt`` raises, after the busy actors stopped (clips finished
+    meanwhile are finished first).
+    """
+    ray = connect(settings.ray_address)
+    recipe = ModelRecipe.of(*handles)
+    spec = (settings, *size)
+    _Dispatch(ray, pool(ray, recipe, settings, runtime, limit), to_requests, finish, runtime, spec).run(batches)
+
+
+class _Dispatch:
+    """One run's queue: a batch per free actor, retried elsewhere when its actor dies."""
+
+    def __init__(self, ray, pool_: _Pool, to_requests, finish, runtime: Runtime, spec: tuple) -> None:
+        self.ray, self.pool, self.to_requests, self.finish, self.runtime = ray, pool_, to_requests, finish, runtime
+        self.spec = spec
+        self.run_id = uuid.uuid4().hex
+        self.idle: deque[_Actor] = deque(a for a in pool_.actors if a.ready)
+        self.loading = {a.handle.ready.remote(): a for a in pool_.actors if not a.ready}
+        self.busy: dict = {}  # object ref -> (actor, batch)
+        self.deaths: Counter = Counter()
+        self.started = time.monotonic()
+
+    def run(self, batches: list[list]) -> None:
+        pending = deque(batches)
+        try:
+            while pending or self.busy:
+                while pending and self.idle:
+                    self._submit(self.idle.popleft(), pending.popleft())
+                if not self.busy and not self.loading:
+                    raise AvatarCascadeError(
+                        f"every Ray worker died; {sum(map(len, pending))} clips were not rendered (finished clips "
+                        "are in the clip cache). Check the workers' logs and memory (`ray status`), then run again"
+                    )
+                refs = list(self.busy) + list(self.loading)
+                ready, _ = self.ray.wait(refs, num_returns=1, timeout=POLL_S)
+                self.runtime.check_interrupt()
+                for ref in ready:
+                    if ref in self.loading:
+                        self._loaded(ref)
+                    else:
+                        self._returned(ref, pending)
+                self._check_timeout()
+        except BaseException:
+            self._stop()
+            raise
+
+    def _submit(self, actor: _Actor, batch: list) -> None:
+        reqs = [compact(r) for r in self.to_requests(batch)]
+        desc = "clips " + ",".join(str(j.rec.index) for j in batch)
+        ref = actor.handle.render.remote(self.run_id, reqs, *self.spec, desc)
+        self.busy[ref] = (actor, batch)
+
+    def _loaded(self, ref) -> None:
+        actor = self.loading.pop(ref)
+        try:
+            info = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            log.warning("refiner: a Ray worker died while loading the models (%s)", exc)
+            self.pool.actors.remove(actor)
+            return
+        actor.name = info["name"]
+        if info["error"] is not None:
+            _raise_error(info["error"], actor.name)
+        actor.ready = True
+        log.info("refiner: Ray worker %s has the models loaded", actor.name)
+        self.idle.append(actor)
+
+    def _returned(self, ref, pending: deque) -> None:
+        actor, batch = self.busy.pop(ref)
+        try:
+            out = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            self.deaths[id(actor)] += 1
+            log.warning(
+                "refiner: Ray worker %s died while rendering clips %s (%s); they go to another worker",
+                actor.name,
+                [j.rec.index for j in batch],
+                type(exc).__name__,
+            )
+            pending.appendleft(batch)
+            if self.deaths[id(actor)] <= MAX_RESTARTS:
+                self.idle.append(actor)  # Ray restarts it (models reloaded); calls wait for the restart
+            elif actor in self.pool.actors:
+                self.pool.actors.remove(actor)
+            return
+        except self.ray.exceptions.RayTaskError as exc:
+            raise AvatarCascadeError(f"Ray worker {actor.name} failed on clips {_indices(batch)}: {exc}") from exc
+        if "error" in out:
+            _raise_error(out["error"], out["worker"])
+        if out.get("interrupted"):
+            raise Interrupted(f"Ray worker {out['worker']} was stopped")
+        self.finish(batch, out["frames"], out["worker"])
+        self.idle.append(actor)
+
+    def _check_timeout(self) -> None:
+        if self.loading and not self.busy and not self.idle and time.monotonic() - self.started > READY_TIMEOUT_S:
+            res = self.ray.cluster_resources()
+            raise AvatarCascadeError(
+                f"no Ray worker loaded the models within {READY_TIMEOUT_S:.0f} s (cluster resources: {res}); each "
+                "worker needs 1 CPU (+ 1 GPU on GPU clusters) and memory for the DiT + VAE: lower ray_workers or "
+                "add nodes"
+            )
+
+    def _stop(self) -> None:
+        """Ask busy actors to stop, and keep the clips they finished before hearing it."""
+        for actor, _ in self.busy.values():
+            actor.handle.stop.remote(self.run_id)
+        if not self.busy:
+            return
+        ready, _ = self.ray.wait(list(self.busy), num_returns=len(self.busy), timeout=STOP_WAIT_S)
+        for ref in ready:
+            actor, batch = self.busy.pop(ref)
+            try:
+                out = self.ray.get(ref)
+            except Exception:  # a dead actor or a failed batch: nothing to keep
+                continue
+            if "frames" in out:
+                self.finish(batch, out["frames"], out["worker"])
+        self.busy.clear()
+
+
+def _indices(batch: Sequence) -> list[int]:
+    return [j.rec.index for j in batch]
