@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from avatar_cascade.core.errors import Interrupted
-from avatar_cascade.models.handle import WanModels
 from avatar_cascade.sampling.settings import SamplerSettings
 from avatar_cascade.stages.refiner.refiner import refine_clips
 from avatar_cascade.stages.refiner.settings import RefinerSettings
@@ -69,9 +68,9 @@ def ray_settings(cluster, **kw) -> RefinerSettings:
     return dataclasses.replace(LOCAL, backend="ray", ray_address=cluster[0].address, ray_workers=2, **kw)
 
 
-def run(wan_models, cache: Path, settings: RefinerSettings, **kw):
+def run(wan_models, cache: Path, settings: RefinerSettings, runtime=None):
     kf, aligned, story = refiner_inputs(clips=CLIPS)
-    return refine_clips(wan_models, kf, aligned, story, settings, kw.pop("runtime", None) or cpu_runtime(), cache_dir=cache)
+    return refine_clips(wan_models, kf, aligned, story, settings, runtime or cpu_runtime(), cache_dir=cache)
 
 
 def frames(clips) -> list[torch.Tensor]:
@@ -87,7 +86,11 @@ def forward_counts(folder: Path) -> dict[str, int]:
 
 
 def test_clips_spread_over_two_ray_workers_equal_the_local_run(cluster, wan_models, tmp_path):
+    from avatar_cascade.stages.refiner.ray_backend import start_workers
+
     local = run(wan_models, tmp_path / "local", LOCAL)
+    handles = (wan_models.dit, wan_models.vae, None)
+    assert len(start_workers(handles, ray_settings(cluster), cpu_runtime(), 1)) == 2  # else the first ready takes all
     previews = []
     rt = cpu_runtime(preview=lambda kind, x: previews.append(kind))
     far = run(wan_models, tmp_path / "ray", ray_settings(cluster), runtime=rt)
@@ -156,3 +159,17 @@ def test_interrupt_keeps_finished_clips_and_a_rerun_completes(cluster, wan_model
     assert 1 <= len(kept) < CLIPS
     rest = run(wan_models, tmp_path / "c", ray_settings(cluster))
     assert rest.computed == CLIPS - len(kept)
+
+
+def test_a_model_file_the_workers_cannot_find_is_named(cluster, wan_models, demo_models_dir, tmp_path):
+    from avatar_cascade.core.errors import ModelFileError
+    from avatar_cascade.demo.models import DIT_FILE
+    from avatar_cascade.models.wan_dit import load_wan_dit
+
+    here = tmp_path / "models" / "diffusion_models" / DIT_FILE
+    here.parent.mkdir(parents=True)
+    here.write_bytes((demo_models_dir / "diffusion_models" / DIT_FILE).read_bytes())
+    dit = load_wan_dit(here)
+    here.unlink()  # loaded on the driver, absent on the workers
+    with pytest.raises(ModelFileError, match=r"no such file on this worker \(tried .*\) \(on Ray worker .*\)"):
+        run(dataclasses.replace(wan_models, dit=dit), tmp_path / "c", ray_settings(cluster))

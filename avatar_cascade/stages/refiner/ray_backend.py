@@ -2,8 +2,8 @@
 
 ``backend="ray"`` sends the refiner's batches (the same batches, as
 :class:`~avatar_cascade.sampling.conditioning.ClipRequest` lists: keyframes, prompt embeddings,
-seed, audio window) to Ray actors. Each actor (:class:`ClipActor`, one GPU or one CPU) loads the
-DiT (+ LoRAs, audio adapter), VAE and CLIP vision **by file** from a
+seed, audio window) to Ray actors. Each actor (:class:`~.ray_actor.ClipActor`, one GPU or one CPU)
+loads the DiT (+ LoRAs, audio adapter), VAE and CLIP vision **by file** from a
 :class:`~avatar_cascade.models.recipe.ModelRecipe` (same files, checked by identity; a path map or
 the worker's own models folder when paths differ), keeps them resident across batches and across
 runs of this process, and renders each batch with the local worker's code (``render_resilient``:
@@ -21,10 +21,7 @@ keeps the clips that finished meanwhile and re-raises.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -34,12 +31,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from avatar_cascade.core.errors import AvatarCascadeError, InputError, Interrupted, ModelFileError
-from avatar_cascade.core.runtime import Runtime, default_dtype
-from avatar_cascade.models.handle import modules_of
+from avatar_cascade.core.errors import AvatarCascadeError, InputError, Interrupted
+from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.models.recipe import ModelRecipe, parse_path_map
+from avatar_cascade.stages.refiner.ray_actor import ClipActor, compact, raise_error
 from avatar_cascade.stages.refiner.settings import RefinerSettings
-from avatar_cascade.stages.refiner.workers import Worker, render_resilient
 
 log = logging.getLogger(__name__)
 
@@ -75,85 +71,6 @@ def connect(address: str):
             "on a node of the cluster",
         ) from None
     return ray
-
-
-# ----------------------------------------------------------------------------- the actor (runs on a worker)
-
-
-def _as_data(exc: AvatarCascadeError) -> dict:
-    """A pack error as plain data (its constructor is not pickle's: rebuilt by :func:`_raise_error`)."""
-    fields = {k: getattr(exc, k, None) for k in ("input_name", "value", "path", "problem", "fix")}
-    return {"type": type(exc).__name__, "message": str(exc), **{k: v for k, v in fields.items() if v is not None}}
-
-
-class ClipActor:
-    """One Ray worker: the models resident on its device, and the refiner's batch renderer.
-
-    Runs as a threaded actor (``max_concurrency=2``) so :meth:`stop` is heard while
-    :meth:`render` runs. Errors of this pack (a model file missing on this node, a clip that does
-    not fit in memory) come back as data, named with this worker.
-    """
-
-    def __init__(self, recipe: ModelRecipe, path_map, dtype: str, driver_device_type: str, limit: int) -> None:
-        import ray
-
-        self.device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
-        self.name = f"{socket.gethostname()}:{os.getpid()}/{self.device}"
-        self._stopped: set[str] = set()
-        self._run = ""
-        self.error: dict | None = None
-        self.worker: Worker | None = None
-        want = getattr(torch, dtype)
-        compute = want if self.device.type == driver_device_type else default_dtype(self.device)
-        try:
-            handles = recipe.load(path_map, self.device)
-        except AvatarCascadeError as exc:
-            self.error = _as_data(exc)
-            return
-        for m in modules_of(*handles):  # resident: placed once, never offloaded between batches
-            m.to(self.device)
-        rt = Runtime(
-            device=self.device,
-            dtype=compute,
-            offload_device=self.device,
-            show_progress=False,
-            interrupt_check=self._check,
-        )
-        from avatar_cascade.models.dit_runtime import prepare_dit
-
-        prepare_dit(handles[0], self.device)
-        self.worker = Worker(rt, handles, limit)
-
-    def _check(self) -> None:
-        if self._run in self._stopped:
-            raise Interrupted("stopped by the driver")
-
-    def ready(self) -> dict:
-        return {"name": self.name, "pid": os.getpid(), "error": self.error}
-
-    def stop(self, run_id: str) -> None:
-        self._stopped.add(run_id)
-
-    def render(self, run_id: str, reqs: list, settings: RefinerSettings, height: int, width: int, desc: str) -> dict:
-        """``{"frames": [B, T, H, W, 3] uint8, "worker": name}`` or ``{"error": ...}``."""
-        from avatar_cascade.stages.refiner.refiner import render_requests
-
-        if self.worker is None:
-            return {"error": self.error, "worker": self.name}
-        self._run = run_id
-        rows: list[torch.Tensor] = []
-        try:
-            render_resilient(
-                list(reqs),
-                self.worker,
-                lambda items, w: render_requests(items, w, settings, height, width, desc),
-                lambda items, out: rows.extend(out),
-            )
-        except Interrupted:
-            return {"interrupted": True, "worker": self.name}
-        except AvatarCascadeError as exc:
-            return {"error": _as_data(exc), "worker": self.name}
-        return {"frames": torch.stack(rows), "worker": self.name}
 
 
 # ----------------------------------------------------------------------------- the pool (driver side)
@@ -204,6 +121,18 @@ def pool(ray, recipe: ModelRecipe, settings: RefinerSettings, runtime: Runtime, 
         return _POOL
 
 
+def start_workers(handles: tuple, settings: RefinerSettings, runtime: Runtime, limit: int) -> list[str]:
+    """Start the Ray workers a run with these arguments uses and wait until each has loaded the models
+    (a run otherwise starts on the first worker ready); returns their names."""
+    ray = connect(settings.ray_address)
+    p = pool(ray, ModelRecipe.of(*handles), settings, runtime, limit)
+    for a, info in zip(p.actors, ray.get([a.handle.ready.remote() for a in p.actors])):
+        if info["error"] is not None:
+            raise_error(info["error"], info["name"])
+        a.name, a.ready = info["name"], True
+    return [a.name for a in p.actors]
+
+
 def release_pool() -> None:
     """End the pooled actors (their models leave the workers' memory)."""
     global _POOL
@@ -218,30 +147,6 @@ def release_pool() -> None:
     _POOL = None
 
 
-def _raise_error(data: dict, worker: str) -> None:
-    where = f" (on Ray worker {worker})"
-    if data.get("type") == "ModelFileError":
-        raise ModelFileError(
-            data.get("input_name", "ray worker"), data.get("path"), data["problem"] + where, data["fix"]
-        )
-    if "input_name" in data and "problem" in data:
-        raise InputError(data["input_name"], data.get("value"), data["problem"] + where, data["fix"])
-    raise AvatarCascadeError(data.get("message", "a Ray worker failed") + where)
-
-
-def compact(req):
-    """``req`` with every tensor copied into its own storage: a view (one keyframe of all of them, one
-    prompt of a batch of embeddings) would otherwise carry its whole base tensor to the worker."""
-    changes = {}
-    for f in dataclasses.fields(req):
-        v = getattr(req, f.name)
-        if isinstance(v, torch.Tensor):
-            changes[f.name] = v.clone()
-        elif isinstance(v, dict) and any(isinstance(t, torch.Tensor) for t in v.values()):
-            changes[f.name] = {k: t.clone() if isinstance(t, torch.Tensor) else t for k, t in v.items()}
-    return dataclasses.replace(req, **changes)
-
-
 # ----------------------------------------------------------------------------- dispatch (driver side)
 
 
@@ -253,19 +158,20 @@ def run_on_ray(
     settings: RefinerSettings,
     runtime: Runtime,
     limit: int,
-    size: tuple[int, int],
+    render: tuple,
 ) -> None:
     """Render ``batches`` (lists of the refiner's jobs) on the Ray cluster of ``settings.ray_address``.
 
     ``handles``: ``(dit, vae, image_encoder)`` as loaded here (the workers load the same files);
     ``to_requests(batch)`` makes a batch's ``ClipRequest`` s; ``finish(batch, frames, worker)`` runs
-    here for every finished batch; ``limit``: clips per forward pass; ``size``: (height, width).
-    Raises what ``runtime.check_interrupt`` raises, after the busy actors stopped (clips finished
-    meanwhile are finished first).
+    here for every finished batch; ``limit``: clips per forward pass; ``render``: ``(fn, *args)``,
+    a module-level function called on the worker as ``fn(requests, worker, *args, desc)``. Raises
+    what ``runtime.check_interrupt`` raises, after the busy actors stopped (clips finished meanwhile
+    are finished first).
     """
     ray = connect(settings.ray_address)
     recipe = ModelRecipe.of(*handles)
-    spec = (settings, *size)
+    spec = tuple(render)
     _Dispatch(ray, pool(ray, recipe, settings, runtime, limit), to_requests, finish, runtime, spec).run(batches)
 
 
@@ -309,7 +215,8 @@ class _Dispatch:
     def _submit(self, actor: _Actor, batch: list) -> None:
         reqs = [compact(r) for r in self.to_requests(batch)]
         desc = "clips " + ",".join(str(j.rec.index) for j in batch)
-        ref = actor.handle.render.remote(self.run_id, reqs, *self.spec, desc)
+        fn, *args = self.spec
+        ref = actor.handle.render.remote(self.run_id, fn, reqs, *args, desc)
         self.busy[ref] = (actor, batch)
 
     def _loaded(self, ref) -> None:
@@ -322,7 +229,7 @@ class _Dispatch:
             return
         actor.name = info["name"]
         if info["error"] is not None:
-            _raise_error(info["error"], actor.name)
+            raise_error(info["error"], actor.name)
         actor.ready = True
         log.info("refiner: Ray worker %s has the models loaded", actor.name)
         self.idle.append(actor)
@@ -348,7 +255,7 @@ class _Dispatch:
         except self.ray.exceptions.RayTaskError as exc:
             raise AvatarCascadeError(f"Ray worker {actor.name} failed on clips {_indices(batch)}: {exc}") from exc
         if "error" in out:
-            _raise_error(out["error"], out["worker"])
+            raise_error(out["error"], out["worker"])
         if out.get("interrupted"):
             raise Interrupted(f"Ray worker {out['worker']} was stopped")
         self.finish(batch, out["frames"], out["worker"])

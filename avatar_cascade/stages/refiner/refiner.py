@@ -252,8 +252,8 @@ def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, b
     if settings.backend == "ray":  # the same batches on Ray actors; this process keeps the cache
         from avatar_cascade.stages.refiner.ray_backend import run_on_ray
 
-        size = (ctx.height, ctx.width)
-        run_on_ray(batches, lambda b: _requests(b, ctx), finish, handles, settings, runtime, bs, size)
+        render = (render_requests, settings, ctx.height, ctx.width)
+        run_on_ray(batches, lambda b: _requests(b, ctx), finish, handles, settings, runtime, bs, render)
         return
     devices = settings.devices
     if dit.offload != "none" and not devices:
