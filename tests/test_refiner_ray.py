@@ -105,11 +105,11 @@ def test_clips_spread_over_two_ray_workers_equal_the_local_run(cluster, wan_mode
 
 
 def test_a_killed_worker_clip_is_rendered_elsewhere_and_no_finished_clip_twice(cluster, wan_models, tmp_path):
-    from avatar_cascade.stages.refiner.ray_backend import release_pool
+    from avatar_cascade.stages.refiner import ray_backend
 
     _, forwards = cluster
     reference = frames(run(wan_models, tmp_path / "local", LOCAL))
-    release_pool()  # fresh worker processes: their forward counts start at 0
+    ray_backend.release_pool()  # fresh worker processes: their forward counts start at 0
     for p in forwards.iterdir():
         p.unlink()
     (forwards / ray_hooks.KILL_ARMED).write_text(str(STEPS + 1))  # one clip done, one forward into the next
@@ -137,6 +137,7 @@ def test_a_killed_worker_clip_is_rendered_elsewhere_and_no_finished_clip_twice(c
     assert clips.computed == CLIPS and all(r.path.is_file() for r in clips.records)
     for a, b in zip(reference, frames(clips)):
         assert torch.equal(a, b)
+    assert ray_backend.LAST_RUN["retried"] == 1 and ray_backend.LAST_RUN["clips"] == CLIPS
     counts = forward_counts(forwards)
     assert counts[killed[0]] == STEPS + 1  # it finished one clip and died one forward into its second
     # every clip rendered once (STEPS forwards each) plus the one forward lost with the killed worker:

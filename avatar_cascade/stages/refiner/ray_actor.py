@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 from collections.abc import Callable
 
 import torch
@@ -84,11 +85,12 @@ class ClipActor:
     def render(self, run_id: str, render_fn: Callable, reqs: list, *args) -> dict:
         """``render_fn(reqs, worker, *args)`` (the refiner's ``render_requests``, sent by reference) on
         this worker's models, halving its batch on out-of-memory: ``{"frames": [B, T, H, W, 3] uint8,
-        "worker": name}``, or ``{"error": ...}`` / ``{"interrupted": True}``."""
+        "worker": name, "render_s": seconds}``, or ``{"error": ...}`` / ``{"interrupted": True}``."""
         if self.worker is None:
             return {"error": self.error, "worker": self.name}
         self._run = run_id
         rows: list[torch.Tensor] = []
+        t0 = time.perf_counter()
         try:
             render_resilient(
                 list(reqs),
@@ -100,7 +102,7 @@ class ClipActor:
             return {"interrupted": True, "worker": self.name}
         except AvatarCascadeError as exc:
             return {"error": error_data(exc), "worker": self.name}
-        return {"frames": torch.stack(rows), "worker": self.name}
+        return {"frames": torch.stack(rows), "worker": self.name, "render_s": time.perf_counter() - t0}
 
 
 def raise_error(data: dict, worker: str) -> None:

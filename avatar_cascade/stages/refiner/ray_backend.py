@@ -90,6 +90,9 @@ class _Pool:
 
 
 _POOL: _Pool | None = None
+#: Figures of the last run on Ray: batches, clips, retried (clips sent again after their worker died),
+#: round_trip_s (sent -> returned, summed over batches), render_s (the workers' own time, summed).
+LAST_RUN: dict = {}
 _POOL_LOCK = threading.Lock()
 
 
@@ -187,6 +190,8 @@ class _Dispatch:
         self.busy: dict = {}  # object ref -> (actor, batch)
         self.deaths: Counter = Counter()
         self.started = time.monotonic()
+        self.sent: dict = {}  # object ref -> when it was sent
+        self.stats = {"batches": 0, "clips": 0, "round_trip_s": 0.0, "render_s": 0.0, "retried": 0}
 
     def run(self, batches: list[list]) -> None:
         pending = deque(batches)
@@ -211,13 +216,26 @@ class _Dispatch:
         except BaseException:
             self._stop()
             raise
+        finally:
+            LAST_RUN.clear()
+            LAST_RUN.update(self.stats)
+        st = self.stats
+        if st["clips"]:
+            log.info(
+                "refiner: %d clips in %d batches on Ray; %.1f ms per batch beyond rendering (send, schedule, return)",
+                st["clips"],
+                st["batches"],
+                (st["round_trip_s"] - st["render_s"]) / max(1, st["batches"]) * 1000,
+            )
 
     def _submit(self, actor: _Actor, batch: list) -> None:
         reqs = [compact(r) for r in self.to_requests(batch)]
         desc = "clips " + ",".join(str(j.rec.index) for j in batch)
         fn, *args = self.spec
+        sent = time.perf_counter()
         ref = actor.handle.render.remote(self.run_id, fn, reqs, *args, desc)
         self.busy[ref] = (actor, batch)
+        self.sent[ref] = sent
 
     def _loaded(self, ref) -> None:
         actor = self.loading.pop(ref)
@@ -236,6 +254,7 @@ class _Dispatch:
 
     def _returned(self, ref, pending: deque) -> None:
         actor, batch = self.busy.pop(ref)
+        sent = self.sent.pop(ref)
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:
@@ -247,6 +266,7 @@ class _Dispatch:
                 type(exc).__name__,
             )
             pending.appendleft(batch)
+            self.stats["retried"] += len(batch)
             if self.deaths[id(actor)] <= MAX_RESTARTS:
                 self.idle.append(actor)  # Ray restarts it (models reloaded); calls wait for the restart
             elif actor in self.pool.actors:
@@ -258,6 +278,11 @@ class _Dispatch:
             raise_error(out["error"], out["worker"])
         if out.get("interrupted"):
             raise Interrupted(f"Ray worker {out['worker']} was stopped")
+        st = self.stats
+        st["batches"] += 1
+        st["clips"] += len(batch)
+        st["round_trip_s"] += time.perf_counter() - sent
+        st["render_s"] += out["render_s"]
         self.finish(batch, out["frames"], out["worker"])
         self.idle.append(actor)
 
