@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -188,8 +188,7 @@ class _Dispatch:
         self.idle: deque[_Actor] = deque(a for a in pool_.actors if a.ready)
         self.loading = {a.handle.ready.remote(): a for a in pool_.actors if not a.ready}
         self.busy: dict = {}  # object ref -> (actor, batch)
-        self.deaths: Counter = Counter()
-        self.started = time.monotonic()
+        self.progressed = time.monotonic()  # last time a worker became ready or returned clips
         self.sent: dict = {}  # object ref -> when it was sent
         self.stats = {"batches": 0, "clips": 0, "round_trip_s": 0.0, "render_s": 0.0, "retried": 0}
 
@@ -241,14 +240,20 @@ class _Dispatch:
         actor = self.loading.pop(ref)
         try:
             info = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as exc:
-            log.warning("refiner: a Ray worker died while loading the models (%s)", exc)
-            self.pool.actors.remove(actor)
+        except self.ray.exceptions.ActorUnavailableError:  # restarting: ask again in a moment
+            time.sleep(POLL_S)
+            self.loading[actor.handle.ready.remote()] = actor
+            return
+        except self.ray.exceptions.RayActorError as exc:  # dead for good (its restarts used up)
+            log.warning("refiner: Ray worker %s is gone (%s)", actor.name or "(loading)", type(exc).__name__)
+            if actor in self.pool.actors:
+                self.pool.actors.remove(actor)
             return
         actor.name = info["name"]
         if info["error"] is not None:
             raise_error(info["error"], actor.name)
         actor.ready = True
+        self.progressed = time.monotonic()
         log.info("refiner: Ray worker %s has the models loaded", actor.name)
         self.idle.append(actor)
 
@@ -258,7 +263,6 @@ class _Dispatch:
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:
-            self.deaths[id(actor)] += 1
             log.warning(
                 "refiner: Ray worker %s died while rendering clips %s (%s); they go to another worker",
                 actor.name,
@@ -267,10 +271,8 @@ class _Dispatch:
             )
             pending.appendleft(batch)
             self.stats["retried"] += len(batch)
-            if self.deaths[id(actor)] <= MAX_RESTARTS:
-                self.idle.append(actor)  # Ray restarts it (models reloaded); calls wait for the restart
-            elif actor in self.pool.actors:
-                self.pool.actors.remove(actor)
+            actor.ready = False  # back once Ray has restarted it and it has reloaded the models
+            self.loading[actor.handle.ready.remote()] = actor
             return
         except self.ray.exceptions.RayTaskError as exc:
             raise AvatarCascadeError(f"Ray worker {actor.name} failed on clips {_indices(batch)}: {exc}") from exc
@@ -283,11 +285,12 @@ class _Dispatch:
         st["clips"] += len(batch)
         st["round_trip_s"] += time.perf_counter() - sent
         st["render_s"] += out["render_s"]
+        self.progressed = time.monotonic()
         self.finish(batch, out["frames"], out["worker"])
         self.idle.append(actor)
 
     def _check_timeout(self) -> None:
-        if self.loading and not self.busy and not self.idle and time.monotonic() - self.started > READY_TIMEOUT_S:
+        if self.loading and not self.busy and not self.idle and time.monotonic() - self.progressed > READY_TIMEOUT_S:
             res = self.ray.cluster_resources()
             raise AvatarCascadeError(
                 f"no Ray worker loaded the models within {READY_TIMEOUT_S:.0f} s (cluster resources: {res}); each "
