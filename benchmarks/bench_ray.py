@@ -76,7 +76,7 @@ def ray_workers(workers: int, clips: int = 16, frames: int = 17, size: int = 64)
     os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
         far = dataclasses.replace(local, backend="ray", ray_address=cluster.address, ray_workers=workers)
-        names = ray_backend.start_workers((models.dit, models.vae, None), far, rt, 1)
+        names = ray_backend.start_workers((models.dit, models.vae, None), far, rt)
         start_s = time.perf_counter() - t0
         refine_clips(models, kf, aligned, story, far, rt, cache_dir=d / "ray_warm", reroll="0")  # warm-up
         t0 = time.perf_counter()

@@ -4,7 +4,9 @@ Inside ComfyUI: model files come from ``folder_paths``, models are wrapped in a
 ``ModelPatcher`` (around a small container module) and placed with
 ``load_models_gpu`` so ComfyUI's memory management, "unload models" button and
 device choice apply; progress goes to ``comfy.utils.ProgressBar`` (which also
-makes loops interruptible) with previews.
+makes loops interruptible) with previews. The refiner's model replicas on extra
+GPUs are made after ComfyUI freed room there and are counted among its loaded
+models while they live (:class:`ComfyReplicaHost`).
 
 Outside ComfyUI (tests, scripting): models are looked up under
 ``$AVATAR_CASCADE_MODELS`` (default ``./models``), outputs go to

@@ -90,7 +90,7 @@ def test_clips_spread_over_two_ray_workers_equal_the_local_run(cluster, wan_mode
 
     local = run(wan_models, tmp_path / "local", LOCAL)
     handles = (wan_models.dit, wan_models.vae, None)
-    assert len(start_workers(handles, ray_settings(cluster), cpu_runtime(), 1)) == 2  # else the first ready takes all
+    assert len(start_workers(handles, ray_settings(cluster), cpu_runtime())) == 2  # else the first ready takes all
     previews = []
     rt = cpu_runtime(preview=lambda kind, x: previews.append(kind))
     far = run(wan_models, tmp_path / "ray", ray_settings(cluster), runtime=rt)

@@ -204,3 +204,11 @@ def test_comfyui_counts_the_replicas_as_loaded_models():
     script = f"BRIDGE = {str(ROOT / 'nodes' / 'comfy_bridge.py')!r}\n" + COMFY_SCRIPT
     r = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=COMFY, env=env, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_without_ray_installed_the_backend_says_how_to_get_it(monkeypatch):
+    from avatar_cascade.stages.refiner import ray_backend
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(InputError, match=r"backend = 'ray': Ray is not installed.*avatar-cascade\[ray\]"):
+        ray_backend.connect("auto")

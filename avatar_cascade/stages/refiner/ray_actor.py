@@ -42,7 +42,7 @@ class ClipActor:
     not fit in memory) come back as data, named with this worker.
     """
 
-    def __init__(self, recipe: ModelRecipe, path_map, dtype: str, driver_device_type: str, limit: int) -> None:
+    def __init__(self, recipe: ModelRecipe, path_map, dtype: str, driver_device_type: str) -> None:
         import ray
 
         self.device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
@@ -70,7 +70,7 @@ class ClipActor:
         from avatar_cascade.models.dit_runtime import prepare_dit
 
         prepare_dit(handles[0], self.device)
-        self.worker = Worker(rt, handles, limit)
+        self.worker = Worker(rt, handles, 1)
 
     def _check(self) -> None:
         if self._run in self._stopped:
@@ -82,13 +82,15 @@ class ClipActor:
     def stop(self, run_id: str) -> None:
         self._stopped.add(run_id)
 
-    def render(self, run_id: str, render_fn: Callable, reqs: list, *args) -> dict:
+    def render(self, run_id: str, limit: int, render_fn: Callable, reqs: list, *args) -> dict:
         """``render_fn(reqs, worker, *args)`` (the refiner's ``render_requests``, sent by reference) on
-        this worker's models, halving its batch on out-of-memory: ``{"frames": [B, T, H, W, 3] uint8,
-        "worker": name, "render_s": seconds}``, or ``{"error": ...}`` / ``{"interrupted": True}``."""
+        this worker's models in passes of at most ``limit`` clips, halved on out-of-memory:
+        ``{"frames": [B, T, H, W, 3] uint8, "worker": name, "render_s": seconds}``, or
+        ``{"error": ...}`` / ``{"interrupted": True}``."""
         if self.worker is None:
             return {"error": self.error, "worker": self.name}
-        self._run = run_id
+        if run_id != self._run:  # each run starts from its own batch size (a halving lasts for the run)
+            self._run, self.worker.limit = run_id, limit
         rows: list[torch.Tensor] = []
         t0 = time.perf_counter()
         try:

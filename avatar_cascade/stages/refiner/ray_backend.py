@@ -106,7 +106,7 @@ def _worker_count(ray, requested: int) -> tuple[int, float]:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive"))), 0.0
 
 
-def pool(ray, recipe: ModelRecipe, settings: RefinerSettings, runtime: Runtime, limit: int) -> _Pool:
+def pool(ray, recipe: ModelRecipe, settings: RefinerSettings, runtime: Runtime) -> _Pool:
     """The actors for ``recipe`` (made once per recipe and cluster connection, kept for later runs)."""
     global _POOL
     path_map = parse_path_map(settings.ray_path_map)
@@ -118,17 +118,17 @@ def pool(ray, recipe: ModelRecipe, settings: RefinerSettings, runtime: Runtime, 
             return _POOL
         release_pool()
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RESTARTS, max_concurrency=2)(ClipActor)
-        actors = [_Actor(remote.remote(recipe, path_map, dtype, runtime.device.type, limit)) for _ in range(n)]
+        actors = [_Actor(remote.remote(recipe, path_map, dtype, runtime.device.type)) for _ in range(n)]
         log.info("refiner: starting %d Ray workers (%s GPU each) for %s", n, gpus, recipe.dit.path)
         _POOL = _Pool(key, actors)
         return _POOL
 
 
-def start_workers(handles: tuple, settings: RefinerSettings, runtime: Runtime, limit: int) -> list[str]:
+def start_workers(handles: tuple, settings: RefinerSettings, runtime: Runtime) -> list[str]:
     """Start the Ray workers a run with these arguments uses and wait until each has loaded the models
     (a run otherwise starts on the first worker ready); returns their names."""
     ray = connect(settings.ray_address)
-    p = pool(ray, ModelRecipe.of(*handles), settings, runtime, limit)
+    p = pool(ray, ModelRecipe.of(*handles), settings, runtime)
     for a, info in zip(p.actors, ray.get([a.handle.ready.remote() for a in p.actors])):
         if info["error"] is not None:
             raise_error(info["error"], info["name"])
@@ -175,15 +175,15 @@ def run_on_ray(
     ray = connect(settings.ray_address)
     recipe = ModelRecipe.of(*handles)
     spec = tuple(render)
-    _Dispatch(ray, pool(ray, recipe, settings, runtime, limit), to_requests, finish, runtime, spec).run(batches)
+    _Dispatch(ray, pool(ray, recipe, settings, runtime), to_requests, finish, runtime, limit, spec).run(batches)
 
 
 class _Dispatch:
     """One run's queue: a batch per free actor, retried elsewhere when its actor dies."""
 
-    def __init__(self, ray, pool_: _Pool, to_requests, finish, runtime: Runtime, spec: tuple) -> None:
+    def __init__(self, ray, pool_: _Pool, to_requests, finish, runtime: Runtime, limit: int, spec: tuple) -> None:
         self.ray, self.pool, self.to_requests, self.finish, self.runtime = ray, pool_, to_requests, finish, runtime
-        self.spec = spec
+        self.limit, self.spec = limit, spec
         self.run_id = uuid.uuid4().hex
         self.idle: deque[_Actor] = deque(a for a in pool_.actors if a.ready)
         self.loading = {a.handle.ready.remote(): a for a in pool_.actors if not a.ready}
@@ -232,7 +232,7 @@ class _Dispatch:
         desc = "clips " + ",".join(str(j.rec.index) for j in batch)
         fn, *args = self.spec
         sent = time.perf_counter()
-        ref = actor.handle.render.remote(self.run_id, fn, reqs, *args, desc)
+        ref = actor.handle.render.remote(self.run_id, self.limit, fn, reqs, *args, desc)
         self.busy[ref] = (actor, batch)
         self.sent[ref] = sent
 
