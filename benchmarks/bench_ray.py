@@ -53,6 +53,7 @@ def _setup(clips: int, frames: int, size: int):
 def ray_workers(workers: int, clips: int = 16, frames: int = 17, size: int = 64) -> dict:
     import dataclasses
     import os
+    import shutil
 
     import torch
 
@@ -91,6 +92,7 @@ def ray_workers(workers: int, clips: int = 16, frames: int = 17, size: int = 64)
 
         ray.shutdown()
         left = cluster.stop()
+        shutil.rmtree(d, ignore_errors=True)
     return {
         "workers": len(names),
         "clips": clips,
@@ -117,6 +119,7 @@ def _frames(cache, index: int):
 CASES = [
     Case("ray_1_worker", ray_workers, {"workers": 1}),
     Case("ray_2_workers", ray_workers, {"workers": 2}),
+    Case("ray_1_worker_128px", ray_workers, {"workers": 1, "clips": 8, "frames": 33, "size": 128}),
     Case("ray_2_workers_128px", ray_workers, {"workers": 2, "clips": 8, "frames": 33, "size": 128}),
 ]
 
