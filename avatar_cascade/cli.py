@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -33,6 +34,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-adapter", help="InfiniteTalk adapter in models/model_patches or diffusion_models")
     p.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]", help="LoRA in models/loras")
     p.add_argument("--reroll", help="re-render these clips with new seeds, e.g. '3, 7-9'")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="render the refiner's clips on the Ray cluster at ADDRESS ('auto', HEAD_IP:6379 or ray://HEAD_IP:10001); "
+        "short for --refiner-backend ray --refiner-ray-address ADDRESS",
+    )
     _add_setting_args(p)
 
 
@@ -127,6 +134,9 @@ def build_run_config(args: argparse.Namespace):
         stage: build(STAGE_SETTINGS[stage], _stage_values(stage, ls, given, flags))
         for stage, ls in _stage_leaves().items()
     }
+    if getattr(args, "ray", None):
+        settings["refiner"] = dataclasses.replace(settings["refiner"], backend="ray", ray_address=args.ray)
+        flags[("refiner", "ray_address")] = flags[("refiner", "backend")] = "--ray"
     cfg = CascadeConfig(
         image=args.image,
         audio=args.audio,

@@ -4,7 +4,9 @@ Inside ComfyUI: model files come from ``folder_paths``, models are wrapped in a
 ``ModelPatcher`` (around a small container module) and placed with
 ``load_models_gpu`` so ComfyUI's memory management, "unload models" button and
 device choice apply; progress goes to ``comfy.utils.ProgressBar`` (which also
-makes loops interruptible) with previews.
+makes loops interruptible) with previews. The refiner's model replicas on extra
+GPUs are made after ComfyUI freed room there and are counted among its loaded
+models while they live (:class:`ComfyReplicaHost`).
 
 Outside ComfyUI (tests, scripting): models are looked up under
 ``$AVATAR_CASCADE_MODELS`` (default ``./models``), outputs go to
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from avatar_cascade.core.runtime import Progress, Runtime
+from avatar_cascade.core.runtime import Progress, ReplicaHost, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,40 @@ def _comfy_model_loader(modules: list[torch.nn.Module]):
     yield
 
 
+class ComfyReplicaHost(ReplicaHost):
+    """The refiner's model replicas on extra GPUs, under ComfyUI's model management: before a replica
+    is copied, ComfyUI frees room on that device (unloading its idle models there); while it lives, it
+    is one of ComfyUI's loaded models (a ModelPatcher with that load device), so ComfyUI's free-memory
+    figures and "unload models" count it; :meth:`release` takes it off the list again."""
+
+    def __init__(self) -> None:
+        self._patchers: dict[int, object] = {}
+
+    def reserve(self, device: torch.device, nbytes: int) -> None:
+        mm.free_memory(nbytes * 1.1 + mm.minimum_inference_memory(), device)
+
+    def adopt(self, modules: list[torch.nn.Module], device: torch.device) -> None:
+        patchers = []
+        for m in modules:
+            size = sum(p.numel() * p.element_size() for p in m.parameters())
+            patcher = comfy.model_patcher.ModelPatcher(
+                ModelContainer(m), load_device=device, offload_device=mm.unet_offload_device(), size=size
+            )
+            self._patchers[id(m)] = patcher
+            patchers.append(patcher)
+        mm.load_models_gpu(patchers, force_full_load=True)  # the weights are there already: they are counted
+
+    def release(self, modules: list[torch.nn.Module]) -> None:
+        gone = [self._patchers.pop(id(m), None) for m in modules]
+        for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+            loaded = mm.current_loaded_models[i]
+            if any(loaded.model is p for p in gone if p is not None):
+                mm.current_loaded_models.pop(i)
+                if loaded.model_finalizer is not None:
+                    loaded.model_finalizer.detach()
+        mm.soft_empty_cache()
+
+
 class _ComfyProgress(Progress):
     def __init__(self, total: int, desc: str, node_id: str | None) -> None:
         self.bar = comfy.utils.ProgressBar(max(1, total), node_id=node_id)
@@ -215,6 +251,7 @@ def make_runtime(node_id: str | None = None) -> Runtime:
         interrupt_check=mm.throw_exception_if_processing_interrupted,
         preview=preview,
         model_loader=_comfy_model_loader,
+        replicas=ComfyReplicaHost(),
     )
 
 

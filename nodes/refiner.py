@@ -17,11 +17,14 @@ from ._common import (
     with_warnings,
 )
 
+RAY_WIDGETS = ("backend", "ray_address", "ray_workers", "ray_path_map")
+
 
 def refiner_widgets() -> NodeWidgets:
     from avatar_cascade.stages.refiner.settings import RefinerSettings
 
     names = SAMPLER_WIDGETS + ("batch_size", "negative_frame_strength") + ADVANCED_SAMPLER_WIDGETS + ("devices",)
+    names += RAY_WIDGETS
     return NodeWidgets(RefinerSettings, names, SAMPLER_RENAME)
 
 
@@ -46,7 +49,8 @@ class AvatarCascadeFLFRefiner:
     DESCRIPTION = (
         "Renders every sub-clip at full resolution between its two keyframes (Wan first-last-frame conditioning) "
         "with its shot prompt, its audio window (audio adapter) and both keyframes' CLIP-vision tokens (Wan 2.1), "
-        "several clips per forward pass and one worker per GPU. Optional negative-frame guidance steers clips away "
+        "several clips per forward pass and one worker per GPU (or, with backend 'ray', actors on a Ray cluster). "
+        "Optional negative-frame guidance steers clips away "
         "from drifted (blurred, colour-shifted) keyframes. Finished clips are cached on disk: an interrupted run "
         "resumes, an edited shot re-renders only its clip, and 'reroll' re-renders listed clips with new seeds. "
         "Sampler widgets at 0 / -1 / auto take the DiT's preset (InfiniteTalk's with an audio adapter); warnings "
@@ -85,7 +89,7 @@ class AvatarCascadeFLFRefiner:
                     {"default": "clips", "tooltip": "Clip cache folder inside output/avatar_cascade_work/."},
                 ),
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices")},
+            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS)},
         }
 
     @classmethod

@@ -78,7 +78,8 @@ def flf_refiner(
     }
     if clip_vision is not None:
         inputs["clip_vision"] = clip_vision
-    return node("AvatarCascadeFLFRefiner", {**inputs, **GUIDANCE_TAIL, "devices": "auto"})
+    local = {"devices": "auto", "backend": "local", "ray_address": "auto", "ray_workers": 0, "ray_path_map": ""}
+    return node("AvatarCascadeFLFRefiner", {**inputs, **GUIDANCE_TAIL, **local})
 
 
 def clip_stitcher(clips: list, timeline: list, *, filename_prefix: str, crf: int, colour_match: float) -> dict:

@@ -60,6 +60,24 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+class ReplicaHost:
+    """How the host program accounts for model replicas placed on extra devices (one per local GPU).
+
+    The default does nothing (plain torch). Inside ComfyUI the bridge's host frees room on the
+    device first (ComfyUI unloads its idle models there) and lists the replicas among ComfyUI's
+    loaded models while they live, so its free-memory figures count them.
+    """
+
+    def reserve(self, device: torch.device, nbytes: int) -> None:
+        """Make room for ``nbytes`` of weights on ``device`` before they are copied there."""
+
+    def adopt(self, modules: list[torch.nn.Module], device: torch.device) -> None:
+        """Count ``modules`` (already on ``device``) as loaded there."""
+
+    def release(self, modules: list[torch.nn.Module]) -> None:
+        """Forget ``modules`` (they are about to be dropped)."""
+
+
 @dataclass
 class Runtime:
     """Where and how stages run.
@@ -77,6 +95,7 @@ class Runtime:
         warnings: what the artist must be told (a degraded result, a model off its trained
             regime), one line each, in order; :meth:`warn` adds to it. The CLI prints them,
             the nodes show them on the node in the graph.
+        replicas: how replicas on other devices are accounted (:class:`ReplicaHost`); None = not at all.
     """
 
     device: torch.device = field(default_factory=default_device)
@@ -95,6 +114,7 @@ class Runtime:
         if line not in self.warnings:
             self.warnings.append(line)
             log.warning("%s", line)
+    replicas: ReplicaHost | None = None
 
     def __post_init__(self) -> None:
         if self.dtype is None:

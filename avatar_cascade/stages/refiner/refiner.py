@@ -12,8 +12,11 @@ keyframes.
 
 Parallel: clips of one length are sampled ``batch_size`` per forward pass;
 with several local CUDA devices, one worker thread per device with its own
-model replica takes batches from a shared queue (:mod:`.clip_workers`; memory:
-one full DiT + VAE per device). An out-of-memory error halves the batch.
+model replica takes batches from a shared queue (:mod:`.workers`; memory:
+one full DiT + VAE per device). An out-of-memory error halves the batch. With
+``backend="ray"`` the same batches go to Ray actors on a cluster
+(:mod:`.ray_backend`), which load the same model files and return finished
+clips; this process writes them into the clip cache.
 
 Resumable: every finished clip is written atomically to the clip cache under a
 key of everything that determines it (model + LoRA + adapter identities,
@@ -56,7 +59,7 @@ from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import with_negative
 from avatar_cascade.stages.refiner import negative_frames as nf
 from avatar_cascade.stages.refiner.settings import RefinerSettings
-from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, run_batches
+from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, release_workers, run_batches
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +165,13 @@ def refine_clips(
 
     bar = runtime.progress(len(records), "refine clips")
     bar.update(len(records) - len(todo))
+    rendered_by: dict[int, str] = {}
     try:
         if todo:
-            _render(todo, models, keyframes, settings, runtime, bar)
+            _render(todo, models, keyframes, settings, runtime, bar, rendered_by)
     finally:
         bar.close()
-    _write_manifest(cache_dir, records, settings, preset_for(dit).name)
+    _write_manifest(cache_dir, records, settings, rendered_by, preset_for(dit).name)
     return Clips(records=records, width=keyframes.width, height=keyframes.height, keyframes=keyframes.images)
 
 
@@ -241,7 +245,7 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
     return records, todo
 
 
-def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, bar) -> None:
+def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, bar, rendered_by) -> None:
     prompts = PromptBank(models.text_encoder, runtime)
     prompts.encode_all([j.prompt for j in todo] + [j.negative for j in todo])
     ctx = _Context(keyframes.as_model_frames(), prompts, settings, keyframes.height, keyframes.width)
@@ -256,7 +260,7 @@ def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, b
         groups.setdefault(job.rec.num_frames, []).append(job)
     batches = [items[i : i + bs] for items in groups.values() for i in range(0, len(items), bs)]
 
-    def finish(jobs: list[_Job], frames: torch.Tensor) -> None:
+    def finish(jobs: list[_Job], frames: torch.Tensor, worker: str) -> None:
         for job, fr in zip(jobs, frames):
             r = job.rec
             meta = {
@@ -267,25 +271,41 @@ def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, b
                 "prompt": job.prompt[:500],
             }
             atomic_save_tensors(r.path, {"frames": fr.contiguous()}, meta)
+            rendered_by[r.index] = worker
             runtime.emit_preview("clip", fr)
             bar.update(1)
 
+    if settings.backend == "ray":  # the same batches on Ray actors; this process keeps the cache
+        from avatar_cascade.stages.refiner.ray_backend import run_on_ray
+
+        render = (render_requests, settings, ctx.height, ctx.width)
+        run_on_ray(batches, lambda b: _requests(b, ctx), finish, handles, settings, runtime, bs, render)
+        return
     devices = settings.devices
     if dit.offload != "none" and not devices:
         devices = (str(runtime.device),)  # group-offloaded DiTs are not replicated
     with runtime.use_models(*modules_of(*handles)):
         workers = make_workers(runtime, devices, handles, bs)
-        if len(workers) > 1:  # set attention kernels / LoRAs once per replica, not racing inside the threads
-            from avatar_cascade.models.dit_runtime import prepare_dit
+        try:
+            if len(workers) > 1:  # set attention kernels / LoRAs once per replica, not racing inside the threads
+                from avatar_cascade.models.dit_runtime import prepare_dit
 
-            for w in workers:
-                prepare_dit(w.handles[0], w.runtime.device)
-        run_batches(workers, batches, lambda b, wk: _render_batch(b, wk, ctx), finish, runtime)
+                for w in workers:
+                    prepare_dit(w.handles[0], w.runtime.device)
+            run_batches(workers, batches, lambda b, wk: _render_batch(b, wk, ctx), finish, runtime)
+        finally:
+            release_workers(runtime, workers)
 
 
 def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Tensor:
     """Sample and decode one batch on ``worker``: ``[B, T, H, W, 3]`` uint8 on CPU."""
-    reqs = [
+    desc = "clips " + ",".join(str(j.rec.index) for j in batch)
+    return render_requests(_requests(batch, ctx), worker, ctx.settings, ctx.height, ctx.width, desc)
+
+
+def _requests(batch: list[_Job], ctx: _Context) -> list[ClipRequest]:
+    """What the DiT samples for each job of ``batch`` (keyframes, prompt embeddings, seed, audio)."""
+    return [
         ClipRequest(
             num_frames=j.rec.num_frames,
             known=_keyframes_at_offsets(j.rec, ctx.kf),
@@ -296,20 +316,26 @@ def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Ten
         )
         for j in batch
     ]
+
+
+def render_requests(
+    reqs: list[ClipRequest], worker: Worker, settings: RefinerSettings, height: int, width: int, desc: str = "clips"
+) -> torch.Tensor:
+    """Sample and decode one batch of clips on ``worker`` (a local device's, or a Ray actor's):
+    ``[B, T, H, W, 3]`` uint8 on CPU."""
     dit, vae, image_encoder = worker.handles
     rt = worker.runtime
-    cond = encode_condition(vae, reqs, ctx.height, ctx.width)
+    cond = encode_condition(vae, reqs, height, width)
     guidance = contextlib.nullcontext()
-    s = ctx.settings.negative_frame_strength
+    s = settings.negative_frame_strength
     if s > 0:
         drifted = [
             dataclasses.replace(r, known={p: nf.drift_degrade(f[None])[0] for p, f in r.known.items()}) for r in reqs
         ]
         experts = [m for _, m in dit.experts()]
-        guidance = nf.negative_frame_guidance(experts, encode_condition(vae, drifted, ctx.height, ctx.width), s)
-    desc = "clips " + ",".join(str(j.rec.index) for j in batch)
+        guidance = nf.negative_frame_guidance(experts, encode_condition(vae, drifted, height, width), s)
     with guidance:
-        lat = sample_clips(dit, cond, reqs, ctx.settings.sampler, rt, desc=desc, image_encoder=image_encoder)
+        lat = sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder)
     return decode_to_uint8(vae, lat)
 
 
@@ -319,7 +345,9 @@ def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.
     return {a: kf[rec.index], z: kf[rec.index + 1]}
 
 
-def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings, preset: str) -> None:
+def _write_manifest(
+    cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings, rendered_by: dict[int, str], preset: str
+) -> None:
     rows = [
         {
             "index": r.index,
@@ -328,6 +356,7 @@ def _write_manifest(cache_dir: Path, records: list[ClipRecord], settings: Refine
             "seed": r.seed,
             "seed_offset": r.seed_offset,
             "reused": r.cached,
+            "worker": rendered_by.get(r.index),  # host:pid/device of the worker that rendered it (this run)
         }
         for r in records
     ]

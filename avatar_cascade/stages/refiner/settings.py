@@ -1,4 +1,4 @@
-"""First-Last-Frame Refiner settings: seed, batching, sampler, negative-frame guidance, devices."""
+"""First-Last-Frame Refiner settings: seed, batching, sampler, negative-frame guidance, devices, backend."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ def devices_to_text(devices: tuple[str, ...]) -> str:
     return ", ".join(devices) if devices else "auto"
 
 
+BACKENDS = ("local", "ray")
+
+
+def _check_path_map(name: str, text: str) -> None:
+    from avatar_cascade.models.recipe import parse_path_map
+
+    try:
+        parse_path_map(text)
+    except InputError as exc:
+        raise InputError(name, text, exc.problem, exc.fix) from None
+
+
 def _check_devices(name: str, devices: tuple[str, ...]) -> None:
     for d in devices:
         try:
@@ -46,6 +58,10 @@ class RefinerSettings(Settings):
         negative_frame_strength: ``s`` of negative-frame guidance (0 = off: exactly plain sampling).
         devices: devices to spread clips over, e.g. ``("cuda:0", "cuda:1")``; empty = the runtime
             device plus every other local CUDA device.
+        backend: ``"local"`` (this machine's devices) or ``"ray"`` (actors on a Ray cluster).
+        ray_address: the cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``).
+        ray_workers: Ray actors (0 = one per GPU of the cluster, or one per node without GPUs).
+        ray_path_map: ``"driver folder=worker folder; ..."`` for model files at other paths on the workers.
     """
 
     seed: int = seed_setting("Run seed; each window/clip derives its own seed from it.")
@@ -63,4 +79,22 @@ class RefinerSettings(Settings):
         (), kind="STRING", tooltip="GPUs to spread clips over: 'auto' = every local GPU (each extra GPU holds its "
         "own copy of the DiT and VAE), or a list such as 'cuda:0, cuda:1'; 'cuda:0' = one GPU.",
         encode=devices_to_text, decode=devices_from_text, validate=_check_devices,
+    )  # fmt: skip
+    backend: str = setting(
+        "local", tooltip="Where clips render: 'local' = this machine's devices (see devices); 'ray' = actors on "
+        "a Ray cluster (ray_address) that load the same model files and send finished clips back to this "
+        "machine's clip cache.", choices=BACKENDS,
+    )  # fmt: skip
+    ray_address: str = setting(
+        "auto", tooltip="Ray cluster for backend 'ray': 'auto' (the cluster this machine belongs to, or "
+        "RAY_ADDRESS), 'host:6379' (the head node) or 'ray://host:10001' (Ray client).",
+    )  # fmt: skip
+    ray_workers: int = setting(
+        0, tooltip="Ray actors, each holding the DiT + VAE (+ CLIP vision) resident: 0 = one per GPU of the "
+        "cluster (one per node on a cluster without GPUs).", min=0, max=1024, fix="use 0",
+    )  # fmt: skip
+    ray_path_map: str = setting(
+        "", tooltip="Model files at other paths on the Ray workers: 'driver folder=worker folder; ...'. Empty = "
+        "the same paths (a shared folder), else the worker's own AVATAR_CASCADE_MODELS folder by model name.",
+        validate=_check_path_map,
     )  # fmt: skip

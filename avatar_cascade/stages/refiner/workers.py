@@ -10,6 +10,15 @@ of the DiT and VAE.
 :func:`render_resilient` runs a batch and, on a CUDA out-of-memory error,
 halves the worker's batch limit, frees the cache and retries the same clips in
 smaller batches; a single clip that does not fit is reported as an input error.
+
+Replication itself may run out of memory (an extra GPU too full for a copy of the
+models): that device is left out with a warning and the clips run on fewer
+workers. The runtime's :class:`~avatar_cascade.core.runtime.ReplicaHost` (ComfyUI's,
+inside ComfyUI) is asked to make room before each replica is copied and counts it
+until :func:`release_workers`.
+
+The same :class:`Worker` (a device, its handles, its batch limit) is what a Ray
+actor renders with (:mod:`.ray_backend`); only the dispatch differs.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +38,7 @@ import torch
 
 from avatar_cascade.core.errors import InputError, Interrupted
 from avatar_cascade.core.runtime import Runtime
-from avatar_cascade.models.handle import ModelHandle
+from avatar_cascade.models.handle import ModelHandle, modules_of
 from avatar_cascade.models.wan_dit import WanDiT
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,12 @@ class Worker:
     limit: int
     stop: threading.Event = field(default_factory=threading.Event)
     halvings: int = 0
+    replicas: list = field(default_factory=list)  # modules copied for this worker (empty: the loaded models)
+
+    @property
+    def name(self) -> str:
+        """``host:pid/device``: where this worker's clips were rendered (written to the clip manifest)."""
+        return f"{socket.gethostname()}:{os.getpid()}/{self.runtime.device}"
 
 
 def auto_batch_size(
@@ -154,14 +171,69 @@ def make_workers(runtime: Runtime, devices: Sequence[str], handles: tuple, limit
             interrupt_check=check,
             preview=None,
             model_loader=None,
+            replicas=None,
         )
         if not used_original and _same_device(dev, runtime.device):
-            own, used_original = handles, True
-        else:
-            own = tuple(replicate_handle(h, dev) for h in handles)
-        workers.append(Worker(rt, own, limit, stop))
-    log.info("refiner: %d workers on %s (one model replica per extra device)", len(workers), [str(d) for d in devs])
+            workers.append(Worker(rt, handles, limit, stop))
+            used_original = True
+            continue
+        own = _replica_or_none(runtime, handles, dev)
+        if own is not None:
+            workers.append(Worker(rt, own, limit, stop, replicas=modules_of(*own)))
+    if not workers:
+        raise InputError(
+            "devices",
+            devices_text(devs),
+            "none of these devices had room for a copy of the models",
+            "free GPU memory, or include the main device in 'devices'",
+        )
+    log.info(
+        "refiner: %d workers on %s (one model replica per extra device)",
+        len(workers),
+        [str(w.runtime.device) for w in workers],
+    )
     return workers
+
+
+def _replica_or_none(runtime: Runtime, handles: tuple, dev: torch.device) -> tuple | None:
+    """``handles`` replicated on ``dev`` (the host making room first and counting them), or None
+    with a warning when ``dev`` runs out of memory while they are copied."""
+    nbytes = sum(p.numel() * p.element_size() for m in modules_of(*handles) for p in m.parameters())
+    host = runtime.replicas
+    if host is not None:
+        host.reserve(dev, nbytes)
+    failed = False
+    try:
+        own = tuple(replicate_handle(h, dev) for h in handles)
+    except OOM:
+        failed = True  # handled outside the except block, so the partial copy is freed
+    if failed:
+        free_device_memory(dev)
+        log.warning(
+            "refiner: %s has no room for a replica of the models (%.2f GiB); rendering on the other "
+            "devices without it (free memory on %s or list fewer devices in 'devices')",
+            dev,
+            nbytes / 2**30,
+            dev,
+        )
+        return None
+    if host is not None:
+        host.adopt(modules_of(*own), dev)
+    return own
+
+
+def release_workers(runtime: Runtime, workers: list[Worker]) -> None:
+    """Drop the workers' replicas (the host stops counting them) and free their devices' caches."""
+    for w in workers:
+        if w.replicas:
+            if runtime.replicas is not None:
+                runtime.replicas.release(w.replicas)
+            w.replicas, w.handles = [], ()
+            free_device_memory(w.runtime.device)
+
+
+def devices_text(devs: Sequence[torch.device]) -> str:
+    return ", ".join(str(d) for d in devs)
 
 
 def free_device_memory(device: torch.device) -> None:
@@ -219,10 +291,11 @@ def run_batches(
     workers: list[Worker],
     batches: list[list],
     render: Callable[[list, Worker], torch.Tensor],
-    finish: Callable[[list, torch.Tensor], None],
+    finish: Callable[[list, torch.Tensor, str], None],
     runtime: Runtime,
 ) -> None:
-    """Render every batch; ``finish`` always runs on the calling thread (saving, previews, progress).
+    """Render every batch; ``finish(items, rows, worker name)`` always runs on the calling thread
+    (saving, previews, progress).
 
     One worker: inline, checking for interruption between batches. Several: one
     thread per worker pulls batches from a shared queue; the first error (or an
@@ -230,9 +303,10 @@ def run_batches(
     meanwhile are still handed to ``finish``, then the error is re-raised here.
     """
     if len(workers) == 1:
+        w = workers[0]
         for batch in batches:
             runtime.check_interrupt()
-            render_resilient(batch, workers[0], render, finish)
+            render_resilient(batch, w, render, lambda items, rows: finish(items, rows, w.name))
         return
     work: queue.Queue = queue.Queue()
     for b in batches:
@@ -247,7 +321,7 @@ def run_batches(
                     batch = work.get_nowait()
                 except queue.Empty:
                     break
-                render_resilient(batch, worker, render, lambda items, rows: done.put(("ok", items, rows)))
+                render_resilient(batch, worker, render, lambda i, rows: done.put(("ok", i, (rows, worker.name))))
         except BaseException as exc:  # forwarded to the calling thread, which re-raises it
             done.put(("error", exc, None))
         finally:
@@ -265,7 +339,7 @@ def run_batches(
                 runtime.check_interrupt()
                 continue
             if kind == "ok":
-                finish(a, b)
+                finish(a, *b)
             elif kind == "error":
                 error = error or a
                 stop.set()
@@ -280,4 +354,4 @@ def run_batches(
         while not done.empty():  # clips finished while stopping are kept
             kind, a, b = done.get_nowait()
             if kind == "ok":
-                finish(a, b)
+                finish(a, *b)
