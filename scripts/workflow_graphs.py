@@ -96,7 +96,10 @@ def clip_stitcher(clips: list, timeline: list, *, filename_prefix: str, crf: int
             "pix_fmt": "yuv420p",
             "colour_match": colour_match,
             "crossfade": True,
-            "double_fps": False,
+            "interpolate": 1,
+            "interpolation": "flow",
+            "output_height": 0,
+            "upscale_tile": 512,
             "max_image_frames": 300,
         },
     )
