@@ -33,6 +33,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-adapter", help="InfiniteTalk adapter in models/model_patches or diffusion_models")
     p.add_argument("--lora", action="append", default=[], metavar="NAME[:STRENGTH]", help="LoRA in models/loras")
     p.add_argument("--reroll", help="re-render these clips with new seeds, e.g. '3, 7-9'")
+    p.add_argument(
+        "--upscale-model",
+        help="upscale model in models/upscale_models (.safetensors, ESRGAN family via spandrel), run on every "
+        "frame before the resize to --output-height",
+    )
     _add_setting_args(p)
 
 
@@ -42,6 +47,8 @@ ALIASES = {
     "--clip-frames": ("aligner", "clip_frames"),
     "--width": ("keyframes", "width"),
     "--height": ("keyframes", "height"),
+    "--interpolate": ("stitcher", "interpolate"),
+    "--output-height": ("stitcher", "output_height"),
 }
 # Flags that set the setting of this name in every stage that has one (a stage's own flag wins).
 SHARED = {"--seed": "seed", "--steps": "steps"}
@@ -141,6 +148,7 @@ def build_run_config(args: argparse.Namespace):
         audio_adapter=args.audio_adapter,
         loras=[_lora_arg(x) for x in args.lora],
         reroll=args.reroll,
+        upscale_model=args.upscale_model,
         **settings,
     )
     return cfg, lambda stage, name: flags.get((stage, name), stage_flag(stage, name))

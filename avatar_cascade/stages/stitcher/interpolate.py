@@ -9,12 +9,14 @@ For two consecutive frames ``I0`` and ``I1`` and a time ``t`` in (0, 1) between 
    the pixel ``x`` at time ``t`` came from ``p0 = x - t d`` in ``I0`` with ``d = F01(p0)``, and from
    ``p1 = x - (1 - t) e`` in ``I1`` with ``e = F10(p1)``; a few iterations ``d <- F01(x - t d)`` solve it
    (exact for translations, and for rotations up to the flow's own smoothness);
-3. occlusion from forward-backward consistency (Sundaram et al. 2010): a pixel of ``I0`` whose flow is
-   not undone by the flow back from ``I1`` (``|F01 + F10(p + F01)|^2 > 0.01 (|F01|^2 + |F10|^2) + 0.5``)
-   is hidden in ``I1``, so the in-between frame takes it from ``I0`` only (and the other way round);
+3. occlusion from the same fixed point: where the in-between pixel is hidden in one neighbour (the
+   background a moving object is about to cover or has just uncovered) the iteration has no fixed
+   point and jumps between the object's flow and the background's; its residual
+   ``|F01(x - t d) - d|`` (pixels) is large there, and that neighbour's weight falls to 0 at
+   ``_MISS_PX`` pixels of residual, so the pixel comes from the neighbour that shows it;
 4. both neighbours are warped to ``t`` (``cv2.remap``, bilinear) at the output resolution (the flow
-   fields are resized and scaled to it) and blended with weights ``(1 - t) v0`` and ``t v1``, ``v`` the
-   visibility of step 3 (``cv2.blendLinear``).
+   sample positions are resized and scaled to it) and blended with weights ``(1 - t) v0`` and
+   ``t v1``, ``v`` the visibility of step 3 (``cv2.blendLinear``).
 
 ``blend`` (the flow-free linear mix ``(1 - t) I0 + t I1``) is kept as a labelled choice: it ghosts on
 every motion, but it is exact on still shots and costs nothing.
@@ -30,7 +32,7 @@ from avatar_cascade.stages.stitcher.settings import INTERPOLATIONS
 
 MAX_FLOW_SIDE = 1024
 _FIXED_POINT_STEPS = 4
-_OCC_ALPHA, _OCC_BETA = 0.01, 0.5
+_MISS_PX = 1.0
 
 
 def blend_frames(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -70,8 +72,7 @@ class FrameInterpolator:
         if self.method == "blend":
             return [blend_frames(hi0, hi1, t) for t in ts]
         f01, f10 = self.flows(lo0, lo1)
-        v0, v1 = _visibility(f01, f10, self._grid(f01.shape[:2])), _visibility(f10, f01, self._grid(f01.shape[:2]))
-        return [self._warp_blend(hi0, hi1, f01, f10, v0, v1, t) for t in ts]
+        return [self._warp_blend(hi0, hi1, f01, f10, t) for t in ts]
 
     def rebind(self, old: np.ndarray, new: np.ndarray) -> None:
         """``new`` (a copy of ``old``) stands for ``old`` from now on (its luma is reused, ``old`` freed)."""
@@ -111,14 +112,15 @@ class FrameInterpolator:
 
     # -- warp ---------------------------------------------------------------------------
 
-    def _warp_blend(self, hi0, hi1, f01, f10, v0, v1, t: float) -> np.ndarray:
+    def _warp_blend(self, hi0, hi1, f01, f10, t: float) -> np.ndarray:
         import cv2
 
         grid = self._grid(f01.shape[:2])
-        p0 = cv2.scaleAdd(_back_flow(f01, grid, t), -t, grid)  # the in-between pixel x is at p0 in I0
-        p1 = cv2.scaleAdd(_back_flow(f10, grid, 1 - t), t - 1, grid)  # and at p1 in I1
-        w0 = (1 - t) * _sample(v0, p0) + 1e-3
-        w1 = t * _sample(v1, p1) + 1e-3
+        d, miss0 = _back_flow(f01, grid, t)  # the in-between pixel x is at x - t d in I0
+        e, miss1 = _back_flow(f10, grid, 1 - t)  # and at x - (1 - t) e in I1
+        p0, p1 = cv2.scaleAdd(d, -t, grid), cv2.scaleAdd(e, t - 1, grid)
+        w0 = (1 - t) * _visibility(miss0) + 1e-3
+        w1 = t * _visibility(miss1) + 1e-3
         h, w = hi0.shape[:2]
         if (h, w) != f01.shape[:2]:
             p0, p1 = self._to_size(p0, (h, w)), self._to_size(p1, (h, w))
@@ -148,24 +150,25 @@ def _sample(field: np.ndarray, points: np.ndarray) -> np.ndarray:
     return cv2.remap(field, points, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _back_flow(flow: np.ndarray, grid: np.ndarray, t: float) -> np.ndarray:
-    """``d`` with ``d = flow(x - t d)`` at every pixel ``x`` (fixed-point iterations from ``d = flow(x)``)."""
+def _back_flow(flow: np.ndarray, grid: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """``d`` with ``d = flow(x - t d)`` at every pixel ``x`` (fixed-point iterations from ``d = flow(x)``), and
+    how far from a fixed point it ends, ``|flow(x - t d) - d|`` (pixels, ``[h, w]``): large where the
+    in-between pixel has no counterpart in that frame (the iteration jumps between a moving object and
+    the background it covers or uncovers)."""
     import cv2
 
     d = flow
     for _ in range(_FIXED_POINT_STEPS):
         d = _sample(flow, cv2.scaleAdd(d, -t, grid))
-    return d
+    nxt = _sample(flow, cv2.scaleAdd(d, -t, grid))
+    diff = nxt - d
+    return nxt, np.sqrt(np.einsum("...i,...i->...", diff, diff))
 
 
-def _visibility(fwd: np.ndarray, bwd: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """1 where a pixel's forward flow is undone by the backward flow at its target (visible in the
-    other frame), 0 where it is not (occluded there); softened over a few pixels. ``[h, w]`` float32."""
+def _visibility(miss: np.ndarray) -> np.ndarray:
+    """Weight 1 where a neighbour's sample is a fixed point (the pixel is visible there), falling to 0 at
+    ``_MISS_PX`` pixels of residual; softened over a few pixels. ``[h, w]`` float32."""
     import cv2
 
-    back = _sample(bwd, grid + fwd)
-    diff = fwd + back
-    err = np.einsum("...i,...i->...", diff, diff)
-    bound = _OCC_ALPHA * (np.einsum("...i,...i->...", fwd, fwd) + np.einsum("...i,...i->...", back, back)) + _OCC_BETA
-    visible = (err <= bound).astype(np.float32)
+    visible = np.clip(1.0 - miss / _MISS_PX, 0.0, 1.0).astype(np.float32)
     return cv2.GaussianBlur(visible, (5, 5), 0)
