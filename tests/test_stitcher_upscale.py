@@ -155,3 +155,66 @@ def test_stitcher_node_takes_an_upscale_model(tmp_path, timeline, upscale_dir, m
     assert images.shape == (62, 2 * STITCH_SIZE, 2 * STITCH_SIZE, 3)
     direct = FrameScaler((STITCH_SIZE, STITCH_SIZE), None, model)(clip_frames(timeline, 0)[0])
     assert np.abs(images[0].mul(255).round().numpy().astype(int) - direct).max() <= 1
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture()
+def cli_models(demo_models_dir, upscale_dir, tmp_path) -> Path:
+    """The demo models plus models/upscale_models (links), as an artist's ComfyUI models/ folder."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for sub in [*demo_models_dir.iterdir(), upscale_dir / "upscale_models"]:
+        (models / sub.name).symlink_to(sub)
+    return models
+
+
+def _cli_args(models: Path, out: Path) -> list[str]:
+    from avatar_cascade.demo.models import DIT_FILE
+    from avatar_cascade.media import sample_audio_path, sample_image_path
+
+    return ["--image", str(sample_image_path()), "--audio", str(sample_audio_path()), "--prompt", "hi", "--dit",
+            DIT_FILE, "--models", str(models), "--out", str(out)]  # fmt: skip
+
+
+def test_cli_flags_set_the_output_stage_and_resolve_the_model_by_name(cli_models, tmp_path, capsys):
+    from avatar_cascade.cascade import _extra_model_paths
+    from avatar_cascade.cli import main, run_config
+
+    base = _cli_args(cli_models, tmp_path / "o.mp4")
+    name = "tiny_esrgan_x4.safetensors"
+    cfg = run_config([*base, "--interpolate", "2", "--output-height", "1080", "--upscale-model", name])
+    assert (cfg.stitcher.interpolate, cfg.stitcher.output_height, cfg.upscale_model) == (2, 1080, name)
+    assert _extra_model_paths(cfg)["upscale_model"] == (cli_models / "upscale_models" / name).resolve()
+    assert run_config(base).stitcher.output_height is None and run_config(base).upscale_model is None
+    assert main(["run", *base, "--upscale-model", "../vae/x.safetensors"]) == 2
+    assert "--upscale-model" in capsys.readouterr().err
+    assert main(["run", *base, "--interpolate", "7"]) == 2
+    assert "--interpolate" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+# The tiny demo settings (cascade.demo_config) as flags, for a whole run through `python -m avatar_cascade run`.
+TINY_RUN = [
+    "--fps", "16", "--clip-frames", "17", "--width", "64", "--height", "64", "--blueprint-width", "32",
+    "--blueprint-height", "32", "--blueprint-fps", "8", "--blueprint-window-frames", "17", "--steps", "4",
+    "--refiner-batch-size", "2", "--stitcher-preset", "ultrafast",
+]  # fmt: skip
+
+
+@pytest.mark.slow  # the whole cascade on the tiny demo models, then a x4 model on every frame
+def test_cli_run_upscales_and_doubles_the_frame_rate(cli_models, tmp_path):
+    from fractions import Fraction
+
+    from avatar_cascade.cli import main
+    from avatar_cascade.media import load_audio, sample_audio_path
+
+    out = tmp_path / "o.mp4"
+    args = _cli_args(cli_models, out)
+    flags = ["--upscale-model", "tiny_esrgan_x4.safetensors", "--interpolate", "2", "--output-height", "192"]
+    assert main(["run", *args, *TINY_RUN, *flags]) == 0
+    info = probe_media(out)
+    assert (info["width"], info["height"], info["fps"]) == (192, 192, Fraction(32))
+    src = load_audio(sample_audio_path())
+    assert abs(Fraction(info["video_frames"], 32) - Fraction(src.num_samples, src.sample_rate)) < Fraction(1, 32)
