@@ -247,7 +247,8 @@ def wan21_480p_graph() -> dict:
     )
     g["11"]["inputs"].update(width=832, height=480, lift_steps=20, work_folder="wan21_480p")
     g["12"]["inputs"].update(steps=30, guidance=5.0, shift=5.0, batch_size=0, cache_folder="wan21_480p_clips")
-    g["13"]["inputs"].update(filename_prefix="avatar_cascade/wan21_480p", crf=19)
+    # rendered at 480p / 25 fps, written at 1080p / 50 fps (flow interpolation + resize; add an upscale model)
+    g["13"]["inputs"].update(filename_prefix="avatar_cascade/wan21_480p", crf=19, interpolate=2, output_height=1080)
     _with_clip_vision(g, m["clip_vision"], ("10", "11", "12"))
     return g
 
