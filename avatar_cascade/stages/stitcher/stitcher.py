@@ -249,6 +249,34 @@ def stitch_clips(
         raise InputError(
             "keyframes", got, f"colour matching needs {n_clips + 1} keyframes", "connect the clips' keyframes"
         )
+    sink = _output_stream(
+        out_path, encoder, track, timeline, settings, runtime, metadata, collect_frames, upscale_model
+    )
+    total, fps = sink.total_out, timeline.fps * settings.interpolate
+    try:
+        _stream(clips, spans, sink, timeline, settings, keyframes, runtime)
+        sink.finish()
+        if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
+            raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
+        sink.writer.close()
+    except BaseException:
+        if sink.writer is not None:
+            sink.writer.abort()
+        raise
+    finally:
+        sink.close()
+    log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
+    kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
+    height, width = sink.size
+    return StitchResult(out_path, total, width, height, fps, track.num_samples, kept)
+
+
+def _output_stream(
+    out_path: Path, encoder: str, track: AudioTrack, timeline: Timeline, settings: StitcherSettings, runtime: Runtime,
+    metadata, collect_frames: int, upscale_model,
+) -> OutputStream:  # fmt: skip
+    """The output stream of ``stitch_clips``: its frame count and rate from the audio (exact rational
+    arithmetic), the scaler (upscale model / resize) and writer made at the first frame."""
     if upscale_model is not None:
         from avatar_cascade.models.upscale import check_upscale_model
 
@@ -279,22 +307,7 @@ def stitch_clips(
         FrameInterpolator(settings.interpolation),
         runtime.check_interrupt,
     )
-    try:
-        _stream(clips, spans, sink, timeline, settings, keyframes, runtime)
-        sink.finish()
-        if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
-            raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
-        sink.writer.close()
-    except BaseException:
-        if sink.writer is not None:
-            sink.writer.abort()
-        raise
-    finally:
-        sink.close()
-    log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
-    kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
-    height, width = sink.size
-    return StitchResult(out_path, total, width, height, fps, track.num_samples, kept)
+    return sink
 
 
 def _stream(clips, spans, sink: OutputStream, timeline, settings: StitcherSettings, keyframes, runtime) -> None:
