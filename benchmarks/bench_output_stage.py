@@ -87,12 +87,12 @@ def upscale(arch: str | None, frames: int = 2) -> dict:
         model = spandrel.ModelLoader().load_from_state_dict(net.state_dict()).eval()
     scaler = FrameScaler(LO, HI[0], model, 512, torch.device("cpu"))
     frame = _texture(*LO)
-    out = scaler(frame)  # warm-up
-    assert out.shape[:2] == HI and out.dtype == np.uint8
+    FrameScaler((64, 64), 144, model)(frame[:64, :64])  # warm-up (small: a real model takes minutes a frame)
     t0 = time.perf_counter()
     for _ in range(frames):
-        scaler(frame)
+        out = scaler(frame)
     dt = (time.perf_counter() - t0) / frames
+    assert out.shape[:2] == HI and out.dtype == np.uint8
     return {"frames": frames, "ms_per_frame": 1000 * dt, "fps": 1 / dt, "threads": torch.get_num_threads()}
 
 
@@ -175,7 +175,7 @@ CASES = [
     Case("interp_flow_on_1080p_1080p", interp, {"method": "flow", "flow_on": HI}),
     Case("interp_blend_1080p", interp, {"method": "blend"}),
     Case("upscale_resize_480_1080", upscale, {"arch": None, "frames": 20}),
-    Case("upscale_compact_480_1080", upscale, {"arch": "compact"}),
+    Case("upscale_compact_480_1080", upscale, {"arch": "compact", "frames": 1}),
     Case("upscale_esrgan_480_1080", upscale, {"arch": "esrgan", "frames": 1}),
     *[Case(f"stream_1080p48_{s}s", stream, {"seconds": s}) for s in (10, 60, 600)],
 ]
