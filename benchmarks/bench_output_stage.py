@@ -18,6 +18,9 @@ Cases (each in a fresh process; ``wall_s`` and ``peak_rss_mb`` come from the har
   clip), ``fps`` (output frames per second of wall time). ``--only stream_1080p48_600s`` is the
   10-minute run (28,800 output frames; about an hour on 2 shared cores).
 
+``load_avg_1m`` is the machine's load at the end of each case: the project's 2-core machines are shared,
+and figures taken at a load well above 2 are slower than the code is.
+
 Run: ``python -m benchmarks.bench_output_stage [--only NAME]``.
 """
 
@@ -65,7 +68,7 @@ def interp(method: str, flow_on: tuple[int, int] = LO, pairs: int = 12) -> dict:
     for i in range(pairs):
         ip.between(lo[i], lo[i + 1], [0.5], hi[i], hi[i + 1])
     dt = (time.perf_counter() - t0) / pairs
-    return {"frames": pairs, "ms_per_frame": 1000 * dt, "fps": 1 / dt}
+    return {"frames": pairs, "ms_per_frame": 1000 * dt, "fps": 1 / dt, "load_avg_1m": os.getloadavg()[0]}
 
 
 def upscale(arch: str | None, frames: int = 2) -> dict:
@@ -85,7 +88,7 @@ def upscale(arch: str | None, frames: int = 2) -> dict:
         else:
             net = ESRGAN(num_filters=64, num_blocks=23)
         model = spandrel.ModelLoader().load_from_state_dict(net.state_dict()).eval()
-    scaler = FrameScaler(LO, HI[0], model, 512, torch.device("cpu"))
+    scaler = FrameScaler(LO, HI[0], model, 512)
     frame = _texture(*LO)
     FrameScaler((64, 64), 144, model)(frame[:64, :64])  # warm-up (small: a real model takes minutes a frame)
     t0 = time.perf_counter()
@@ -93,7 +96,14 @@ def upscale(arch: str | None, frames: int = 2) -> dict:
         out = scaler(frame)
     dt = (time.perf_counter() - t0) / frames
     assert out.shape[:2] == HI and out.dtype == np.uint8
-    return {"frames": frames, "ms_per_frame": 1000 * dt, "fps": 1 / dt, "threads": torch.get_num_threads()}
+    threads = torch.get_num_threads()
+    return {
+        "frames": frames,
+        "ms_per_frame": 1000 * dt,
+        "fps": 1 / dt,
+        "threads": threads,
+        "load_avg_1m": os.getloadavg()[0],
+    }
 
 
 def stream(seconds: float, fps: int = 24, output_height: int = 1080, interpolate: int = 2) -> dict:
@@ -167,6 +177,7 @@ def stream(seconds: float, fps: int = 24, output_height: int = 1080, interpolate
         "rss_max_mb": max(rss),
         "growth_pct": 100 * (rss[-1] - rss[0]) / rss[0],
         "rss_trace": trace,
+        "load_avg_1m": os.getloadavg()[0],
     }
 
 

@@ -104,7 +104,3 @@ class OutputStream:
         """Hold the last frame for the final part of the audio (at most ``factor - 1`` frames)."""
         while self.prev is not None and self.writer.frames_written < self.total_out:
             self._write(self.prev[1])
-
-    def close(self) -> None:
-        if self.scaler is not None:
-            self.scaler.release()

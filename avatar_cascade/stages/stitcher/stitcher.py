@@ -254,8 +254,9 @@ def stitch_clips(
     )
     total, fps = sink.total_out, timeline.fps * settings.interpolate
     try:
-        _stream(clips, spans, sink, timeline, settings, keyframes, runtime)
-        sink.finish()
+        with runtime.use_models(upscale_model.model if upscale_model is not None else None):
+            _stream(clips, spans, sink, timeline, settings, keyframes, runtime)
+            sink.finish()
         if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
             raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
         sink.writer.close()
@@ -263,8 +264,6 @@ def stitch_clips(
         if sink.writer is not None:
             sink.writer.abort()
         raise
-    finally:
-        sink.close()
     log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
     kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
     height, width = sink.size
@@ -295,7 +294,7 @@ def _output_stream(
         return writer
 
     def make_scaler(size: tuple[int, int]) -> FrameScaler:
-        return FrameScaler(size, settings.output_height, upscale_model, settings.upscale_tile, runtime.device)
+        return FrameScaler(size, settings.output_height, upscale_model, settings.upscale_tile)
 
     sink = OutputStream(
         timeline.num_frames,

@@ -44,30 +44,16 @@ class FrameScaler:
     Args:
         size: ``(h, w)`` of the rendered frames.
         output_height: pixels, or None for the model's (or the frames') own height.
-        model: spandrel image model, or None for a plain resize.
+        model: spandrel image model, or None for a plain resize. It runs where its weights are: the
+            stitcher places it with ``Runtime.use_models`` (ComfyUI's model management in the nodes).
         tile: tile side in input pixels (the model path).
-        device: where the model runs.
     """
 
-    def __init__(
-        self,
-        size: tuple[int, int],
-        output_height: int | None,
-        model: Any = None,
-        tile: int = DEFAULT_TILE,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.model, self.tile, self.device = model, int(tile), torch.device(device)
+    def __init__(self, size: tuple[int, int], output_height: int | None, model: Any = None, tile: int = DEFAULT_TILE):
+        self.model, self.tile = model, int(tile)
         self.scale = int(model.scale) if model is not None else 1
         self.src = size
         self.size = output_size(size[0], size[1], output_height, self.scale)
-        self.dtype = torch.float32
-        if model is not None:
-            half = self.device.type == "cuda" and getattr(model, "supports_half", False)
-            self.dtype = torch.float16 if half else torch.float32
-            model.to(self.device).eval()
-            if self.dtype != torch.float32:
-                model.to(dtype=self.dtype)
 
     @property
     def identity(self) -> bool:
@@ -81,15 +67,10 @@ class FrameScaler:
             frame = self._model_frame(frame)
         return _resize(frame, self.size)
 
-    def release(self) -> None:
-        """Move the model back to the CPU in float32 (as ComfyUI does after upscaling)."""
-        if self.model is not None:
-            self.model.to("cpu", dtype=torch.float32)
-
     def _model_frame(self, frame: np.ndarray) -> np.ndarray:
         while True:
             try:
-                return upscale_tiled(self.model, frame, self.tile, TILE_OVERLAP, self.device, self.dtype)
+                return upscale_tiled(self.model, frame, self.tile, TILE_OVERLAP, self.model.device, self.model.dtype)
             except torch.OutOfMemoryError:
                 if self.tile <= 64:
                     raise
