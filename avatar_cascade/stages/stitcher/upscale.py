@@ -5,10 +5,11 @@ Each frame as rendered (uint8 ``[h, w, 3]``) becomes a frame of the output size:
 * with an upscale model (a spandrel ``ImageModelDescriptor``, ComfyUI's ``UPSCALE_MODEL``): the frame
   is cut into ``tile`` x ``tile`` tiles, each run with ``overlap`` pixels of context on every side
   and only its own part of the output kept (no seams for models whose receptive field is within the
-  overlap), on the runtime's device; on a CUDA out-of-memory error the tile side is halved and the
+  overlap), on the device the stitcher placed it on (``Runtime.use_models``: ComfyUI's model
+  management in the nodes); on a CUDA out-of-memory error the tile side is halved and the
   frame retried (as ComfyUI's ``ImageUpscaleWithModel`` does);
 * then, when ``output_height`` is set and differs from what the model made, a resize to it
-  (``cv2.INTER_AREA`` down, Lanczos up), the width following the aspect ratio (rounded to even).
+  (``cv2.INTER_AREA`` down, Lanczos up), the width following the aspect ratio (a multiple of 8).
 
 Memory per frame is one input frame, one model output frame and one tile's activations: constant
 over the length of the video.
