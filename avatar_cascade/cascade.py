@@ -77,6 +77,7 @@ class CascadeConfig:
     loras: list[tuple[str, float]] = field(default_factory=list)
     reroll: str | None = None
     protect_models: bool = True  # refuse an output / work folder that touches a model file (False: the demo)
+    upscale_model: str | None = None
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -158,10 +159,13 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: dict, extra: dict) -> Path:
     from avatar_cascade.core.cache import atomic_write_text
     from avatar_cascade.models.audio_encoder import load_audio_encoder
+    from avatar_cascade.models.upscale import load_upscale_model
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
     wd = cfg.workdir
     reference, audio = _inputs(cfg)
+    # loaded now (small): a wrong file fails before hours of generation, not at the stitcher
+    upscaler = load_upscale_model(extra["upscale_model"], "--upscale-model") if extra["upscale_model"] else None
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
@@ -189,6 +193,7 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
             runtime,
             metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
             keyframes=clips.keyframes,
+            upscale_model=upscaler,
         )
     return result.path
 
@@ -282,10 +287,13 @@ def _generate(
 
 
 def _extra_model_paths(cfg: CascadeConfig) -> dict:
-    """Resolve the audio adapter and LoRA names (inside their model folders only)."""
+    """Resolve the audio adapter, LoRA and upscale-model names (inside their model folders only)."""
     from avatar_cascade.models.files import resolve_model_path
+    from avatar_cascade.models.upscale import resolve_upscale_model
 
-    out: dict = {"audio_adapter": None, "loras": []}
+    out: dict = {"audio_adapter": None, "loras": [], "upscale_model": None}
+    if cfg.upscale_model:
+        out["upscale_model"] = resolve_upscale_model(cfg.models_dir, cfg.upscale_model, input_name="--upscale-model")
     if cfg.audio_adapter:
         roots = [cfg.models_dir / "model_patches", cfg.models_dir / "diffusion_models"]
         out["audio_adapter"] = resolve_model_path(roots, cfg.audio_adapter, input_name="--audio-adapter")

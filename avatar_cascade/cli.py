@@ -40,6 +40,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="render the refiner's clips on the Ray cluster at ADDRESS ('auto', HEAD_IP:6379 or ray://HEAD_IP:10001); "
         "short for --refiner-backend ray --refiner-ray-address ADDRESS",
     )
+    p.add_argument(
+        "--upscale-model",
+        help="upscale model in models/upscale_models (.safetensors, ESRGAN family via spandrel), run on every "
+        "frame before the resize to --output-height",
+    )
     _add_setting_args(p)
 
 
@@ -49,6 +54,8 @@ ALIASES = {
     "--clip-frames": ("aligner", "clip_frames"),
     "--width": ("keyframes", "width"),
     "--height": ("keyframes", "height"),
+    "--interpolate": ("stitcher", "interpolate"),
+    "--output-height": ("stitcher", "output_height"),
 }
 # Flags that set the setting of this name in every stage that has one (a stage's own flag wins).
 SHARED = {"--seed": "seed", "--steps": "steps", "--framing": "framing"}
@@ -153,6 +160,7 @@ def build_run_config(args: argparse.Namespace):
         audio_adapter=args.audio_adapter,
         loras=[_lora_arg(x) for x in args.lora],
         reroll=args.reroll,
+        upscale_model=args.upscale_model,
         **settings,
     )
     return cfg, lambda stage, name: flags.get((stage, name), stage_flag(stage, name))

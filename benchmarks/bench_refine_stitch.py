@@ -104,7 +104,14 @@ def stitch(
             tl,
             audio,
             Path(d) / "out.mp4",
-            StitcherSettings(codec=codec, crf=crf, preset=preset, colour_match=colour, double_fps=double_fps),
+            StitcherSettings(
+                codec=codec,
+                crf=crf,
+                preset=preset,
+                colour_match=colour,
+                interpolate=2 if double_fps else 1,
+                interpolation="blend",  # the 2x rows measured the midpoint blend; flow: bench_output_stage.py
+            ),
             rt,
             keyframes=keys,
         )

@@ -31,7 +31,11 @@ def refiner_widgets() -> NodeWidgets:
 def stitcher_widgets() -> NodeWidgets:
     from avatar_cascade.stages.stitcher.settings import StitcherSettings
 
-    return NodeWidgets(StitcherSettings, ("crf", "codec", "pix_fmt", "colour_match", "crossfade", "double_fps"))
+    return NodeWidgets(
+        StitcherSettings,
+        ("crf", "codec", "pix_fmt", "colour_match", "crossfade", "interpolate", "interpolation", "output_height")
+        + ("upscale_tile",),
+    )
 
 
 def _check_reroll(reroll) -> bool | str:
@@ -129,9 +133,11 @@ class AvatarCascadeFLFRefiner:
 class AvatarCascadeClipStitcher:
     DESCRIPTION = (
         "Joins the sub-clips into one video: keeps each shared seam frame once, cross-fades frames rendered by two "
-        "clips (timelines with overlap), matches each clip's colours to its keyframes, optionally doubles the frame "
-        "rate with midpoint frames, trims to the audio, muxes the audio with exact sync and streams frames into an "
-        "H.264 / H.265 mp4 in the output folder (constant memory) with the workflow embedded."
+        "clips (timelines with overlap), matches each clip's colours to its keyframes, optionally upscales every "
+        "frame (an upscale model, tiled, and / or a resize to output_height) and doubles the frame rate with "
+        "motion-compensated in-between frames (optical flow), trims to the audio, muxes the audio with exact sync "
+        "and streams frames into an H.264 / H.265 mp4 in the output folder (constant memory) with the workflow "
+        "embedded."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("VIDEO", "STRING", "IMAGE")
@@ -164,7 +170,15 @@ class AvatarCascadeClipStitcher:
                 **w.inputs("crf"),
             },
             "optional": {
-                **w.inputs("codec", "pix_fmt", "colour_match", "crossfade", "double_fps"),
+                **w.inputs("codec", "pix_fmt", "colour_match", "crossfade", "interpolate", "interpolation"),
+                "upscale_model": (
+                    "UPSCALE_MODEL",
+                    {
+                        "tooltip": "Optional: an upscale model (Load Upscale Model, models/upscale_models) run on "
+                        "every frame, in tiles, before the resize to output_height."
+                    },
+                ),
+                **w.inputs("output_height", "upscale_tile"),
                 "max_image_frames": (
                     "INT",
                     {
@@ -183,7 +197,16 @@ class AvatarCascadeClipStitcher:
         return stitcher_widgets().validate(widgets)
 
     def stitch(
-        self, clips, timeline, filename_prefix, crf, max_image_frames=None, prompt=None, extra_pnginfo=None, **w
+        self,
+        clips,
+        timeline,
+        filename_prefix,
+        crf,
+        max_image_frames=None,
+        upscale_model=None,
+        prompt=None,
+        extra_pnginfo=None,
+        **w,
     ):
         from avatar_cascade.stages.stitcher.stitcher import DEFAULT_IMAGE_FRAMES, stitch_clips
 
@@ -206,6 +229,7 @@ class AvatarCascadeClipStitcher:
             metadata=metadata,
             keyframes=clips.keyframes if settings.colour_match > 0 else None,
             collect_frames=cap,
+            upscale_model=upscale_model,
         )
         images, text = _image_output(result, cap)
         ui = {**bridge.ui_video(result.path), "text": [text]}

@@ -94,7 +94,10 @@ def clip_stitcher(clips: list, timeline: list, *, filename_prefix: str, crf: int
             "pix_fmt": "yuv420p",
             "colour_match": colour_match,
             "crossfade": True,
-            "double_fps": False,
+            "interpolate": 1,
+            "interpolation": "flow",
+            "output_height": 0,
+            "upscale_tile": 512,
             "max_image_frames": 300,
         },
     )
@@ -244,7 +247,8 @@ def wan21_480p_graph() -> dict:
     g["10"]["inputs"].update(work_folder="wan21_480p")
     g["11"]["inputs"].update(width=832, height=480, work_folder="wan21_480p")
     g["12"]["inputs"].update(batch_size=0, cache_folder="wan21_480p_clips")
-    g["13"]["inputs"].update(filename_prefix="avatar_cascade/wan21_480p", crf=19)
+    # rendered at 480p / 25 fps, written at 1080p / 50 fps (flow interpolation + resize; add an upscale model)
+    g["13"]["inputs"].update(filename_prefix="avatar_cascade/wan21_480p", crf=19, interpolate=2, output_height=1080)
     _with_clip_vision(g, m["clip_vision"], ("10", "11", "12"))
     return g
 

@@ -193,7 +193,7 @@ def test_overlap_frames_are_crossfaded_linearly_or_cut_after_the_seam(tmp_path, 
     assert level[:4] == [40] * 4 and level[21:] == [200] * 4
 
 
-def test_double_fps_inserts_midpoints_and_keeps_audio_exact(tmp_path, timeline):
+def test_blend_interpolation_inserts_midpoints_and_keeps_audio_exact(tmp_path, timeline):
     clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
     result = stitch(
         clips,
@@ -201,7 +201,8 @@ def test_double_fps_inserts_midpoints_and_keeps_audio_exact(tmp_path, timeline):
         speech(timeline.num_samples),
         tmp_path / "d.mp4",
         quiet_runtime(),
-        double_fps=True,
+        interpolate=2,
+        interpolation="blend",
         collect_frames=1000,
         crf=0,
     )
@@ -218,14 +219,14 @@ def test_double_fps_inserts_midpoints_and_keeps_audio_exact(tmp_path, timeline):
     assert read_marks(result.path)[0::2][:n] == list(range(n))
 
 
-def test_double_fps_frame_count_follows_the_audio(tmp_path):
+def test_doubled_frame_count_follows_the_audio(tmp_path):
     # 2N - 1 frames (every pair gets a midpoint) when the audio ends in the first half of the last frame,
     # plus the last frame held when it ends later: frames = ceil(duration * 2 fps), as the timeline rule.
     for samples, want in ((24 * 640 + 100, 49), (SR, 50)):  # 24.16 and 25 frames at 25 fps
         tl = plan_timeline(samples, SR, 25, clip_frames=9)
         assert tl.num_frames == 25
         clips = (clip_frames(tl, k) for k in range(len(tl.clips)))
-        result = stitch(clips, tl, speech(samples), tmp_path / "d.mp4", quiet_runtime(), double_fps=True)
+        result = stitch(clips, tl, speech(samples), tmp_path / "d.mp4", quiet_runtime(), interpolate=2)
         info = probe_media(result.path)
         assert result.num_frames == want == info["video_frames"] and info["audio_samples"] == samples
 

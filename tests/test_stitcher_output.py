@@ -223,7 +223,7 @@ def test_stitcher_node_outputs_video_path_images_and_embeds_the_workflow(tmp_pat
     assert json.loads(meta["workflow"]) == workflow and json.loads(meta["prompt"]) == {"13": {}}
     assert out["ui"]["images"][0]["filename"] == "test_00001.mp4"
 
-    out = node.stitch(clips, aligned, "avatar_cascade/test", 20, max_image_frames=30, double_fps=True)
+    out = node.stitch(clips, aligned, "avatar_cascade/test", 20, max_image_frames=30, interpolate=2)
     _, path, images = out["result"]
     assert Path(path).name == "test_00002.mp4" and probe_media(path)["video_frames"] == 62
     assert images.shape == (1, SIZE, SIZE, 3) and images.abs().max() == 0

@@ -1,4 +1,5 @@
-"""Clip Stitcher settings: encoder, quality, pixel format, colour matching, joins, frame-rate doubling.
+"""Clip Stitcher settings: encoder, quality, pixel format, colour matching, joins, and the output stage
+(frame interpolation, upscale tiles, output height).
 
 ``colour_match`` defaults to 1.0 (node and CLI; the engine had 0.0): matching every clip to its
 keyframes cancels the colour drift a long video accumulates, and the cascade always has the
@@ -13,6 +14,7 @@ from avatar_cascade.core.settings import Settings, setting
 
 CODECS = {"h264": "libx264", "h265": "libx265", "libx264": "libx264", "libx265": "libx265"}
 PIX_FMTS = ("yuv420p", "yuv444p", "yuv420p10le")
+INTERPOLATIONS = ("flow", "blend")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +28,11 @@ class StitcherSettings(Settings):
         preset: encoder preset (e.g. ``ultrafast``, ``slow``); None = the encoder's default.
         colour_match: 0..1 strength of matching each clip's colours to its two keyframes.
         crossfade: blend frames rendered by two clips (timelines with overlap).
-        double_fps: write at twice the timeline's rate with midpoint frames.
+        interpolate: output frames per timeline frame (2 = twice the rate, e.g. 24 -> 48 fps).
+        interpolation: how in-between frames are made, one of ``INTERPOLATIONS``.
+        output_height: height of the written frames in pixels (None = the clips' height, times the
+            upscale model's scale when one is given).
+        upscale_tile: tile side in input pixels when an upscale model runs.
     """
 
     codec: str = setting(
@@ -44,4 +50,21 @@ class StitcherSettings(Settings):
         "cancel colour drift; 0 = off.", min=0.0, max=1.0, step=0.05, fix="use 1.0, or 0 without keyframes",
     )  # fmt: skip
     crossfade: bool = setting(True, tooltip="Blend frames rendered by two clips (timelines with overlap).")
-    double_fps: bool = setting(False, tooltip="Write at twice the frame rate (e.g. 24 -> 48) with midpoint frames.")
+    interpolate: int = setting(
+        1, tooltip="Output frames per rendered frame: 2 doubles the frame rate (24 -> 48 fps, 25 -> 50) with "
+        "motion-compensated in-between frames; 1 = as rendered.", min=1, max=4, fix="use 1 or 2",
+    )  # fmt: skip
+    interpolation: str = setting(
+        "flow", tooltip="How in-between frames are made: flow = optical flow (OpenCV DIS) both ways, both "
+        "neighbours warped to the middle, occlusion-aware; blend = a plain mix of the neighbours (ghosts on "
+        "motion).", choices=INTERPOLATIONS,
+    )  # fmt: skip
+    output_height: int | None = setting(
+        None, tooltip="Height of the video in pixels, e.g. 1080 (width follows the aspect ratio); frames are "
+        "upscaled by the upscale model first when one is given. 0 = the clips' height (times the model's "
+        "scale).", min=64, max=4320, none_as=0, fix="use 720 or 1080, or 0 to keep the size",
+    )  # fmt: skip
+    upscale_tile: int = setting(
+        512, tooltip="Tile side in input pixels for the upscale model (smaller = less memory, halved "
+        "automatically when the GPU runs out).", min=64, max=4096, step=64,
+    )  # fmt: skip

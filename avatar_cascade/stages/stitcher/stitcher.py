@@ -18,11 +18,14 @@ rendered by two neighbouring clips are joined as follows:
 Each clip can first be colour-matched to its two keyframes
 (:mod:`avatar_cascade.stages.stitcher.colour`). The joined sequence is cut to exactly
 ``timeline.num_frames`` frames (the last clip may run up to 3 frames past the
-audio end). ``double_fps`` inserts the midpoint ``(a + b) / 2`` of every pair of
-consecutive frames (a flow-free linear blend) and writes at twice the rate:
-``2N - 1`` frames, plus one held last frame when the audio needs it, so the
-video keeps the timeline rule ``frames = ceil(duration * fps)``. The audio is
-muxed with exactly ``timeline.num_samples`` samples either way.
+audio end). The joined frames then go through the output stream
+(:mod:`avatar_cascade.stages.stitcher.output`): an optional upscale model and / or
+resize to ``output_height`` (:mod:`.upscale`), and with ``interpolate`` n > 1 the
+``n - 1`` motion-compensated in-between frames of every pair of consecutive frames
+(:mod:`.interpolate`), written at n times the rate: ``n (N - 1) + 1`` frames, plus
+the last frame held while the audio needs it, so the video keeps the timeline rule
+``frames = ceil(duration * fps)`` at the new rate (exact rational arithmetic). The
+audio is muxed with exactly ``timeline.num_samples`` samples either way.
 
 Clips arrive from an iterable (typically a generator that loads one clip at a
 time); only the current clip and the previous clip's overlap frames are held.
@@ -35,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +48,10 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import AudioTrack, VideoWriter, resample
 from avatar_cascade.media.output import container_codecs
+from avatar_cascade.stages.stitcher.interpolate import FrameInterpolator
+from avatar_cascade.stages.stitcher.output import OutputStream
 from avatar_cascade.stages.stitcher.settings import CODECS, PIX_FMTS, StitcherSettings
+from avatar_cascade.stages.stitcher.upscale import FrameScaler
 
 log = logging.getLogger(__name__)
 
@@ -196,41 +203,6 @@ def _as_frames(clip: torch.Tensor | np.ndarray, k: int, expected: int, size: tup
     return arr
 
 
-class _Sink:
-    """Frames at the timeline rate in, trimmed to ``limit``; optionally doubled; written (and collected)."""
-
-    def __init__(self, limit: int, double: bool, total_out: int, collect: bool) -> None:
-        self.limit, self.double, self.total_out = limit, double, total_out
-        self.taken = 0
-        self.prev: np.ndarray | None = None
-        self.writer: VideoWriter | None = None
-        self.kept: list[np.ndarray] | None = [] if collect else None
-
-    def push(self, frames: np.ndarray) -> None:
-        frames = frames[: max(0, self.limit - self.taken)]
-        if not len(frames):
-            return
-        self.taken += len(frames)
-        if not self.double:
-            self._write(frames)
-            return
-        for frame in frames:  # one midpoint + one frame at a time: no clip-sized temporaries
-            if self.prev is not None:
-                self._write(((self.prev.astype(np.uint16) + frame + 1) >> 1).astype(np.uint8)[None])
-            self._write(frame[None])
-            self.prev = frame
-        self.prev = self.prev.copy()  # do not keep the whole clip alive through a view
-
-    def _write(self, frames: np.ndarray) -> None:
-        self.writer.write(frames)
-        if self.kept is not None:
-            self.kept.append(frames.copy())
-
-    def finish(self) -> None:
-        while self.double and self.prev is not None and self.writer.frames_written < self.total_out:
-            self._write(self.prev[None])  # the last frame held for the final half frame of audio
-
-
 def stitch_clips(
     clips: Iterable[torch.Tensor | np.ndarray],
     timeline: Timeline,
@@ -242,6 +214,7 @@ def stitch_clips(
     metadata: dict[str, str] | None = None,
     keyframes: torch.Tensor | None = None,
     collect_frames: int = 0,
+    upscale_model: Any = None,
 ) -> StitchResult:
     """Stream the sub-clips of ``timeline`` into ``out_path`` with ``audio`` muxed in sync.
 
@@ -253,12 +226,15 @@ def stitch_clips(
             exactly ``timeline.num_samples`` samples at ``timeline.sample_rate`` Hz).
         out_path: video file (.mp4, .mov, .mkv, .webm); written atomically.
         settings: codec, crf (0-51, lower = better), pix_fmt, preset, colour-match strength
-            (0-1), crossfade, double_fps; see :class:`StitcherSettings`.
-        runtime: progress (one step per clip), interruption between clips, and the
-            device colour matching runs on.
+            (0-1), crossfade, interpolate (output frames per timeline frame) and interpolation,
+            output_height, upscale_tile; see :class:`StitcherSettings`.
+        runtime: progress (one step per clip), interruption between frames, and the
+            device colour matching and the upscale model run on.
         metadata: container tags, e.g. ``{"prompt": ..., "workflow": ...}``.
         keyframes: ``[clips + 1, H', W', 3]`` uint8, needed when ``settings.colour_match > 0``.
         collect_frames: also return the output frames when there are at most this many.
+        upscale_model: a spandrel image model (ComfyUI's ``UPSCALE_MODEL``) run on every frame
+            before the resize to ``settings.output_height``; None = resize only.
 
     An error or interruption leaves no file at ``out_path`` (an existing file
     there is replaced only on success).
@@ -275,22 +251,14 @@ def stitch_clips(
         raise InputError(
             "keyframes", got, f"colour matching needs {n_clips + 1} keyframes", "connect the clips' keyframes"
         )
-    double = settings.double_fps
-    fps = timeline.fps * (2 if double else 1)
-    total = frames_for_samples(timeline.num_samples, fps, timeline.sample_rate) if double else timeline.num_frames
-    sink = _Sink(timeline.num_frames, double, total, 0 < total <= collect_frames)
-
-    def open_writer(size: tuple[int, int]) -> VideoWriter:
-        crf, pix_fmt = settings.crf, settings.pix_fmt
-        writer = _EncoderWriter(
-            out_path, fps, size[1], size[0], encoder, crf, pix_fmt, track, audio_codec, metadata, preset=settings.preset
-        )
-        writer.open()
-        return writer
-
+    sink = _output_stream(
+        out_path, (encoder, audio_codec), track, timeline, settings, runtime, metadata, collect_frames, upscale_model
+    )
+    total, fps = sink.total_out, timeline.fps * settings.interpolate
     try:
-        size = _stream(clips, spans, sink, open_writer, timeline, settings, keyframes, runtime)
-        sink.finish()
+        with runtime.use_models(upscale_model.model if upscale_model is not None else None):
+            _stream(clips, spans, sink, timeline, settings, keyframes, runtime)
+            sink.finish()
         if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
             raise RuntimeError(f"wrote {sink.writer.frames_written} frames, expected {total}")
         sink.writer.close()
@@ -300,11 +268,52 @@ def stitch_clips(
         raise
     log.info("stitched %d clips -> %s (%d frames at %s fps)", n_clips, out_path, total, fps)
     kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
-    return StitchResult(out_path, total, size[1], size[0], fps, track.num_samples, kept)
+    height, width = sink.size
+    return StitchResult(out_path, total, width, height, fps, track.num_samples, kept)
 
 
-def _stream(clips, spans, sink: _Sink, open_writer, timeline, settings: StitcherSettings, keyframes, runtime):
-    """Check, colour-match and join every clip into ``sink`` (its writer opened at the first clip's size)."""
+def _output_stream(
+    out_path: Path, codecs: tuple[str, str], track: AudioTrack, timeline: Timeline, settings: StitcherSettings,
+    runtime: Runtime, metadata, collect_frames: int, upscale_model,
+) -> OutputStream:  # fmt: skip
+    """The output stream of ``stitch_clips``: its frame count and rate from the audio (exact rational
+    arithmetic), the scaler (upscale model / resize) and writer made at the first frame. ``codecs`` are the
+    video encoder and the audio codec (AAC; Opus in .webm)."""
+    encoder, audio_codec = codecs
+    if upscale_model is not None:
+        from avatar_cascade.models.upscale import check_upscale_model
+
+        check_upscale_model(upscale_model)
+    factor = settings.interpolate
+    fps = timeline.fps * factor
+    total = frames_for_samples(timeline.num_samples, fps, timeline.sample_rate) if factor > 1 else timeline.num_frames
+
+    def open_writer(size: tuple[int, int]) -> VideoWriter:
+        crf, pix_fmt = settings.crf, settings.pix_fmt
+        writer = _EncoderWriter(
+            out_path, fps, size[1], size[0], encoder, crf, pix_fmt, track, audio_codec, metadata, preset=settings.preset
+        )
+        writer.open()
+        return writer
+
+    def make_scaler(size: tuple[int, int]) -> FrameScaler:
+        return FrameScaler(size, settings.output_height, upscale_model, settings.upscale_tile)
+
+    sink = OutputStream(
+        timeline.num_frames,
+        factor,
+        total,
+        0 < total <= collect_frames,
+        open_writer,
+        make_scaler,
+        FrameInterpolator(settings.interpolation),
+        runtime.check_interrupt,
+    )
+    return sink
+
+
+def _stream(clips, spans, sink: OutputStream, timeline, settings: StitcherSettings, keyframes, runtime) -> None:
+    """Check, colour-match and join every clip into ``sink`` (its writer opened at the first clip)."""
     colour_device = runtime.device if runtime.device.type == "cuda" else torch.device("cpu")
     n_clips = len(spans)
     it = iter(clips)
@@ -323,7 +332,7 @@ def _stream(clips, spans, sink: _Sink, open_writer, timeline, settings: Stitcher
             del clip
             if sink.writer is None:
                 size = (int(frames.shape[1]), int(frames.shape[2]))
-                sink.writer = open_writer(size)
+                sink.start(size)
             if settings.colour_match > 0:
                 frames = _colour(frames, keyframes, k, timeline, settings.colour_match, colour_device)
             _join(sink, frames, spans, k, pending, settings.crossfade)
@@ -335,11 +344,9 @@ def _stream(clips, spans, sink: _Sink, open_writer, timeline, settings: Stitcher
             )
     finally:
         progress.close()
-    assert size is not None
-    return size
 
 
-def _join(sink: _Sink, frames: np.ndarray, spans, k: int, pending: dict, crossfade: bool) -> None:
+def _join(sink: OutputStream, frames: np.ndarray, spans, k: int, pending: dict, crossfade: bool) -> None:
     """Write clip ``k``'s frames that no later clip renders (blended with earlier clips' renderings of
     them); keep copies of the rest, weighted, in ``pending``."""
     start, end = spans[k]
