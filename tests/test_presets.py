@@ -53,7 +53,7 @@ def test_default_refiner_and_blueprint_settings_are_the_family_s_preset(family, 
     dit = _dit(wan_models, variant, adapter)
     aligned = aligned_tone(2.0)
     for (w, h), shift in (((832, 480), shift_480), ((1280, 720), shift_720)):
-        got = resolve_settings(RefinerSettings(), dit, aligned, w, h).sampler
+        got = resolve_settings(RefinerSettings(), dit, w, h).sampler
         assert (got.steps, got.guidance, got.shift, got.scheduler) == (steps, guidance, shift, "unipc"), (w, h)
         assert got.negative_prompt.startswith(WAN_NEGATIVE_START)
     p = preset_for(dit)
@@ -67,7 +67,7 @@ def test_default_refiner_and_blueprint_settings_are_the_family_s_preset(family, 
         wan_models.__class__(dit, wan_models.vae, wan_models.text_encoder), torch.rand(48, 80, 3), aligned,
         BlueprintSettings(),
     )  # fmt: skip
-    want_bp = resolve_settings(RefinerSettings(), dit, aligned, bw, bh).sampler
+    want_bp = resolve_settings(RefinerSettings(), dit, bw, bh).sampler
     assert bp_preset.name == p.name or (family == "infinitetalk" and bp_preset.name == "wan2.1-i2v-14b")
     if family != "infinitetalk":  # without audio features the blueprint's windows run without the adapter
         assert sampler == want_bp and sampler.steps == steps
@@ -85,7 +85,7 @@ def test_a_5b_dit_renders_at_multiples_of_32(wan_models):
 def test_explicit_widgets_win_over_the_preset(wan_models):
     dit = _dit(wan_models, "wan2.1-flf2v-14b")
     mine = RefinerSettings(sampler=SamplerSettings(steps=8, shift=2.0, negative_prompt=""))
-    got = resolve_settings(mine, dit, aligned_tone(1.0), 832, 480).sampler
+    got = resolve_settings(mine, dit, 832, 480).sampler
     assert (got.steps, got.shift, got.guidance, got.negative_prompt) == (8, 2.0, 5.0, "")
 
 

@@ -92,7 +92,7 @@ def test_strength_zero_is_exactly_plain_sampling_and_strength_changes_it(models,
     model_frames = kf.as_model_frames()
     # what the refiner samples with: the tiny DiT's preset fills the auto values, Wan's negative prompt
     # follows every shot's own
-    sampler = resolve_settings(SETTINGS, dit, aligned, SIZE, SIZE).sampler
+    sampler = resolve_settings(SETTINGS, dit, SIZE, SIZE).sampler
     assert sampler.negative_prompt == preset_for(dit).negative_prompt != ""
     plain = []
     for batch in ([0, 1], [2]):

@@ -26,6 +26,17 @@ from avatar_cascade.core.errors import InputError
 FRAMINGS = ("bucket", "crop", "pad")
 
 
+def framing_setting():
+    """The ``framing`` setting of the stages that frame the reference (blueprint, keyframes)."""
+    from avatar_cascade.core.settings import setting
+
+    return setting(
+        "bucket", tooltip="How the reference fills the frame, never stretched: bucket = the size follows the "
+        "image's aspect at about width x height pixels; crop = exactly width x height, centre-cropped; pad = "
+        "exactly width x height, padded.", choices=FRAMINGS,
+    )  # fmt: skip
+
+
 def check_framing(name: str, value: str) -> None:
     if value not in FRAMINGS:
         raise InputError(name, value, "is not a known framing", f"use one of {', '.join(FRAMINGS)}")

@@ -28,3 +28,20 @@ def free_memory_bytes(runtime: Runtime) -> int:
     from avatar_cascade.models.dit_memory import free_memory_bytes as free
 
     return free(runtime.device)
+
+
+def auto_batch_size(
+    runtime: Runtime,
+    num_clips: int,
+    dit=None,
+    frames: int = 81,
+    height: int = 480,
+    width: int = 832,
+    rows_per_clip: int = 2,
+) -> int:
+    """Clips (or blueprint windows) per forward pass when not given: 2 on CPU; on CUDA estimated from free
+    memory (an out-of-memory error halves it)."""
+    if runtime.device.type != "cuda":
+        return max(1, min(2, num_clips))
+    est = estimate_batch_size(dit, frames, height, width, free_memory_bytes(runtime), rows_per_clip=rows_per_clip)
+    return max(1, min(num_clips, est))

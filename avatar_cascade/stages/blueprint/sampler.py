@@ -49,6 +49,7 @@ from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.models.presets import preset_for, regime_warnings
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.memory import auto_batch_size
 from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import SamplerSettings, with_negative
 from avatar_cascade.stages.blueprint.plan import BlueprintWindow, plan_windows
@@ -201,16 +202,6 @@ def _store_folder(work_dir: Path | None, key: str):
     return root, folder, reuse_store(folder, key)  # validated (leased): a damaged window is rendered again
 
 
-def _batch_size(settings: BlueprintSettings, runtime: Runtime, dit, n: int, length: int, h: int, w: int) -> int:
-    if settings.batch_size:
-        return settings.batch_size
-    if runtime.device.type != "cuda":
-        return max(1, min(2, n))
-    from avatar_cascade.sampling.memory import estimate_batch_size, free_memory_bytes
-
-    return max(1, min(n, estimate_batch_size(dit, length, h, w, free_memory_bytes(runtime))))
-
-
 def _reference_tokens(models: WanModels, ref_small: torch.Tensor, runtime: Runtime):
     """CLIP-vision tokens ``[1, T, D]`` of the framed reference when the DiT reads them, else None."""
     if not _uses_image_encoder(models.dit, models.image_encoder):
@@ -245,7 +236,7 @@ def _render_windows(store, windows, models: WanModels, ref_small, aligned, setti
     try:
         with runtime.use_models(*modules_of(dit, vae)):
             for length, items in groups.items():
-                bs = _batch_size(settings, runtime, dit, len(items), length, h, w_px)
+                bs = settings.batch_size or auto_batch_size(runtime, len(items), dit, length, h, w_px)
                 for lo in range(0, len(items), bs):
                     runtime.check_interrupt()
                     batch = items[lo : lo + bs]

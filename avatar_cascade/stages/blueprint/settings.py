@@ -9,7 +9,7 @@ from avatar_cascade.artefacts.timeline import check_clip_frames, parse_fps
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.seeds import seed_setting
 from avatar_cascade.core.settings import Settings, nested, setting, validator
-from avatar_cascade.media.framing import FRAMINGS
+from avatar_cascade.media.framing import framing_setting
 from avatar_cascade.sampling.settings import SamplerSettings, size_setting
 from avatar_cascade.stages.blueprint.plan import PROMPT_MODES
 
@@ -34,11 +34,7 @@ class BlueprintSettings(Settings):
 
     width: int = size_setting(320, "Blueprint width (with framing 'bucket': the area; the aspect follows the image).")
     height: int = size_setting(192, "Blueprint height (with framing 'bucket': the area; the aspect follows the image).")
-    framing: str = setting(
-        "bucket", tooltip="How the reference fills the frame, never stretched: bucket = the size follows the "
-        "image's aspect at about width x height pixels; crop = exactly width x height, centre-cropped; pad = "
-        "exactly width x height, padded.", choices=FRAMINGS,
-    )  # fmt: skip
+    framing: str = framing_setting()
     fps: float | str | Fraction = setting(
         8, kind="FLOAT", tooltip="Blueprint frame rate (at most the video fps).", min=1.0, max=60.0, step=0.5,
         validate=validator(parse_fps), cli_text=True, fix="use a lower rate, e.g. 8",

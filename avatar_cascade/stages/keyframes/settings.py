@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.seeds import seed_setting
 from avatar_cascade.core.settings import Settings, nested, setting, validator
-from avatar_cascade.media.framing import FRAMINGS
+from avatar_cascade.media.framing import framing_setting
 from avatar_cascade.sampling.settings import SamplerSettings, size_setting
 from avatar_cascade.stages.keyframes.scores import DEFAULT_WEIGHTS, check_weights
 
@@ -84,11 +84,7 @@ class KeyframeSettings(Settings):
 
     width: int = size_setting(832, "Refine width (with framing 'bucket': the area; the aspect follows the image).")
     height: int = size_setting(480, "Refine height (with framing 'bucket': the area; the aspect follows the image).")
-    framing: str = setting(
-        "bucket", tooltip="How the reference fills the frame, never stretched: bucket = the size follows the "
-        "image's aspect at about width x height pixels; crop = exactly width x height, centre-cropped; pad = "
-        "exactly width x height, padded.", choices=FRAMINGS,
-    )  # fmt: skip
+    framing: str = framing_setting()
     search_radius_s: float = setting(
         0.25, tooltip="Candidates lie within this many seconds of each seam.", min=0.0, max=5.0, step=0.05,
         fix="use 0.25",

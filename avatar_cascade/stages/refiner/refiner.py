@@ -55,11 +55,12 @@ from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.models.presets import preset_for, regime_warnings
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
+from avatar_cascade.sampling.memory import auto_batch_size
 from avatar_cascade.sampling.prompts import PromptBank
-from avatar_cascade.sampling.settings import with_negative
+from avatar_cascade.sampling.settings import resolve_sampler, with_negative
 from avatar_cascade.stages.refiner import negative_frames as nf
 from avatar_cascade.stages.refiner.settings import RefinerSettings
-from avatar_cascade.stages.refiner.workers import Worker, auto_batch_size, make_workers, release_workers, run_batches
+from avatar_cascade.stages.refiner.workers import Worker, make_workers, release_workers, run_batches
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def refine_clips(
         reroll = parse_reroll(reroll, len(tl.clips))
     if not dit.has_image_embedder:
         models = dataclasses.replace(models, image_encoder=None)  # its tokens would not be read: not in the key
-    settings = resolve_settings(settings, dit, aligned, keyframes.width, keyframes.height)
+    settings = resolve_settings(settings, dit, keyframes.width, keyframes.height)
     _warn_regime(dit, aligned, runtime)
     records, todo = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
@@ -175,11 +176,10 @@ def refine_clips(
     return Clips(records=records, width=keyframes.width, height=keyframes.height, keyframes=keyframes.images)
 
 
-def resolve_settings(settings: RefinerSettings, dit, aligned: AlignedAudio, width: int, height: int):
+def resolve_settings(settings: RefinerSettings, dit, width: int, height: int):
     """``settings`` with the sampler's ``auto`` values taken from the DiT's preset (InfiniteTalk's when an
     audio adapter is attached) at the clips' size."""
-    preset = preset_for(dit)
-    return dataclasses.replace(settings, sampler=settings.sampler.resolve(preset, width, height))
+    return dataclasses.replace(settings, sampler=resolve_sampler(settings.sampler, dit, width, height))
 
 
 def _warn_regime(dit, aligned: AlignedAudio, runtime: Runtime) -> None:

@@ -64,24 +64,6 @@ class Worker:
         return f"{socket.gethostname()}:{os.getpid()}/{self.runtime.device}"
 
 
-def auto_batch_size(
-    runtime: Runtime,
-    num_clips: int,
-    dit=None,
-    frames: int = 81,
-    height: int = 480,
-    width: int = 832,
-    rows_per_clip: int = 2,
-) -> int:
-    """Clips per forward pass when not given: 2 on CPU; on CUDA estimated from free memory (OOM halves it)."""
-    if runtime.device.type != "cuda":
-        return max(1, min(2, num_clips))
-    from avatar_cascade.sampling.memory import estimate_batch_size, free_memory_bytes
-
-    est = estimate_batch_size(dit, frames, height, width, free_memory_bytes(runtime), rows_per_clip=rows_per_clip)
-    return max(1, min(num_clips, est))
-
-
 def replicate(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """A copy of ``module`` whose parameters and buffers live on ``device``.
 
