@@ -2,7 +2,9 @@
 
 Rows, top to bottom: a title line; the waveform envelope (min/max over all
 channels per pixel column) with the frames past the audio end shaded; the sub-clips as alternating
-bars (frames rendered by two clips for blending as thin bars above); the storyline's shots
+bars (frames rendered by two clips for blending as thin bars above); when the timeline carries speech
+activity (``meta["speech"]``, Silero VAD), a band between the waveform and the clips: green where
+someone speaks, pale where nobody does (the pauses seams snap to); the storyline's shots
 when one is given; a time axis. Seams are vertical lines through the waveform
 and clip rows: blue on the nominal grid, orange where snapping moved them (a
 short grey tick marks the nominal position). When clips are narrower than
@@ -27,6 +29,7 @@ NOMINAL = (150, 150, 150)
 TAIL = (225, 225, 225)
 SHOT_A, SHOT_B = (214, 234, 200), (232, 243, 224)
 TEXT = (30, 30, 30)
+SPEECH, PAUSE = (76, 160, 90), (236, 240, 232)
 _NICE_STEPS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 
@@ -96,14 +99,18 @@ def render_timeline(aligned: Any, storyline: Any = None, width: int = 1600) -> I
     pad_x = int(8 * scale) + 2
     title_h, wave_h, clip_h = fs + 8, int(140 * scale) + 20, int(28 * scale) + 8
     shot_h = clip_h if storyline is not None else 0
+    speech = tl.meta.get("speech")
+    speech_h = int(10 * scale) + 6 if speech else 0
     axis_h = fs + 10
-    height = title_h + wave_h + clip_h + shot_h + axis_h + 6
+    height = title_h + wave_h + speech_h + clip_h + shot_h + axis_h + 6
     img = Image.new("RGB", (width, height), BG)
     cv = _Canvas(ImageDraw.Draw(img), _font(fs), fs, scale, pad_x, width - 2 * pad_x, width, max(tl.padded_frames, 1))
     cv.draw.text((pad_x, 3), _title(tl), fill=TEXT, font=cv.font)
     y0, y1 = title_h, title_h + wave_h
     _draw_waveform(cv, tl, aligned.audio.waveform, y0, y1)
-    c0 = y1 + 4
+    if speech:
+        _draw_speech(cv, tl, speech, y1 + 2, y1 + speech_h - 2)
+    c0 = y1 + speech_h + 4
     cy0, cy1 = c0 + int(6 * scale), c0 + clip_h - 2
     _draw_clips(cv, tl, c0, cy0, cy1)
     _draw_seams(cv, tl, y0, cy0, cy1)
@@ -122,6 +129,8 @@ def _title(tl: Any) -> str:
         title += f", seams snapped ±{tl.snap_tolerance_frames} ({len(set(tl.snapped_seams))} moved)"
     if tl.overlap_frames:
         title += f", overlap {tl.overlap_frames}"
+    if tl.meta.get("seam_detector"):
+        title += f", pauses by {tl.meta['seam_detector']}"
     return title
 
 
@@ -135,6 +144,15 @@ def _draw_waveform(cv: _Canvas, tl: Any, waveform: torch.Tensor, y0: int, y1: in
     for i in range(audio_px):
         d.line([(pad_x + i, mid - float(hi[i]) * amp), (pad_x + i, mid - float(lo[i]) * amp)], fill=WAVE)
     d.line([(pad_x, mid), (pad_x + plot_w, mid)], fill=(200, 200, 200))
+
+
+def _draw_speech(cv: _Canvas, tl: Any, speech: dict, y0: int, y1: int) -> None:
+    """Pause band over the audio, speech regions (seconds) in green on it, labelled with the detector."""
+    fps = float(tl.fps)
+    cv.draw.rectangle([cv.x_of(0), y0, cv.x_of(tl.duration_s * fps), y1], fill=PAUSE)
+    for a, b in speech.get("regions", []):
+        cv.draw.rectangle([cv.x_of(a * fps), y0, max(cv.x_of(a * fps), cv.x_of(b * fps)), y1], fill=SPEECH)
+    cv.label(cv.x_of(0), cv.plot_w, y0 - 1, f"speech ({speech.get('method', '?')})")
 
 
 def _draw_clips(cv: _Canvas, tl: Any, c0: int, cy0: int, cy1: int) -> None:

@@ -139,9 +139,9 @@ def align_audio(
     loudness = None
     if settings.loudness_lufs is not None:
         track, loudness = normalise_loudness(track, float(settings.loudness_lufs))
-    need_mono = settings.snap_seams_frames or audio_encoder is not None
+    need_mono = settings.snap_seams_frames or audio_encoder is not None or settings.seam_detector != "loudness"
     mono = to_mono(track.waveform) if need_mono else None
-    timeline = _plan(track, mono, settings)
+    timeline = _plan(track, mono, settings, _speech(mono, track.sample_rate, settings))
     _describe_level(timeline, track.waveform, loudness)
     features = _features(timeline, track, mono, settings, runtime, audio_encoder, audio_encoder_output)
     aligned = AlignedAudio(timeline=timeline, audio=track, features=features, window=settings.window)
@@ -173,7 +173,21 @@ def snap_grid(s: AlignerSettings) -> tuple[int, int | None]:
     return max(MIN_CLIP_FRAMES, s.clip_frames - tol), s.clip_frames
 
 
-def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings):
+def _speech(mono: torch.Tensor | None, sample_rate: int, s: AlignerSettings):
+    """Silero VAD speech activity of the track, or None (``seam_detector`` 'loudness', or 'auto' without
+    the package: the seams then follow loudness alone)."""
+    if s.seam_detector == "loudness" or mono is None:
+        return None
+    from avatar_cascade.models.detectors.vad import speech_activity
+
+    speech = speech_activity(mono, sample_rate, "silero_vad" if s.seam_detector == "silero_vad" else "auto")
+    if speech.method != "silero_vad":
+        log.info("seams: silero-vad is not installed, pauses are found by loudness alone")
+        return None
+    return speech
+
+
+def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings, speech=None):
     """The timeline on the nominal grid, then with its seams snapped into pauses (when asked)."""
     n, sr = track.num_samples, track.sample_rate
     grid, cap = snap_grid(s)
@@ -181,7 +195,7 @@ def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings):
     if s.snap_seams_frames and len(timeline.clips) > 1:
         nominal = [c.frame_start for c in timeline.clips[1:]]
         snap = snap_to_pauses(
-            mono, sr, timeline.fps, timeline.num_frames, nominal, s.snap_seams_frames, s.pause_window_s, cap,
+            mono, sr, timeline.fps, timeline.num_frames, nominal, s.snap_seams_frames, s.pause_window_s, cap, speech,
         )  # fmt: skip
         nominal_all = timeline.nominal_seams
         timeline = plan_timeline(n, sr, s.fps, grid, s.feature_pad_s, s.overlap_frames, snap.seams)
@@ -189,6 +203,11 @@ def _plan(track: AudioTrack, mono: torch.Tensor | None, s: AlignerSettings):
         timeline.meta["seam_levels_db"] = [round(v, 2) for v in snap.levels_db]
         timeline.meta["seams_in_pause"] = snap.in_pause
         timeline.meta["loud_level_db"] = round(snap.reference_db, 2)
+        if snap.speech is not None:
+            timeline.meta["seam_speech"] = snap.speech
+    timeline.meta["seam_detector"] = "silero_vad" if speech is not None else "loudness"
+    if speech is not None:
+        timeline.meta["speech"] = speech.to_dict()
     timeline.snap_tolerance_frames = s.snap_seams_frames
     return timeline
 

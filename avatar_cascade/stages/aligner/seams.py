@@ -15,6 +15,11 @@ together (dynamic programming) to minimise the summed seam loudness, measured
 over a short window around each seam (``pause_window_s``), plus a small penalty
 per frame moved so that seams do not wander for nothing and a penalty per clip
 whose length differs from the nominal one (equal lengths batch together).
+
+With a voice-activity detector (Silero VAD, :mod:`avatar_cascade.models.detectors.vad`) the cost of a
+seam position is its loudness plus ``SPEECH_PENALTY_DB`` x the mean speech probability over the same
+window, so seams go where nobody speaks even when the pause is not quiet (breath, room noise, music
+under the voice); loudness alone stays the fallback and breaks ties between equally silent places.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ SHIFT_PENALTY_DB = 0.1
 LENGTH_PENALTY_DB = 1.0
 #: A seam whose level is this far below the track's loud level counts as "in a pause".
 PAUSE_DEPTH_DB = 30.0
+#: Cost of a seam position whose whole window is speech (probability 1), in dB of loudness.
+SPEECH_PENALTY_DB = 60.0
 _BLOCK_SAMPLES = 1 << 22
 
 
@@ -87,6 +94,21 @@ def seam_levels_db(frame_db: torch.Tensor, radius_frames: int) -> torch.Tensor:
     return 10.0 * torch.log10(mean.clamp(min=10 ** (SILENCE_FLOOR_DB / 10)))
 
 
+def frame_speech(speech, fps: Fraction, num_frames: int) -> torch.Tensor:
+    """Speech probability at the middle of every output frame (float64 ``[num_frames]``)."""
+    times = (torch.arange(num_frames, dtype=torch.float64) + 0.5) * (fps.denominator / fps.numerator)
+    return speech.at(times).double()
+
+
+def window_mean(values: torch.Tensor, radius_frames: int) -> torch.Tensor:
+    """Mean of ``values`` over frames ``[f - r, f + r]`` (clipped) for every frame."""
+    csum = torch.cat([values.new_zeros(1), torch.cumsum(values.double(), 0)])
+    n = values.numel()
+    idx = torch.arange(n)
+    lo, hi = (idx - radius_frames).clamp(min=0), (idx + radius_frames + 1).clamp(max=n)
+    return (csum[hi] - csum[lo]) / (hi - lo)
+
+
 def loud_reference_db(frame_db: torch.Tensor) -> float:
     """The track's loud level: the 95th percentile of the frame levels, in dB."""
     return float(torch.quantile(frame_db.float(), 0.95)) if frame_db.numel() else SILENCE_FLOOR_DB
@@ -110,6 +132,7 @@ class SnapResult:
     seams: list[int]
     levels_db: list[float]
     reference_db: float
+    speech: list[float] | None = None  # mean speech probability around each seam (with a VAD)
 
     @property
     def in_pause(self) -> list[bool]:
@@ -201,14 +224,22 @@ def snap_to_pauses(
     tolerance_frames: int,
     pause_window_s: float = 0.2,
     max_clip_frames: int | None = None,
+    speech=None,
 ) -> SnapResult:
-    """Measure the audio and snap ``nominal`` interior seams to pauses (see the module rule)."""
+    """Measure the audio and snap ``nominal`` interior seams to pauses (see the module rule); ``speech`` is a
+    :class:`~avatar_cascade.models.detectors.vad.SpeechActivity` (or None: loudness alone)."""
     frame_db = frame_levels_db(mono, fps, sample_rate, num_frames)
     radius = max(0, int(round(float(fps) * pause_window_s / 2)))
     seam_db = seam_levels_db(frame_db, radius)
-    seams = snap_seams(nominal, seam_db, num_frames, tolerance_frames, max_clip_frames)
+    cost, near = seam_db, None
+    if speech is not None:
+        near = window_mean(frame_speech(speech, fps, num_frames), radius)
+        cost = seam_db + SPEECH_PENALTY_DB * near
+    seams = snap_seams(nominal, cost, num_frames, tolerance_frames, max_clip_frames)
     ref = loud_reference_db(frame_db)
     result = SnapResult(seams=seams, levels_db=[float(seam_db[s]) for s in seams], reference_db=ref)
+    if near is not None:
+        result.speech = [round(float(near[s]), 3) for s in seams]
     moved = sum(a != b for a, b in zip(seams, nominal))
     log.info(
         "seams: %d of %d moved (tolerance %d frames), %d in pauses",

@@ -20,6 +20,8 @@ from avatar_cascade.core.settings import Settings, setting, validator
 from avatar_cascade.stages.aligner.features import MODES as FEATURE_MODES
 from avatar_cascade.stages.aligner.seams import check_snap_tolerance
 
+SEAM_DETECTORS = ("auto", "silero_vad", "loudness")
+
 
 def check_fps(name: str, value: float | str | Fraction) -> None:
     """A frame rate as a number or an exact ratio (see :func:`~avatar_cascade.artefacts.timeline.parse_fps`)."""
@@ -68,6 +70,10 @@ class AlignerSettings(Settings):
     overlap_frames: int = setting(
         0, tooltip="Frames every clip also renders past each interior seam, for blending (multiple of 4).",
         min=0, max=64, validate=_multiple_of_4,
+    )  # fmt: skip
+    seam_detector: str = setting(
+        "auto", tooltip="What finds the pauses seams snap to: 'silero_vad' (speech activity, package silero-vad), "
+        "'loudness' (quiet places), 'auto' = Silero VAD when installed, else loudness.", choices=SEAM_DETECTORS,
     )  # fmt: skip
     pause_window_s: float = setting(
         0.2, tooltip="Span around a seam whose loudness is measured when snapping, seconds.", min=0.01, max=5.0,

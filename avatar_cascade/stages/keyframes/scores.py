@@ -36,6 +36,15 @@ import torch
 import torch.nn.functional as F
 
 from avatar_cascade.media.frames import luma
+from avatar_cascade.media.image_metrics import (  # noqa: F401  (re-exported: the scores' public names)
+    colour_histogram,
+    identity_proxy,
+    laplacian_var,
+    sharpness,
+    skin_fraction,
+    structure_similarity,
+)
+from avatar_cascade.models.detectors.measures import clip_embedding, identity_clip  # noqa: F401
 
 DEFAULT_WEIGHTS = {
     "identity": 1.0,
@@ -47,9 +56,6 @@ DEFAULT_WEIGHTS = {
     "diversity": 0.25,
 }
 SCORE_NAMES = tuple(DEFAULT_WEIGHTS)
-HIST_BINS = 8
-SKIN_CB = (77, 127)
-SKIN_CR = (133, 173)
 MOTION_SCALE = 0.1
 DIVERSITY_SCALE = 0.05
 
@@ -62,19 +68,6 @@ def _centre(x: torch.Tensor, top: float, bottom: float, left: float, right: floa
     return x[:, t:b, lft:r]
 
 
-def laplacian_var(frames: torch.Tensor) -> torch.Tensor:
-    """Variance of the Laplacian of the luma of ``[N,H,W,3]`` uint8 frames: ``[N]``."""
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    lap = F.conv2d(luma(frames)[:, None], k, padding=1)[:, :, 1:-1, 1:-1]
-    return lap.var(dim=(1, 2, 3))
-
-
-def sharpness(frames: torch.Tensor) -> torch.Tensor:
-    """Laplacian variance squashed to [0, 1)."""
-    v = laplacian_var(frames)
-    return v / (v + 0.01)
-
-
 def colour_stats(frames: torch.Tensor) -> torch.Tensor:
     """Per-channel mean and std of ``[N,H,W,3]`` uint8 frames in [0,1]: ``[N, 6]``."""
     x = frames.float().div(255).flatten(1, 2)
@@ -84,55 +77,6 @@ def colour_stats(frames: torch.Tensor) -> torch.Tensor:
 def colour_score(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     ref = colour_stats(reference[None])
     return 1 - (colour_stats(frames) - ref).abs().mean(1).clamp(0, 1)
-
-
-def colour_histogram(frames: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
-    """Joint RGB histogram ``[N, bins**3]``, normalised to sum 1."""
-    q = frames.long().div(256 // bins, rounding_mode="floor").clamp(max=bins - 1)
-    idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-    hist = torch.zeros(frames.shape[0], bins**3)
-    hist.scatter_add_(1, idx.flatten(1), torch.ones(idx.flatten(1).shape))
-    return hist / hist.sum(1, keepdim=True)
-
-
-def structure_similarity(frames: torch.Tensor, reference: torch.Tensor, size: int = 16) -> torch.Tensor:
-    """Zero-mean NCC of ``size``x``size`` luma thumbnails with the reference, clamped to [0, 1]."""
-
-    def thumb(x):
-        t = F.interpolate(luma(x)[:, None], size=(size, size), mode="area").flatten(1)
-        t = t - t.mean(1, keepdim=True)
-        return t / t.norm(dim=1, keepdim=True).clamp_min(1e-6)
-
-    return (thumb(frames) * thumb(reference[None])).sum(1).clamp(0, 1)
-
-
-def identity_proxy(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Image-statistics identity proxy: (histogram intersection + structure similarity) / 2."""
-    hist = torch.minimum(colour_histogram(frames), colour_histogram(reference[None])).sum(1)
-    return 0.5 * hist + 0.5 * structure_similarity(frames, reference)
-
-
-def clip_embedding(clip_vision, frames: torch.Tensor) -> torch.Tensor:
-    """Mean CLIP-vision token of ``[N,H,W,3]`` uint8 frames, L2-normalised: ``[N, D]``."""
-    emb = clip_vision.encode(frames.float().div(255))
-    if emb.ndim == 3:
-        emb = emb.mean(1)
-    return F.normalize(emb.float().flatten(1), dim=1)
-
-
-def identity_clip(clip_vision, frames: torch.Tensor, reference_embedding: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of CLIP-vision embeddings to the reference's, clamped to [0, 1]."""
-    return (clip_embedding(clip_vision, frames) @ reference_embedding.view(-1, 1)).view(-1).clamp(0, 1)
-
-
-def skin_fraction(frames: torch.Tensor) -> torch.Tensor:
-    """Fraction of skin-coloured pixels (YCbCr rule) of ``[N,H,W,3]`` uint8 frames: ``[N]``."""
-    x = frames.float()
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    skin = (cb >= SKIN_CB[0]) & (cb <= SKIN_CB[1]) & (cr >= SKIN_CR[0]) & (cr <= SKIN_CR[1])
-    return skin.float().flatten(1).mean(1)
 
 
 def face_region(frames: torch.Tensor) -> torch.Tensor:
