@@ -11,3 +11,25 @@
 
 Nothing here downloads anything: without the packages every measure falls back to its proxy.
 """
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+
+
+@functools.lru_cache(maxsize=8)
+def detector_identity(face: bool = True, landmarks_68: bool = False) -> dict | None:
+    """Versions of the detector packages a result depends on (for cache keys): None when none is used."""
+    from avatar_cascade.models.detectors.face import available
+    from avatar_cascade.models.detectors.vad import silero_weights
+
+    out = {}
+    for dist, used in (("dlib-bin", face and available()), ("face-recognition-models", face and available())):
+        if used:
+            out[dist] = importlib.metadata.version(dist)
+    if out and landmarks_68:
+        out["landmarks"] = 68
+    if silero_weights() is not None:
+        out["silero-vad"] = importlib.metadata.version("silero-vad")
+    return out or None

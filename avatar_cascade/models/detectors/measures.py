@@ -8,7 +8,7 @@ reference it measures, per frame (``[N, H, W, 3]`` uint8):
 * ``mouth`` — mouth openness in [0, 1]: with 68-point landmarks (``landmarks_68``, non-commercial
   data) the inner-lip gap over the mouth width divided by 0.5 (``landmarks_68``); with the 5-point
   model the fraction of dark pixels (luma < 0.6 x the face box median) in the mouth box placed from
-  the eyes and nose (``dark_fraction_5pt``), divided by 0.35;
+  the eyes and nose (``dark_fraction_5pt``), divided by 0.8;
 * ``face`` — visibility x clarity: detector score relative to the reference's (capped at 1) times the
   Laplacian variance in the face box relative to the reference's face box (capped at 1), method
   ``dlib_hog``; ``occlusion`` = 1 - visibility (1 where the face is not found).
@@ -28,7 +28,7 @@ from avatar_cascade.media.image_metrics import identity_proxy, laplacian_var
 from avatar_cascade.models.detectors.face import Face, face_models, identity_from_distance
 
 MAR_SCALE = 0.5
-DARK_SCALE = 0.35
+DARK_SCALE = 0.8
 DARK_LEVEL = 0.6
 
 
@@ -58,7 +58,7 @@ def mouth_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
     d = float(np.linalg.norm(landmarks[:2].mean(0) - landmarks[2:4].mean(0)))
     down = (nose - eyes) / max(float(np.linalg.norm(nose - eyes)), 1e-6)
     centre = nose + down * 0.45 * d
-    w, h = 0.75 * d, 0.45 * d
+    w, h = 0.75 * d, 0.6 * d
     return int(centre[0] - w / 2), int(centre[1] - h / 2), int(centre[0] + w / 2), int(centre[1] + h / 2)
 
 

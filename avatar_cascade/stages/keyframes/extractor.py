@@ -34,22 +34,13 @@ from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media.frames import match_colour
 from avatar_cascade.media.framing import fit_frames, frame_reference, output_size, reference_framing
+from avatar_cascade.models.detectors import detector_identity
 from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.models.presets import preset_for
 from avatar_cascade.sampling.settings import resolve_sampler
+from avatar_cascade.stages.keyframes.face_scores import CandidateScorer
 from avatar_cascade.stages.keyframes.lift import lift_keyframes
-from avatar_cascade.stages.keyframes.scores import (
-    AudioEnergy,
-    check_weights,
-    colour_score,
-    diversity_score,
-    face_score,
-    identity_clip,
-    identity_proxy,
-    lower_face_motion,
-    mouth_score,
-    sharpness,
-)
+from avatar_cascade.stages.keyframes.scores import AudioEnergy, check_weights, identity_clip, identity_proxy, sharpness
 from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
 log = logging.getLogger(__name__)
@@ -86,6 +77,7 @@ def keyframes_key(blueprint, aligned, reference, settings: KeyframeSettings, cli
             "weights": check_weights(settings.weights),
             "colour_match": settings.colour_match,
             "clip_vision": model_identity(clip_vision),
+            "detectors": detector_identity(settings.face_detectors, settings.landmarks_68),
             "lift": settings.lift.key_parts(),
             "lift_parts": lift_parts,
         }
@@ -187,7 +179,9 @@ def extract_keyframes(
             return cached
     weights = check_weights(settings.weights)
     radius = _radius(settings)
-    sources, scores = select_keyframes(blueprint, aligned, reference, weights, radius, runtime, clip_vision=clip_vision)
+    sources, scores = select_keyframes(
+        blueprint, aligned, reference, weights, radius, runtime, clip_vision=clip_vision, settings=settings
+    )
     images = _lift_and_match(
         blueprint, sources, scores, reference, settings, runtime, lift_prompts, lift_models, size, clip_vision
     )
@@ -263,15 +257,18 @@ def _preview(kf: Keyframes, runtime: Runtime) -> None:
     runtime.emit_preview("keyframes", as_uint8_tensor(kf.contact_sheet()))
 
 
-def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, runtime: Runtime, clip_vision=None):
-    """Score every seam's candidates and pick the best: ``(source_indices, scores)`` (seam 0 = reference)."""
-    from avatar_cascade.stages.keyframes.scores import clip_embedding
+def select_keyframes(
+    blueprint, aligned, reference, weights, radius: Fraction, runtime: Runtime, clip_vision=None, settings=None
+):
+    """Score every seam's candidates and pick the best: ``(source_indices, scores)`` (seam 0 = reference).
 
+    ``settings`` (a :class:`KeyframeSettings`) chooses the face detectors (``face_detectors``,
+    ``landmarks_68``); None = the defaults."""
+    settings = settings or KeyframeSettings()
     tl = aligned.timeline
     n = len(blueprint)
     framing = blueprint.meta.get("framing", {}).get("mode", "crop")
     ref_small = frame_reference(reference, blueprint.width, blueprint.height, framing)
-    energy = AudioEnergy(aligned.audio.waveform, aligned.audio.sample_rate, 0.5 / float(blueprint.fps))
     sources: list[int | None] = [None]
     scores: list[dict] = [{"source": "reference", "seam_frame": tl.seams[0], "time_s": 0.0}]
     previous = ref_small
@@ -279,7 +276,8 @@ def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, r
     bar = runtime.progress(len(tl.seams), "keyframes")
     bar.update(1)
     with runtime.use_models(*modules_of(clip_vision)):
-        ref_emb = clip_embedding(clip_vision, ref_small[None])[0] if clip_vision is not None else None
+        scorer = _scorer(aligned, ref_small, blueprint, settings, runtime, clip_vision)
+        methods = scorer.methods()
         for k in range(1, len(tl.seams)):
             runtime.check_interrupt()
             lo, hi, centre = candidate_window(blueprint, tl, k, radius)
@@ -289,21 +287,10 @@ def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, r
             idx = torch.arange(lo, hi + 1)
             before = block[(idx - 1).clamp(min=0) - a]
             after = block[(idx + 1).clamp(max=n - 1) - a]
-            s = {
-                "identity": identity_clip(clip_vision, cand, ref_emb)
-                if clip_vision is not None
-                else identity_proxy(cand, ref_small),
-                "sharpness": sharpness(cand),
-                "face": face_score(cand, ref_small),
-                "mouth": mouth_score(
-                    energy.score([float(Fraction(int(i)) / blueprint.fps) for i in idx]),
-                    lower_face_motion(cand, before, after),
-                ),
-                "colour": colour_score(cand, ref_small),
-                "centre": 1 - (idx - centre).abs().float() / (max(centre - lo, hi - centre) + 1),
-                "diversity": diversity_score(cand, previous),
-            }
-            total = sum(weights[name] * v for name, v in s.items()) / denom
+            times = [float(Fraction(int(i)) / blueprint.fps) for i in idx]
+            s = scorer.score(cand, before, after, times, previous)
+            s["centre"] = 1 - (idx - centre).abs().float() / (max(centre - lo, hi - centre) + 1)
+            total = sum(weights[name] * v for name, v in s.items() if name in weights) / denom
             best = int(total.argmax())
             chosen = lo + best
             sources.append(chosen)
@@ -315,7 +302,8 @@ def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, r
                     "seam_frame": tl.seams[k],
                     "seam_time_s": float(Fraction(tl.seams[k]) / tl.fps),
                     "window": [lo, hi],
-                    "identity_method": "clip_vision" if clip_vision is not None else "proxy",
+                    "identity_method": methods["identity"],
+                    "methods": methods,
                     **{name: float(v[best]) for name, v in s.items()},
                     "total": float(total[best]),
                     "candidates": [[lo + i, round(float(t), 4)] for i, t in enumerate(total)],
@@ -326,3 +314,21 @@ def select_keyframes(blueprint, aligned, reference, weights, radius: Fraction, r
             bar.update(1)
     bar.close()
     return sources, scores
+
+
+def _scorer(aligned, ref_small, blueprint, settings: KeyframeSettings, runtime: Runtime, clip_vision):
+    """The candidate scorer: face detectors when installed and on, Silero VAD (else loudness) for the mouth."""
+    from avatar_cascade.media import to_mono
+    from avatar_cascade.models.detectors.face import LANDMARKS_68_NOTICE
+    from avatar_cascade.models.detectors.measures import FaceJudge
+    from avatar_cascade.models.detectors.vad import speech_activity
+
+    if settings.face_detectors and settings.landmarks_68:
+        runtime.warn("keyframes", LANDMARKS_68_NOTICE)
+    judge = FaceJudge(
+        ref_small, use_detectors=settings.face_detectors, landmarks_68=settings.landmarks_68, clip_vision=clip_vision
+    )
+    audio = aligned.audio
+    energy = AudioEnergy(audio.waveform, audio.sample_rate, 0.5 / float(blueprint.fps))
+    speech = speech_activity(to_mono(audio.waveform), audio.sample_rate) if judge.has_face else None
+    return CandidateScorer(judge=judge, reference=ref_small, energy=energy, speech=speech)

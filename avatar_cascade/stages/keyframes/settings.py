@@ -98,4 +98,13 @@ class KeyframeSettings(Settings):
         "diversity); names left out keep their default, empty = all defaults.",
         encode=json.dumps, decode=weights_from_text, validate=validator(check_weights),
     )  # fmt: skip
+    face_detectors: bool = setting(
+        True, tooltip="Score candidates with the face detector, 5-point landmarks and face embedding (dlib, "
+        "package dlib-bin + face-recognition-models) when installed and a face is found in the reference; "
+        "else the labelled image-statistics proxies.",
+    )  # fmt: skip
+    landmarks_68: bool = setting(
+        False, tooltip="Mouth openness from dlib's 68-point landmarks (iBUG 300-W training data: NON-COMMERCIAL "
+        "use only). Off = a 5-point mouth-region measure, fine for commercial work.",
+    )  # fmt: skip
     lift: LiftSettings = nested(LiftSettings, prefix="lift_")
