@@ -179,10 +179,22 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the cascade on bundled inputs with tiny models (output is noise)")
     d.add_argument("--out", type=Path, default=Path("avatar_cascade_demo.mp4"))
     d.add_argument("--workdir", type=Path)
+    _add_quality_args(sub.add_parser("quality", help="quality report of a video against its reference and audio"))
     m = sub.add_parser("demo-models", help="write tiny demo models into a ComfyUI models/ tree")
     m.add_argument("--out", type=Path, required=True, help="the models/ folder to fill")
     m.add_argument("--inputs", type=Path, help="also copy the sample image and audio here (ComfyUI's input/ folder)")
     return ap
+
+
+def _add_quality_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--video", type=Path, required=True, help="the video to judge")
+    q.add_argument("--reference", type=Path, required=True, help="the reference image")
+    q.add_argument("--audio", type=Path, help="the speech track (default: the video's own sound)")
+    q.add_argument("--out", type=Path, required=True, help="folder for quality.json and quality.png")
+    q.add_argument("--timeline", type=Path, help="timeline.json for the seams (default: <video>_work/timeline.json)")
+    q.add_argument("--landmarks-68", action="store_true", help="68-point mouth landmarks (NON-COMMERCIAL data)")
+    q.add_argument("--no-face-detectors", action="store_true", help="labelled image-statistics proxies only")
+    q.add_argument("--vad", choices=("auto", "silero_vad", "energy"), default="auto", help="speech activity")
 
 
 SAMPLE_INPUT_NAMES = ("avatar_cascade_sample_portrait.png", "avatar_cascade_sample_speech.flac")
@@ -287,6 +299,26 @@ def _os_error(exc: OSError, args) -> str:
     return str(disk_error(exc, name, where))
 
 
+def _quality(args) -> int:
+    from avatar_cascade.core.runtime import Runtime
+    from avatar_cascade.stages.quality.run import run_quality
+    from avatar_cascade.stages.quality.settings import QualitySettings
+
+    settings = QualitySettings(face_detectors=not args.no_face_detectors, landmarks_68=args.landmarks_68, vad=args.vad)
+    runtime = Runtime()
+    js, png, rep = run_quality(
+        args.video, args.reference, args.out, settings, runtime, audio=args.audio, timeline=args.timeline
+    )
+    ident, lip, seams = rep["identity"], rep["lipsync_proxy"], rep["seams"]
+    print(
+        f"identity {ident['mean']} ({rep['methods']['identity']}), lip-sync proxy r={lip['correlation']}, "
+        f"colour dE {rep['colour']['mean']}, seams max ratio {seams.get('max_ratio')}: wrote {js} and {png}"
+    )
+    for line in runtime.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
 def _dispatch(args) -> int:
     from avatar_cascade.core.runtime import Runtime
 
@@ -306,6 +338,8 @@ def _dispatch(args) -> int:
                 print(f"sample input: {p}")
         return 0
 
+    if args.cmd == "quality":
+        return _quality(args)
     from avatar_cascade.cascade import demo_config, run_cascade
 
     flag_of = None

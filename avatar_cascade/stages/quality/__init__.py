@@ -1,0 +1,1 @@
+"""Quality report of any video + audio against a reference image (see :mod:`.report`)."""
