@@ -121,3 +121,49 @@ def speech_with_pauses(
         spans.append((start, start + gap.numel() / sr))
         t = start + (gap.numel() + a.numel()) / sr
     return torch.cat(parts)[None], sr, spans
+
+
+# --------------------------------------------------------------------------------------- video clips
+
+
+def loudness_envelope(wave: torch.Tensor, sr: int, fps: int, frames: int) -> np.ndarray:
+    """RMS of the audio under each video frame, divided by its 95th percentile and clipped to [0, 1]."""
+    hop = sr // fps
+    x = torch.nn.functional.pad(wave.flatten(), (0, max(0, frames * hop - wave.numel())))[: frames * hop]
+    rms = x.view(frames, hop).square().mean(1).sqrt().numpy()
+    return np.clip(rms / max(np.percentile(rms, 95), 1e-9), 0, 1)
+
+
+def talking_clip(
+    path,
+    size: int = 256,
+    fps: int = 25,
+    lag_frames: int = 0,
+    cut_at_s: float | None = None,
+    other_from_s: float | None = None,
+    tint_from_s: float | None = None,
+):
+    """An mp4 of the astronaut whose drawn mouth opens with the loudness of real speech (``speech_with_pauses``),
+    ``lag_frames`` late; optional defects: a hard cut (the picture jumps 40 px) at ``cut_at_s``, another
+    person from ``other_from_s``, a warm tint from ``tint_from_s``. Returns ``(path, wave, sr, reference)``."""
+    from avatar_cascade.media import AudioTrack, VideoWriter
+
+    wave, sr, _ = speech_with_pauses(pauses=2)
+    n = int(wave.shape[1] / sr * fps)
+    env = loudness_envelope(wave, sr, fps, n)
+    scale = size / 512
+    ref = astronaut(size)
+    other = resize(face_on_background(other_people(1)[0]), size)
+    with VideoWriter(path, fps, size, size, crf=18, audio=AudioTrack(wave, sr)) as w:
+        for i in range(n):
+            t = i / fps
+            level = env[max(0, i - lag_frames)] if i >= lag_frames else 0.0
+            frame = open_mouth(ref, 2 + 22 * level, scale) if level > 0.05 else ref.copy()
+            if other_from_s is not None and t >= other_from_s:
+                frame = other.copy()
+            if cut_at_s is not None and t >= cut_at_s:
+                frame = np.roll(frame, 40, axis=1)
+            if tint_from_s is not None and t >= tint_from_s:
+                frame = np.clip(frame.astype(np.int16) + np.array([30, 5, -25]), 0, 255).astype(np.uint8)
+            w.write(torch.from_numpy(frame)[None])
+    return path, wave, sr, torch.from_numpy(ref).float() / 255

@@ -97,6 +97,12 @@ def delta_e(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (mean_lab(frames) - mean_lab(reference[None])).norm(dim=1)
 
 
+def shrink(frames: torch.Tensor, size: int = THUMB) -> torch.Tensor:
+    """``[N,H,W,3]`` uint8 frames area-averaged to ``[N,size,size,3]`` uint8 (cheap colour / motion statistics)."""
+    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(size, size), mode="area")
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def thumbnails(frames: torch.Tensor, size: int = THUMB) -> torch.Tensor:
     """Luma thumbnails ``[N, size, size]`` in [0, 1]."""
     return F.interpolate(luma(frames)[:, None], size=(size, size), mode="area")[:, 0]
