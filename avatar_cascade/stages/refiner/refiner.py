@@ -161,18 +161,21 @@ def refine_clips(
         models = dataclasses.replace(models, image_encoder=None)  # its tokens would not be read: not in the key
     settings = resolve_settings(settings, dit, keyframes.width, keyframes.height)
     _warn_regime(dit, aligned, runtime)
-    records, todo = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
+    records, todo, jobs = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
     bar = runtime.progress(len(records), "refine clips")
     bar.update(len(records) - len(todo))
     rendered_by: dict[int, str] = {}
+    gate_rows = None
     try:
         if todo:
             _render(todo, models, keyframes, settings, runtime, bar, rendered_by)
+        if settings.gate.enabled:  # score every clip, re-roll the failing ones (gate.py)
+            gate_rows = _gate(records, jobs, models, keyframes, aligned, settings, runtime, cache_dir, rendered_by)
     finally:
         bar.close()
-    _write_manifest(cache_dir, records, settings, rendered_by, preset_for(dit).name)
+    _write_manifest(cache_dir, records, settings, rendered_by, preset_for(dit).name, gate_rows)
     return Clips(records=records, width=keyframes.width, height=keyframes.height, keyframes=keyframes.images)
 
 
@@ -211,6 +214,7 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
     identities = {k: model_identity(m) for k, m in named}
     records: list[ClipRecord] = []
     todo: list[_Job] = []
+    jobs: list[_Job] = []
     for c in aligned.timeline.clips:
         offset = reroll.get(c.index, 0)
         seed = derive_seed(settings.seed, c.index, salt=offset)
@@ -238,11 +242,12 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
         path = cache_dir / f"clip_{c.index:05d}_{key}.safetensors"
         rec = ClipRecord(c.index, path, n, key, seed=seed, seed_offset=offset, keyframe_offsets=kf_offsets)
         records.append(rec)
+        jobs.append(_Job(rec, prompt, negative, audio))
         if tensor_file_ok(path, ("frames",), {"frames": (n, h, w, 3)}):  # a clip of the wrong length is redone
             rec.cached = True
         else:
-            todo.append(_Job(rec, prompt, negative, audio))
-    return records, todo
+            todo.append(jobs[-1])
+    return records, todo, jobs
 
 
 def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, bar, rendered_by) -> None:
@@ -345,8 +350,27 @@ def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.
     return {a: kf[rec.index], z: kf[rec.index + 1]}
 
 
+class _NoBar:
+    """Progress of gate re-rolls: not counted in the clip bar (which already reached its total)."""
+
+    def update(self, n: int = 1, preview=None) -> None:
+        pass
+
+
+def _gate(records, jobs, models, keyframes, aligned, settings, runtime, cache_dir, rendered_by) -> dict[int, dict]:
+    """The quality gate over every clip; its re-rolls render like any clip (keyframe 0 is the reference)."""
+    from avatar_cascade.stages.refiner.gate import run_gate
+
+    def rerender(batch: list[_Job]) -> None:
+        _render(batch, models, keyframes, settings, runtime, _NoBar(), rendered_by)
+
+    size = (keyframes.height, keyframes.width)
+    return run_gate(records, jobs, keyframes.images[0], aligned, settings.gate, runtime, cache_dir, rerender, size)
+
+
 def _write_manifest(
-    cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings, rendered_by: dict[int, str], preset: str
+    cache_dir: Path, records: list[ClipRecord], settings: RefinerSettings, rendered_by: dict[int, str], preset: str,
+    gate_rows: dict[int, dict] | None = None,
 ) -> None:
     rows = [
         {
@@ -357,6 +381,7 @@ def _write_manifest(
             "seed_offset": r.seed_offset,
             "reused": r.cached,
             "worker": rendered_by.get(r.index),  # host:pid/device of the worker that rendered it (this run)
+            **({"gate": gate_rows[r.index]} if gate_rows else {}),
         }
         for r in records
     ]

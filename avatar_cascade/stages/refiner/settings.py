@@ -10,6 +10,7 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.seeds import seed_setting
 from avatar_cascade.core.settings import Settings, nested, setting
 from avatar_cascade.sampling.settings import SamplerSettings
+from avatar_cascade.stages.refiner.gate import GateSettings
 
 MAX_NEGATIVE_FRAME_STRENGTH = 10.0
 
@@ -62,6 +63,7 @@ class RefinerSettings(Settings):
         ray_address: the cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``).
         ray_workers: Ray actors (0 = one per GPU of the cluster, or one per node without GPUs).
         ray_path_map: ``"driver folder=worker folder; ..."`` for model files at other paths on the workers.
+        gate: the per-clip quality gate (``gate_tries`` 1 = off; :mod:`.gate`).
     """
 
     seed: int = seed_setting("Run seed; each window/clip derives its own seed from it.")
@@ -98,3 +100,4 @@ class RefinerSettings(Settings):
         "the same paths (a shared folder), else the worker's own AVATAR_CASCADE_MODELS folder by model name.",
         validate=_check_path_map,
     )  # fmt: skip
+    gate: GateSettings = nested(GateSettings, prefix="gate_")
