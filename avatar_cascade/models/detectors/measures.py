@@ -150,6 +150,19 @@ class FaceJudge:
                 out["identity"][i] = identity_from_distance(d)
         return out
 
+    def mouth_track(self, frames: torch.Tensor, picks: list[int], faces: list) -> torch.Tensor:
+        """Mouth openness ``[N]`` of every frame, with landmarks in the face box found at the nearest of the
+        ``picks`` (frame indices whose ``faces`` were detected): one detection per pick, not per frame."""
+        arr = frames.cpu().numpy()
+        out = torch.zeros(len(arr))
+        for i, img in enumerate(arr):
+            j = min(range(len(picks)), key=lambda k: abs(picks[k] - i))
+            face = faces[j]
+            if face is not None:
+                moved = Face(box=face.box, score=face.score, landmarks=self.models.landmarks(img, face.box))
+                out[i] = self.mouth_openness(img, moved)
+        return out
+
     def mouth_openness(self, image: np.ndarray, face: Face) -> float:
         """Mouth openness in [0, 1] of ``face`` in ``image`` (method ``methods["mouth"]``)."""
         if len(face.landmarks) == 68:

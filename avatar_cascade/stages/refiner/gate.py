@@ -68,7 +68,8 @@ class GateSettings(Settings):
         "moves; 0.5 = a jump three times its usual motion).", min=0.0, max=1.0, step=0.01,
     )  # fmt: skip
     score_frames: int = setting(
-        3, tooltip="Interior frames per clip scored for identity (face detection + embedding each).",
+        3, tooltip="Interior frames per clip scored for identity (face detection + embedding each); the mouth "
+        "landmarks of the other frames use the nearest of their face boxes.",
         min=1, max=64,
     )  # fmt: skip
 
@@ -117,7 +118,7 @@ class ClipJudge:
         if self.faces.has_face:
             obs = self.faces.observe(frames[picks])
             identity = float(obs["identity"].mean())
-            mouth = self.faces.observe(frames, embed=False)["mouth"] if len(frames) > 2 else None
+            mouth = self.faces.mouth_track(frames, picks.tolist(), obs["faces"])
         else:
             identity = float(identity_proxy(frames[picks], self.reference).mean())
         thumbs = thumbnails(frames)
