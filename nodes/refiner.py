@@ -18,13 +18,14 @@ from ._common import (
 )
 
 RAY_WIDGETS = ("backend", "ray_address", "ray_workers", "ray_path_map")
+GATE_WIDGETS = ("gate_tries", "gate_min_identity", "gate_min_sync", "gate_min_continuity", "gate_score_frames")
 
 
 def refiner_widgets() -> NodeWidgets:
     from avatar_cascade.stages.refiner.settings import RefinerSettings
 
     names = SAMPLER_WIDGETS + ("batch_size", "negative_frame_strength") + ADVANCED_SAMPLER_WIDGETS + ("devices",)
-    names += RAY_WIDGETS
+    names += RAY_WIDGETS + GATE_WIDGETS
     return NodeWidgets(RefinerSettings, names, SAMPLER_RENAME)
 
 
@@ -57,6 +58,8 @@ class AvatarCascadeFLFRefiner:
         "Optional negative-frame guidance steers clips away "
         "from drifted (blurred, colour-shifted) keyframes. Finished clips are cached on disk: an interrupted run "
         "resumes, an edited shot re-renders only its clip, and 'reroll' re-renders listed clips with new seeds. "
+        "The optional quality gate (gate_tries > 1) scores every clip (identity, lip-sync proxy, seam continuity) "
+        "and re-renders those below the thresholds with new seeds, keeping the best try. "
         "Sampler widgets at 0 / -1 / auto take the DiT's preset (InfiniteTalk's with an audio adapter); warnings "
         "(no lip-sync, a model off its trained regime) are shown on the node."
     )
@@ -93,7 +96,10 @@ class AvatarCascadeFLFRefiner:
                     {"default": "clips", "tooltip": "Clip cache folder inside output/avatar_cascade_work/."},
                 ),
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS)},
+            "optional": {
+                **OPTIONAL_MODEL_INPUTS,
+                **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS, *GATE_WIDGETS),
+            },
         }
 
     @classmethod

@@ -79,7 +79,15 @@ def flf_refiner(
     if clip_vision is not None:
         inputs["clip_vision"] = clip_vision
     local = {"devices": "auto", "backend": "local", "ray_address": "auto", "ray_workers": 0, "ray_path_map": ""}
-    return node("AvatarCascadeFLFRefiner", {**inputs, **GUIDANCE_TAIL, **local})
+    return node("AvatarCascadeFLFRefiner", {**inputs, **GUIDANCE_TAIL, **local, **gate_defaults()})
+
+
+def gate_defaults() -> dict:
+    """The refiner's quality-gate widgets at the engine's defaults (gate off)."""
+    from avatar_cascade.core.settings import leaves, to_widget
+    from avatar_cascade.stages.refiner.gate import GateSettings
+
+    return {f"gate_{leaf.name}": to_widget(leaf) for leaf in leaves(GateSettings)}
 
 
 def clip_stitcher(clips: list, timeline: list, *, filename_prefix: str, crf: int, colour_match: float) -> dict:
