@@ -5,10 +5,11 @@ CFG, batch 2) on a fresh cache with the gate off (``refine_s``), then run the ga
 thresholds every clip passes (``gate_s``: scoring only, nothing re-rendered, minus ``cached_s``, the same
 re-run without the gate) and ``cost_pct`` = ``gate_s`` / ``refine_s``. That first gate run of a process also
 loads the detectors (dlib's models ~2 s, Silero VAD); ``warm_gate_s`` / ``warm_cost_pct`` score the same clips
-again with them loaded (the stored decisions removed), as every later run in a ComfyUI session does. ``forced_fail_s``: a fresh cache with 2 tries and an impossible identity threshold (every clip is
-rendered twice and scored twice). Keyframes are random (``proxy``: no face, the statistics proxies) or
-scikit-image's astronaut photo (``detectors``: a face in the reference, so every frame goes through dlib), with
-the bundled real speech as audio (Silero VAD).
+again with them loaded (the stored decisions removed), as every later run in a ComfyUI session does.
+``forced_fail_s``: a fresh cache with 2 tries and an impossible identity threshold (every clip is rendered
+twice and scored twice). Keyframes are random (``proxy``: no face, the statistics proxies) or scikit-image's
+astronaut photo (``detectors``: a face in the reference, so every scored frame goes through dlib), with the
+bundled real speech as audio (Silero VAD).
 
 Detector cases time one call on the astronaut photo at ``size`` px (HOG detection, 5- / 68-point landmarks,
 the 128-d embedding), Silero VAD per minute of speech (``rtf`` = seconds of compute per second of audio), and
