@@ -26,21 +26,44 @@ def align(wave, sr, detector, **kw):
 # ----------------------------------------------------------------------------------------------- VAD
 
 
-def test_silero_port_loads_the_package_weights_strictly_and_agrees_with_its_torchscript_model():
-    """The torch port reads ``silero_vad_16k.safetensors`` with strict names and shapes. The package's
-    TorchScript file is a later training of the same network, so probabilities differ; the speech /
-    non-speech decisions per 32 ms chunk must agree on real speech (only this test opens the TorchScript
-    file, as a reference: the pack never does)."""
+def _torchscript_reference():
+    """The package's TorchScript model and its weights under the port's names (only the tests open this file,
+    as a reference: the pack never runs TorchScript)."""
+    ref = torch.jit.load(str(vad.silero_weights().parent / "silero_vad.jit"))
+    names = {"stft.forward_basis_buffer": "stft_conv.weight", "decoder.decoder.2.weight": "final_conv.weight"}
+    names["decoder.decoder.2.bias"] = "final_conv.bias"
+    for t in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        names[f"decoder.rnn.{t}"] = f"lstm_cell.{t}"
+    for i in range(4):
+        for t in ("weight", "bias"):
+            names[f"encoder.{i}.reparam_conv.{t}"] = f"conv{i + 1}.{t}"
+    state = {names[k]: v for k, v in ref._model.state_dict().items()}
+    return ref, state
+
+
+def _run_reference(ref, x: torch.Tensor, chunks: int) -> torch.Tensor:
+    padded = torch.nn.functional.pad(x, (0, chunks * vad.CHUNK - x.numel()))
+    return torch.stack([ref(c[None], vad.SAMPLE_RATE)[0, 0] for c in padded.split(vad.CHUNK)])
+
+
+def test_silero_port_is_the_torchscript_network_and_loads_the_package_safetensors():
+    """With the TorchScript file's own weights the torch port reproduces its probabilities chunk by chunk
+    (same network, same context and state handling). The pack loads the package's safetensors file, strictly;
+    it is an earlier training than the TorchScript file, so its probabilities differ, but its speech /
+    non-speech decisions per 32 ms chunk agree on real speech."""
     rm.need_silero()
-    model = vad.load_silero_vad()
-    assert model is not None and sum(p.numel() for p in model.parameters()) == 309633
     a, b, sr = rm.speech_phrases()
     x = torch.cat([a, torch.zeros(sr // 2), b])
+    ref, state = _torchscript_reference()
+    port = vad.SileroVAD()
+    port.load_state_dict(state, strict=True)
+    same_weights = port.eval()(x)
+    expected = _run_reference(ref, x, same_weights.numel())
+    assert torch.allclose(same_weights, expected, atol=1e-4), (same_weights - expected).abs().max()
+    model = vad.load_silero_vad()
+    assert model is not None and sum(p.numel() for p in model.parameters()) == 309633
     ours = model(x)
-    ref_model = torch.jit.load(str(vad.silero_weights().parent / "silero_vad.jit"))
-    padded = torch.nn.functional.pad(x, (0, ours.numel() * vad.CHUNK - x.numel()))
-    ref = torch.stack([ref_model(c[None], vad.SAMPLE_RATE)[0, 0] for c in padded.split(vad.CHUNK)])
-    agree = ((ours > 0.5) == (ref > 0.5)).float().mean()
+    agree = ((ours > 0.5) == (expected > 0.5)).float().mean()
     assert agree >= 0.9, agree
     silence = slice(int(a.numel() / vad.CHUNK) + 3, int((a.numel() + sr // 2) / vad.CHUNK) - 3)
     assert ours[silence].max() < 0.35 and ours[: silence.start].max() > 0.9

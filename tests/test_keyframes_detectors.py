@@ -63,6 +63,26 @@ def test_each_detector_score_ranks_its_planted_defect(planted):
     assert s["sharpness"][3] < s["sharpness"][4]  # the blurred face
 
 
+def test_sharpness_is_measured_inside_the_face_box(planted):
+    """Only the face blurred, the background sharp: the face-box sharpness drops, the whole frame's barely."""
+    from avatar_cascade.media.image_metrics import sharpness
+    from avatar_cascade.stages.keyframes.extractor import _scorer
+
+    bp, aligned, ref = planted
+    img = rm.astronaut(SIZE)
+    soft = img.copy()
+    box = (slice(35, 90), slice(85, 135))  # the face at 256 px
+    soft[box] = rm.blurred(img, 1.2)[box]
+    ref_small = (ref * 255).round().to(torch.uint8)
+    scorer = _scorer(aligned, ref_small, bp, KeyframeSettings(), cpu_runtime(), None)
+    cand = torch.from_numpy(np.stack([img, soft]))
+    s = scorer.score(cand, cand, cand, [1.0, 1.0], ref_small)
+    whole = sharpness(cand)
+    assert s["occlusion"][1] < 1  # the softened face is still found
+    assert s["sharpness"][1] < 0.8 * s["sharpness"][0], s["sharpness"]
+    assert whole[1] > 0.95 * whole[0]  # the frame as a whole hardly changes
+
+
 def test_without_detectors_the_proxies_are_used_and_labelled(planted):
     kf = extract(planted, face_detectors=False)
     s = kf.scores[1]

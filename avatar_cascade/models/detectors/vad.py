@@ -6,7 +6,9 @@ TorchScript file (and sets ``torch.set_num_threads(1)`` on import), so this modu
 imports it: :class:`SileroVAD` is the same network in plain torch (an STFT as a 258-filter
 convolution, four 1-D convolutions, an LSTM cell, a 1x1 convolution) and loads the
 safetensors file strictly. Its input is 16 kHz mono in chunks of 512 samples (32 ms), each
-seen with the 64 samples before it; the LSTM state runs through the whole track.
+seen with the 64 samples before it; the LSTM state runs through the whole track. Given the TorchScript
+file's weights, this port reproduces its probabilities to ~2e-6 (tests); the safetensors file the pack loads
+is an earlier training of the same network, whose speech / pause decisions agree with it on ~95 % of chunks.
 
 :func:`speech_activity` returns a :class:`SpeechActivity`: a probability every ``hop_s``
 seconds plus the speech regions (hysteresis thresholds 0.5 / 0.35, as the package's
