@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
+from ._common import DIT_TYPE
 
 CATEGORY = "AvatarCascade/loaders"
 ADAPTER_FOLDERS = ("model_patches", "diffusion_models")
@@ -40,7 +41,13 @@ class AvatarCascadeAudioAdapterLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "dit": ("AVATAR_DIT", {"tooltip": "Wan 2.1 I2V or FLF2V 14B DiT (InfiniteTalk: trained on I2V 480P)."}),
+                "dit": (
+                    DIT_TYPE,
+                    {
+                        "tooltip": "Wan 2.1 I2V or FLF2V 14B DiT (InfiniteTalk: trained on I2V 480P): the pack's DiT "
+                        "or a native MODEL (the adapter then joins ComfyUI's blocks only while the cascade samples)."
+                    },
+                ),
                 "adapter_name": (
                     _adapter_names(),
                     {
@@ -64,6 +71,9 @@ class AvatarCascadeAudioAdapterLoader:
     def load(self, dit, adapter_name, strength=1.0):
         from avatar_cascade.models.audio_adapter import load_audio_adapter
 
+        from .native_models import engine_model
+
+        dit = engine_model(dit, "dit")
         adapter = load_audio_adapter(_resolve(adapter_name), dit, input_name="adapter_name", strength=strength)
         return (adapter.attach(dit),)
 

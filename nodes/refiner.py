@@ -14,6 +14,7 @@ from ._common import (
     SAMPLER_WIDGETS,
     NodeWidgets,
     first_failure,
+    wan_models,
     with_warnings,
 )
 
@@ -113,12 +114,11 @@ class AvatarCascadeFLFRefiner:
         clip_vision=None,
         **widgets,
     ):
-        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
         runtime = bridge.make_runtime()
         clips = refine_clips(
-            WanModels(dit, vae, text_encoder, clip_vision),
+            wan_models(dit, vae, text_encoder, clip_vision),
             keyframes,
             timeline,
             storyline,

@@ -173,9 +173,11 @@ class AudioAdapter:
                 t.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
                 t.register_forward_hook(self._post_forward),
             ]
+            # diffusers' blocks: norm2 -> attn2 (text cross-attention); ComfyUI's: norm3 -> cross_attn
+            norm, attn = getattr(t, "audio_hook_points", ("norm2", "attn2"))
             for i, block in enumerate(t.blocks):
-                self._handles.append(block.norm2.register_forward_pre_hook(partial(self._keep_input, i)))
-                self._handles.append(block.attn2.register_forward_hook(partial(self._add_audio, i)))
+                self._handles.append(getattr(block, norm).register_forward_pre_hook(partial(self._keep_input, i)))
+                self._handles.append(getattr(block, attn).register_forward_hook(partial(self._add_audio, i)))
         try:
             yield
         finally:
@@ -254,7 +256,7 @@ class AudioAdapter:
         p_t = transformer.config.patch_size[0]
         self._place(hidden.device)
         self._step_tokens = self.tokens(hidden.shape[0], hidden.shape[2] // p_t, hidden.device)
-        self._step_dtype = hidden.dtype
+        self._step_dtype = getattr(transformer, "block_dtype", None) or hidden.dtype
 
     def _post_forward(self, *_: Any) -> None:
         self._step_tokens, self._step_dtype, self._inputs = None, None, {}
@@ -333,7 +335,7 @@ def load_audio_adapter(
         module = AudioAdapterModule(config)
     adapter = AudioAdapter(module, file_identity(path), path, strength)
     adapter.check_fits(dit.transformer, input_name)
-    dtype = next(dit.transformer.parameters()).dtype
+    dtype = getattr(dit.transformer, "block_dtype", None) or next(dit.transformer.parameters()).dtype
     state_dict, _ = read_safetensors(path, input_name)
     state_dict = dequantize(strip_prefix(state_dict, PREFIXES), dtype)
     state_dict = {k: v.to(dtype) for k, v in state_dict.items()}

@@ -10,6 +10,7 @@ loaded strictly (no missing or unexpected weights).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -45,6 +46,7 @@ DIT_VARIANTS = (
     "wan2.2-i2v-a14b",
     "avatar-cascade-tiny-wan",
     "avatar-cascade-tiny-wan-flf2v",
+    "avatar-cascade-tiny-wan-comfy",
 )
 CUSTOM_VARIANT = "wan-custom"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -98,6 +100,14 @@ class WanDiT:
     audio_adapter: Any = None
     attention: str = "auto"
     offload: str = "none"
+    # True for a DiT that ComfyUI runs (a native MODEL, see nodes/comfy_native.py): its forwards go through
+    # ComfyUI's model execution, so the pack's own attention / offload / LoRA switching does not apply.
+    native: ClassVar[bool] = False
+
+    def sampling_session(self, noise_shape: tuple[int, ...]) -> contextlib.AbstractContextManager:
+        """Context held around one sampling run (``noise_shape``: the largest batched DiT input). Nothing for the
+        pack's own DiTs; a native ComfyUI MODEL loads there with its patches and wrappers, and cleans up after."""
+        return contextlib.nullcontext()
 
     @property
     def in_channels(self) -> int:
@@ -226,6 +236,15 @@ def _signature_from_config(cfg: Mapping[str, Any]) -> _Signature:
 def load_bundled_config(variant: str) -> dict[str, Any]:
     """The bundled diffusers config of a variant folder under ``avatar_cascade/configs/``."""
     return json.loads((CONFIG_DIR / variant / "config.json").read_text())
+
+
+def variant_of_config(config: Mapping[str, Any]) -> str:
+    """The bundled variant whose config has the sizes of ``config`` (diffusers field names), else ``wan-custom``."""
+    sig = _signature_from_config(config)
+    for variant in DIT_VARIANTS:
+        if _signature_from_config(load_bundled_config(variant)) == sig:
+            return variant
+    return CUSTOM_VARIANT
 
 
 def _match(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object) -> tuple[str, dict[str, Any]]:
