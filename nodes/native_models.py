@@ -130,6 +130,7 @@ class NativeCLIPVision:
     def cache_identity(self) -> str:
         return self.identity
 
+    @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         out = self.model.encode_image(images[..., :3].float(), crop=True)
         return out["penultimate_hidden_states"].float().cpu()
