@@ -118,8 +118,13 @@ def _denoise_step(module, x, t, pos, neg, img, audio, adapter, g, ag, branches) 
 
 
 def _dtype(module: torch.nn.Module) -> torch.dtype:
-    """The dtype the DiT's inputs are given in (a native ComfyUI model casts them itself: float32)."""
-    return getattr(module, "compute_dtype", None) or next(module.parameters()).dtype
+    """The dtype the DiT's inputs are given in: what the loader set (a native ComfyUI model casts them itself:
+    float32), else that of the patch embedding (not the first parameter: diffusers keeps some in float32)."""
+    given = getattr(module, "compute_dtype", None)
+    if given is not None:
+        return given
+    patch = getattr(module, "patch_embedding", None)
+    return patch.weight.dtype if patch is not None else next(module.parameters()).dtype
 
 
 @dataclass
