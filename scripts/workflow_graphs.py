@@ -10,8 +10,8 @@ from __future__ import annotations
 from workflow_models import (
     DEMO_MODELS,
     INBETWEEN_MODELS,
-    NATIVE_MODELS,
     KEY_IMAGES,
+    NATIVE_MODELS,
     SAMPLE_AUDIO,
     SAMPLE_IMAGE,
     WAN21_480P_MODELS,

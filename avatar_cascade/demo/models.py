@@ -34,6 +34,7 @@ CLIP_VISION_FILE = "avatar_cascade_tiny_clip_vision.safetensors"
 COMFY_DIT_FILE = "avatar_cascade_tiny_wan_comfy.safetensors"
 WIDE_TEXT_ENCODER_FILE = "avatar_cascade_tiny_umt5_wide.safetensors"
 COMFY_LORA_FILE = "avatar_cascade_tiny_wan_comfy_lora.safetensors"
+COMFY_AUDIO_ADAPTER_FILE = "avatar_cascade_tiny_infinitetalk_comfy.safetensors"
 OMNI_FOLDER = "avatar-cascade-tiny-qwen25-omni-thinker"
 _TAG_KEY = "avatar_cascade_demo"
 _MARKER = ".avatar_cascade_demo"
@@ -260,6 +261,7 @@ _EXTENDED_FILES = {
     "comfy_dit": ("diffusion_models", COMFY_DIT_FILE, tiny_comfy_dit_state_dict),
     "wide_text_encoder": ("text_encoders", WIDE_TEXT_ENCODER_FILE, tiny_wide_umt5_state_dict),
     "comfy_lora": ("loras", COMFY_LORA_FILE, tiny_comfy_lora_state_dict),
+    "comfy_audio_adapter": ("model_patches", COMFY_AUDIO_ADAPTER_FILE, lambda seed: tiny_comfy_audio_adapter(seed)),
 }
 
 
@@ -268,6 +270,13 @@ def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
     from avatar_cascade.demo.tiny_weights import tiny_audio_adapter_state_dict
 
     return tiny_audio_adapter_state_dict(_bundled("avatar-cascade-tiny-wan"), seed)
+
+
+def tiny_comfy_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny InfiniteTalk-layout audio adapter for the ComfyUI-shaped tiny DiT."""
+    from avatar_cascade.demo.tiny_weights import tiny_audio_adapter_state_dict
+
+    return tiny_audio_adapter_state_dict(_bundled("avatar-cascade-tiny-wan-comfy"), seed)
 
 
 def _write_mllm(models_dir: Path, seed: int, role: str = "mllm", folder: str = MLLM_FOLDER) -> str | None:
@@ -307,7 +316,8 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = Fa
     ``flf2v_dit`` (diffusion_models/, with the FLF2V image embedder), ``clip_vision``
     (clip_vision/), ``omni`` (LLM/, a Qwen2.5-Omni thinker folder) and the ComfyUI-shaped trio of the native
     workflow: ``comfy_dit`` (diffusion_models/, loads in UNETLoader), ``wide_text_encoder`` (text_encoders/,
-    4096 wide) and ``comfy_lora`` (loras/, for LoraLoaderModelOnly). They are opt-in because
+    4096 wide), ``comfy_lora`` (loras/, for LoraLoaderModelOnly) and ``comfy_audio_adapter`` (model_patches/).
+    They are opt-in because
     the CLI picks the only file of a folder when no name is given.
     """
     models_dir = Path(models_dir)
