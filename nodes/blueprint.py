@@ -192,10 +192,8 @@ class AvatarCascadeKeyframeExtractor:
             storyline=storyline,
             work_dir=folder,
         )
-        device = bridge.intermediate_device()
         sheet = as_uint8_tensor(kf.contact_sheet())
-        images = kf.images.float().div(255).to(device)
-        result = (kf, images, sheet[None].float().div(255).to(device))
+        result = (kf, bridge.as_image(kf.images), bridge.as_image(sheet[None]))
         return with_warnings(runtime, result, _ui_image(folder / "keyframes" / "contact_sheet.png"))
 
 

@@ -274,6 +274,19 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device() if HAS_COMFY else torch.device("cpu")
 
 
+def intermediate_dtype() -> torch.dtype:
+    """The dtype of IMAGE tensors between nodes: float32, or float16 where a newer ComfyUI runs with fp16
+    intermediates (``model_management.intermediate_dtype``, feature-detected; IMAGE inputs are never assumed
+    float32: the stages convert what they get)."""
+    fn = getattr(mm, "intermediate_dtype", None) if HAS_COMFY else None
+    return fn() if callable(fn) else torch.float32
+
+
+def as_image(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames ``[N,H,W,3]`` as a ComfyUI IMAGE (0..1 on the intermediate device, in its dtype)."""
+    return frames.to(intermediate_device()).to(intermediate_dtype()).div(255)
+
+
 def video_output(path: Path):
     """ComfyUI's VIDEO for a written file (VideoFromFile), or the path outside ComfyUI."""
     if HAS_COMFY:

@@ -244,13 +244,13 @@ def _image_output(result, cap: int):
 
     if result.frames is not None:
         text = f"{result.num_frames} frames at {result.fps} fps -> {result.path.name}"
-        return result.frames.float().div(255).to(bridge.intermediate_device()), text
+        return bridge.as_image(result.frames), text
     text = (
         f"{result.num_frames} frames at {result.fps} fps -> {result.path.name}. The IMAGE output holds one black "
         f"frame: the video has more than max_image_frames ({cap}) frames; raise it to get the frames (memory!)."
     )
     logging.getLogger(__name__).info(text)
-    return torch.zeros(1, result.height, result.width, 3, device=bridge.intermediate_device()), text
+    return bridge.as_image(torch.zeros(1, result.height, result.width, 3, dtype=torch.uint8)), text
 
 
 NODE_CLASS_MAPPINGS = {
