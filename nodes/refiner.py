@@ -34,7 +34,7 @@ def stitcher_widgets() -> NodeWidgets:
     return NodeWidgets(
         StitcherSettings,
         ("crf", "codec", "pix_fmt", "colour_match", "crossfade", "interpolate", "interpolation", "output_height")
-        + ("upscale_tile",),
+        + ("upscale_tile", "interpolator_scale", "interpolator_ensemble"),
     )
 
 
@@ -179,6 +179,11 @@ class AvatarCascadeClipStitcher:
                     },
                 ),
                 **w.inputs("output_height", "upscale_tile"),
+                "interpolator_model": (
+                    "AVATAR_INTERPOLATOR",
+                    {"tooltip": "Optional: RIFE (Load Frame Interpolator), used when interpolation is 'rife'."},
+                ),
+                **w.inputs("interpolator_scale", "interpolator_ensemble"),
                 "max_image_frames": (
                     "INT",
                     {
@@ -204,6 +209,7 @@ class AvatarCascadeClipStitcher:
         crf,
         max_image_frames=None,
         upscale_model=None,
+        interpolator_model=None,
         prompt=None,
         extra_pnginfo=None,
         **w,
@@ -230,6 +236,7 @@ class AvatarCascadeClipStitcher:
             keyframes=clips.keyframes if settings.colour_match > 0 else None,
             collect_frames=cap,
             upscale_model=upscale_model,
+            interpolator_model=interpolator_model,
         )
         images, text = _image_output(result, cap)
         ui = {**bridge.ui_video(result.path), "text": [text]}
