@@ -24,7 +24,7 @@ def refiner_widgets() -> NodeWidgets:
     from avatar_cascade.stages.refiner.settings import RefinerSettings
 
     names = SAMPLER_WIDGETS + ("batch_size", "negative_frame_strength") + ADVANCED_SAMPLER_WIDGETS + ("devices",)
-    names += RAY_WIDGETS
+    names += RAY_WIDGETS + ("height",)
     return NodeWidgets(RefinerSettings, names, SAMPLER_RENAME)
 
 
@@ -93,7 +93,10 @@ class AvatarCascadeFLFRefiner:
                     {"default": "clips", "tooltip": "Clip cache folder inside output/avatar_cascade_work/."},
                 ),
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS)},
+            "optional": {
+                **OPTIONAL_MODEL_INPUTS,
+                **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS, "height"),
+            },
         }
 
     @classmethod
