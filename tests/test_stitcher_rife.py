@@ -183,10 +183,13 @@ def test_flows_are_pixels_to_each_frame_and_the_warps_are_backward(scale):
     assert (blend - truth)[inner].abs().mean() > 0.01  # the check can fail: the blend is not the truth
 
 
-def test_zero_flow_is_an_equal_blend():
+def test_zero_flow_fuses_the_frames_by_the_sigmoid_of_the_mask():
+    """Mask logit 0: an equal blend; a large positive logit: frame 0 (``sigmoid(mask)`` weighs warped frame 0)."""
     img0, img1 = _frames(1, 64, 64, 1), _frames(1, 64, 64, 2)
     net = _translation_net((0.0, 0.0), (0.0, 0.0), 1.0)
     assert (interpolate(net, img0, img1, 0.3) - (img0 + img1) / 2).abs().max() < 1e-5
+    net.block3.lastconv[0].bias.data[16:20] = 30.0  # channel 4 after PixelShuffle: the last block's mask logit
+    assert (interpolate(net, img0, img1, 0.3) - img0).abs().max() < 1e-5
 
 
 def test_the_timestep_is_an_input_and_batched_timesteps_equal_single_runs():
@@ -245,25 +248,28 @@ def _stitch(clips, timeline, out, model, collect_frames: int = 0, **settings):
     )  # fmt: skip
 
 
-def test_rife_makes_the_in_between_frames_of_the_stream(tmp_path, timeline, rife_dir):
+@pytest.mark.parametrize("factor", [2, 3])
+def test_rife_makes_the_in_between_frames_of_the_stream(tmp_path, timeline, rife_dir, factor):
     model = load_rife(resolve_rife_model(rife_dir, "tiny_rife.safetensors"))
     clips = (clip_frames(timeline, k) for k in range(len(timeline.clips)))
     out = tmp_path / "rife.mp4"
-    result = _stitch(clips, timeline, out, model, collect_frames=100, interpolate=2, interpolation="rife")
+    result = _stitch(clips, timeline, out, model, collect_frames=200, interpolate=factor, interpolation="rife")
     info = probe_media(out)
-    assert (info["video_frames"], info["fps"]) == (62, 50) and result.frames.shape[0] == 62  # 31 at 25 fps, x2
+    n = factor * (timeline.num_frames - 1) + 1  # 31 frames at 25 fps, every gap filled
+    assert info["fps"] == 25 * factor and info["video_frames"] == result.frames.shape[0] >= n
     frames = result.frames.numpy()
     for i in (0, 7, 30):
-        assert np.array_equal(frames[2 * i], marked_frame(i))  # rendered frames pass untouched
+        assert np.array_equal(frames[factor * i], marked_frame(i))  # rendered frames pass untouched
     gaps = []
     for i in (0, 8, 15, 29):
         a, b = (torch.from_numpy(marked_frame(j)).permute(2, 0, 1)[None].float() / 255 for j in (i, i + 1))
-        want = (interpolate(model, a, b, 0.5)[0].permute(1, 2, 0) * 255).round().numpy()
-        assert np.abs(frames[2 * i + 1].astype(int) - want).max() <= 1, i
-        blend = (marked_frame(i).astype(int) + marked_frame(i + 1)) / 2
-        gaps.append(np.abs(frames[2 * i + 1] - blend).mean())
+        for s in range(1, factor):
+            want = (interpolate(model, a, b, s / factor)[0].permute(1, 2, 0) * 255).round().numpy()
+            assert np.abs(frames[factor * i + s].astype(int) - want).max() <= 1, (i, s)
+            blend = marked_frame(i).astype(int) * (1 - s / factor) + marked_frame(i + 1) * (s / factor)
+            gaps.append(np.abs(frames[factor * i + s] - blend).mean())
     assert max(gaps) > 2  # RIFE ran (random weights: not the blend)
-    assert np.array_equal(frames[61], frames[60])  # the last frame held for the audio
+    assert np.array_equal(frames[-1], frames[n - 1])  # the last frame held for the audio
 
 
 def test_rife_without_weights_is_a_clear_error(tmp_path, timeline):
