@@ -45,6 +45,21 @@ def test_the_refiner_bucket_keeps_the_keyframes_aspect():
     assert refine_size(kf, 1280, 16) == (736, 1280)  # portrait: 480 / 832 * 1280 = 738 -> 736
 
 
+def test_keyframes_of_another_aspect_are_centre_cropped_not_stretched(models):
+    """30 x 16 keyframes (aspect 1.875) at 32 rows: the bucket is 48 x 32 (1.5); the middle 24 x 16 is kept."""
+    from avatar_cascade.stages.refiner.resolution import at_refine_size
+
+    g = torch.Generator().manual_seed(2)
+    kf = Keyframes(torch.randint(0, 256, (2, 16, 30, 3), generator=g, dtype=torch.uint8), [0, 4], [None, None])
+    out = at_refine_size(kf, 32, models[0], quiet())
+    assert (out.width, out.height) == (48, 32)
+    assert torch.equal(out.images, fit_frames(kf.images[:, :, 3:27], 48, 32, "crop"))  # centre 24 of 30 columns
+    x = kf.images.permute(0, 3, 1, 2).float()
+    stretched = torch.nn.functional.interpolate(x, size=(32, 48), mode="bicubic", align_corners=False, antialias=True)
+    stretched = stretched.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    assert (out.images.float() - stretched.float()).abs().mean() > 10  # the check can fail: a stretch differs
+
+
 def test_clips_render_at_the_refiner_size_with_the_keyframes_framed_to_it(models, tmp_path, monkeypatch):
     """Keyframes 32 x 16 -> the refiner at 32 rows renders 64 x 32: the VAE conditions on the keyframes
     framed to 64 x 32 (not stretched, not the small ones), at the same clip ends as at the keyframes' size."""
