@@ -25,7 +25,7 @@ def refiner_widgets() -> NodeWidgets:
     from avatar_cascade.stages.refiner.settings import RefinerSettings
 
     names = SAMPLER_WIDGETS + ("batch_size", "negative_frame_strength") + ADVANCED_SAMPLER_WIDGETS + ("devices",)
-    names += RAY_WIDGETS
+    names += RAY_WIDGETS + ("height",)
     return NodeWidgets(RefinerSettings, names, SAMPLER_RENAME)
 
 
@@ -35,7 +35,7 @@ def stitcher_widgets() -> NodeWidgets:
     return NodeWidgets(
         StitcherSettings,
         ("crf", "codec", "pix_fmt", "colour_match", "crossfade", "interpolate", "interpolation", "output_height")
-        + ("upscale_tile",),
+        + ("upscale_tile", "interpolator_scale", "interpolator_ensemble"),
     )
 
 
@@ -94,7 +94,10 @@ class AvatarCascadeFLFRefiner:
                     {"default": "clips", "tooltip": "Clip cache folder inside output/avatar_cascade_work/."},
                 ),
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS)},
+            "optional": {
+                **OPTIONAL_MODEL_INPUTS,
+                **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS, "height"),
+            },
         }
 
     @classmethod
@@ -179,6 +182,11 @@ class AvatarCascadeClipStitcher:
                     },
                 ),
                 **w.inputs("output_height", "upscale_tile"),
+                "interpolator_model": (
+                    "AVATAR_INTERPOLATOR",
+                    {"tooltip": "Optional: RIFE (Load Frame Interpolator), used when interpolation is 'rife'."},
+                ),
+                **w.inputs("interpolator_scale", "interpolator_ensemble"),
                 "max_image_frames": (
                     "INT",
                     {
@@ -204,6 +212,7 @@ class AvatarCascadeClipStitcher:
         crf,
         max_image_frames=None,
         upscale_model=None,
+        interpolator_model=None,
         prompt=None,
         extra_pnginfo=None,
         **w,
@@ -230,6 +239,7 @@ class AvatarCascadeClipStitcher:
             keyframes=clips.keyframes if settings.colour_match > 0 else None,
             collect_frames=cap,
             upscale_model=upscale_model,
+            interpolator_model=interpolator_model,
         )
         images, text = _image_output(result, cap)
         ui = {**bridge.ui_video(result.path), "text": [text]}

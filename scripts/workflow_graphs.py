@@ -80,7 +80,7 @@ def flf_refiner(
     if clip_vision is not None:
         inputs["clip_vision"] = clip_vision
     local = {"devices": "auto", "backend": "local", "ray_address": "auto", "ray_workers": 0, "ray_path_map": ""}
-    return node("AvatarCascadeFLFRefiner", {**inputs, **GUIDANCE_TAIL, **local})
+    return node("AvatarCascadeFLFRefiner", {**inputs, **GUIDANCE_TAIL, **local, "height": 0})
 
 
 def clip_stitcher(clips: list, timeline: list, *, filename_prefix: str, crf: int, colour_match: float) -> dict:
@@ -99,6 +99,8 @@ def clip_stitcher(clips: list, timeline: list, *, filename_prefix: str, crf: int
             "interpolation": "flow",
             "output_height": 0,
             "upscale_tile": 512,
+            "interpolator_scale": 1.0,
+            "interpolator_ensemble": False,
             "max_image_frames": 300,
         },
     )
