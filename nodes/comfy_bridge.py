@@ -39,7 +39,7 @@ except ImportError:
     HAS_COMFY = False
 
 # Our own folders, registered with ComfyUI (the others are ComfyUI core folders).
-EXTRA_FOLDERS = ("LLM",)
+EXTRA_FOLDERS = ("LLM", "frame_interpolation")  # registered where ComfyUI lacks them
 _registered = False
 
 
