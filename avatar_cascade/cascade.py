@@ -78,6 +78,7 @@ class CascadeConfig:
     reroll: str | None = None
     protect_models: bool = True  # refuse an output / work folder that touches a model file (False: the demo)
     upscale_model: str | None = None
+    interpolator_model: str | None = None
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -159,6 +160,7 @@ def run_cascade(cfg: CascadeConfig, runtime: Runtime, timings: dict[str, float] 
 def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: dict, extra: dict) -> Path:
     from avatar_cascade.core.cache import atomic_write_text
     from avatar_cascade.models.audio_encoder import load_audio_encoder
+    from avatar_cascade.models.rife import load_rife
     from avatar_cascade.models.upscale import load_upscale_model
     from avatar_cascade.stages.stitcher.stitcher import stitch_clips
 
@@ -166,6 +168,7 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
     reference, audio = _inputs(cfg)
     # loaded now (small): a wrong file fails before hours of generation, not at the stitcher
     upscaler = load_upscale_model(extra["upscale_model"], "--upscale-model") if extra["upscale_model"] else None
+    rife = load_rife(extra["interpolator_model"], "--interpolator-model") if extra["interpolator_model"] else None
 
     with stage("audio_aligner"):
         audio_encoder = load_audio_encoder(paths["audio_encoder"]) if paths["audio_encoder"] else None
@@ -194,6 +197,7 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
             metadata={"comment": f"avatar-cascade: {cfg.prompt[:200]}"},
             keyframes=clips.keyframes,
             upscale_model=upscaler,
+            interpolator_model=rife,
         )
     return result.path
 
@@ -287,13 +291,22 @@ def _generate(
 
 
 def _extra_model_paths(cfg: CascadeConfig) -> dict:
-    """Resolve the audio adapter, LoRA and upscale-model names (inside their model folders only)."""
+    """Resolve the audio adapter, LoRA, upscale- and interpolator-model names (inside their model folders only)."""
     from avatar_cascade.models.files import resolve_model_path
+    from avatar_cascade.models.rife import resolve_rife_model
     from avatar_cascade.models.upscale import resolve_upscale_model
 
-    out: dict = {"audio_adapter": None, "loras": [], "upscale_model": None}
+    out: dict = {"audio_adapter": None, "loras": [], "upscale_model": None, "interpolator_model": None}
     if cfg.upscale_model:
         out["upscale_model"] = resolve_upscale_model(cfg.models_dir, cfg.upscale_model, input_name="--upscale-model")
+    rife = cfg.stitcher.interpolation == "rife" and cfg.stitcher.interpolate > 1
+    if rife and not cfg.interpolator_model:
+        raise InputError(
+            "--interpolator-model", "none", "--interpolation rife needs RIFE weights",
+            "add --interpolator-model NAME (a file in models/frame_interpolation), or use --interpolation flow",
+        )  # fmt: skip
+    if cfg.interpolator_model:
+        out["interpolator_model"] = resolve_rife_model(cfg.models_dir, cfg.interpolator_model)
     if cfg.audio_adapter:
         roots = [cfg.models_dir / "model_patches", cfg.models_dir / "diffusion_models"]
         out["audio_adapter"] = resolve_model_path(roots, cfg.audio_adapter, input_name="--audio-adapter")

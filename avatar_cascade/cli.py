@@ -45,6 +45,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="upscale model in models/upscale_models (.safetensors, ESRGAN family via spandrel), run on every "
         "frame before the resize to --output-height",
     )
+    p.add_argument(
+        "--interpolator-model",
+        help="RIFE 4.x frame interpolator in models/frame_interpolation (.safetensors), used with "
+        "--interpolation rife",
+    )
     _add_setting_args(p)
 
 
@@ -56,6 +61,7 @@ ALIASES = {
     "--height": ("keyframes", "height"),
     "--interpolate": ("stitcher", "interpolate"),
     "--output-height": ("stitcher", "output_height"),
+    "--interpolation": ("stitcher", "interpolation"),
 }
 # Flags that set the setting of this name in every stage that has one (a stage's own flag wins).
 SHARED = {"--seed": "seed", "--steps": "steps", "--framing": "framing"}
@@ -161,6 +167,7 @@ def build_run_config(args: argparse.Namespace):
         loras=[_lora_arg(x) for x in args.lora],
         reroll=args.reroll,
         upscale_model=args.upscale_model,
+        interpolator_model=args.interpolator_model,
         **settings,
     )
     return cfg, lambda stage, name: flags.get((stage, name), stage_flag(stage, name))

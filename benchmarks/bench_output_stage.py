@@ -6,6 +6,10 @@ Cases (each in a fresh process; ``wall_s`` and ``peak_rss_mb`` come from the har
   them: flow measured on the 854x480 frames as rendered, warping at 1080p (``flow``), or flow
   measured on 1080p frames themselves (``flow_on_1080p``: luma downscaled to 1024 px wide), or the
   midpoint ``blend``; ``ms_per_frame`` includes both DIS flows, occlusion and the two warps.
+* ``interp_rife_<size>[_scale<s>]``: RIFE 4.7's IFNet at its full released size (rife47 / rife49 shape:
+  widths 192 / 128 / 96 / 64, 5.3 M parameters) with random weights, in-between frames per second through
+  the stream's ``LearnedInterpolator`` (uint8 frames in and out, padding to 64) on CPU, at 1920x1080 and at
+  854x480, RIFE ``scale`` 1.0 (and 0.5); the cost does not depend on the weights' values.
 * ``upscale_resize_480_1080``: Lanczos resize 854x480 -> 1920x1080 only (no model).
 * ``upscale_<arch>_480_1080``: a spandrel model with random weights in a real architecture's
   published shape, 854x480 -> x4 -> 1920x1080 (area resize) in 512 px tiles, on CPU:
@@ -69,6 +73,32 @@ def interp(method: str, flow_on: tuple[int, int] = LO, pairs: int = 12) -> dict:
         ip.between(lo[i], lo[i + 1], [0.5], hi[i], hi[i + 1])
     dt = (time.perf_counter() - t0) / pairs
     return {"frames": pairs, "ms_per_frame": 1000 * dt, "fps": 1 / dt, "load_avg_1m": os.getloadavg()[0]}
+
+
+def interp_rife(size: tuple[int, int] = HI, scale: float = 1.0, pairs: int = 3) -> dict:
+    import numpy as np
+    import torch
+
+    from avatar_cascade.models.rife import IFNet, RifeConfig
+    from avatar_cascade.stages.stitcher.learned import LearnedInterpolator
+
+    torch.manual_seed(0)
+    ip = LearnedInterpolator(IFNet(RifeConfig(version="4.7")).eval(), scale=scale)
+    tex = _texture(size[0] + 64, size[1] + 64)
+    frames = [np.ascontiguousarray(tex[2 * i : 2 * i + size[0], 3 * i : 3 * i + size[1]]) for i in range(pairs + 2)]
+    ip.between(frames[0], frames[1], [0.5])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(1, pairs + 1):
+        (mid,) = ip.between(frames[i], frames[i + 1], [0.5])
+    dt = (time.perf_counter() - t0) / pairs
+    assert mid.shape == (*size, 3)
+    return {
+        "frames": pairs,
+        "ms_per_frame": 1000 * dt,
+        "fps": 1 / dt,
+        "threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],
+    }
 
 
 def upscale(arch: str | None, frames: int = 2) -> dict:
@@ -185,6 +215,9 @@ CASES = [
     Case("interp_flow_1080p", interp, {"method": "flow"}),
     Case("interp_flow_on_1080p_1080p", interp, {"method": "flow", "flow_on": HI}),
     Case("interp_blend_1080p", interp, {"method": "blend"}),
+    Case("interp_rife_1080p", interp_rife, {"size": HI}),
+    Case("interp_rife_1080p_scale0.5", interp_rife, {"size": HI, "scale": 0.5}),
+    Case("interp_rife_480p", interp_rife, {"size": LO}),
     Case("upscale_resize_480_1080", upscale, {"arch": None, "frames": 20}),
     Case("upscale_compact_480_1080", upscale, {"arch": "compact", "frames": 1}),
     Case("upscale_esrgan_480_1080", upscale, {"arch": "esrgan", "frames": 1}),

@@ -14,6 +14,7 @@ from ._common import (
     SAMPLER_WIDGETS,
     NodeWidgets,
     first_failure,
+    wan_models,
     with_warnings,
 )
 
@@ -25,7 +26,7 @@ def refiner_widgets() -> NodeWidgets:
     from avatar_cascade.stages.refiner.settings import RefinerSettings
 
     names = SAMPLER_WIDGETS + ("batch_size", "negative_frame_strength") + ADVANCED_SAMPLER_WIDGETS + ("devices",)
-    names += RAY_WIDGETS + GATE_WIDGETS
+    names += RAY_WIDGETS + ("height",) + GATE_WIDGETS
     return NodeWidgets(RefinerSettings, names, SAMPLER_RENAME)
 
 
@@ -35,7 +36,7 @@ def stitcher_widgets() -> NodeWidgets:
     return NodeWidgets(
         StitcherSettings,
         ("crf", "codec", "pix_fmt", "colour_match", "crossfade", "interpolate", "interpolation", "output_height")
-        + ("upscale_tile",),
+        + ("upscale_tile", "interpolator_scale", "interpolator_ensemble"),
     )
 
 
@@ -98,7 +99,7 @@ class AvatarCascadeFLFRefiner:
             },
             "optional": {
                 **OPTIONAL_MODEL_INPUTS,
-                **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS, *GATE_WIDGETS),
+                **w.inputs(*ADVANCED_SAMPLER_WIDGETS, "devices", *RAY_WIDGETS, "height", *GATE_WIDGETS),
             },
         }
 
@@ -119,12 +120,11 @@ class AvatarCascadeFLFRefiner:
         clip_vision=None,
         **widgets,
     ):
-        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
         runtime = bridge.make_runtime()
         clips = refine_clips(
-            WanModels(dit, vae, text_encoder, clip_vision),
+            wan_models(dit, vae, text_encoder, clip_vision),
             keyframes,
             timeline,
             storyline,
@@ -185,6 +185,11 @@ class AvatarCascadeClipStitcher:
                     },
                 ),
                 **w.inputs("output_height", "upscale_tile"),
+                "interpolator_model": (
+                    "AVATAR_INTERPOLATOR",
+                    {"tooltip": "Optional: RIFE (Load Frame Interpolator), used when interpolation is 'rife'."},
+                ),
+                **w.inputs("interpolator_scale", "interpolator_ensemble"),
                 "max_image_frames": (
                     "INT",
                     {
@@ -210,6 +215,7 @@ class AvatarCascadeClipStitcher:
         crf,
         max_image_frames=None,
         upscale_model=None,
+        interpolator_model=None,
         prompt=None,
         extra_pnginfo=None,
         **w,
@@ -236,6 +242,7 @@ class AvatarCascadeClipStitcher:
             keyframes=clips.keyframes if settings.colour_match > 0 else None,
             collect_frames=cap,
             upscale_model=upscale_model,
+            interpolator_model=interpolator_model,
         )
         images, text = _image_output(result, cap)
         ui = {**bridge.ui_video(result.path), "text": [text]}
@@ -250,13 +257,13 @@ def _image_output(result, cap: int):
 
     if result.frames is not None:
         text = f"{result.num_frames} frames at {result.fps} fps -> {result.path.name}"
-        return result.frames.float().div(255).to(bridge.intermediate_device()), text
+        return bridge.as_image(result.frames), text
     text = (
         f"{result.num_frames} frames at {result.fps} fps -> {result.path.name}. The IMAGE output holds one black "
         f"frame: the video has more than max_image_frames ({cap}) frames; raise it to get the frames (memory!)."
     )
     logging.getLogger(__name__).info(text)
-    return torch.zeros(1, result.height, result.width, 3, device=bridge.intermediate_device()), text
+    return bridge.as_image(torch.zeros(1, result.height, result.width, 3, dtype=torch.uint8)), text
 
 
 NODE_CLASS_MAPPINGS = {

@@ -113,8 +113,10 @@ def test_the_preset_is_what_the_refiner_really_runs_and_records(models, tmp_path
     manifest = json.loads((tmp_path / "refiner_manifest.json").read_text())
     assert manifest["preset"] == "wan2.1-flf2v-14b"
     assert manifest["sampler"]["steps"] == 50 and manifest["sampler"]["shift"] == 16.0
-    # 16 fps, 5-frame clips, first-last frames on an FLF2V DiT: in its regime, only the missing lip-sync is told
-    assert [w for w in rt.warnings if not w.startswith("refiner: no lip-sync")] == []
+    # 16 fps, 5-frame clips, first-last frames on an FLF2V DiT: in its regime but for the tiny frames (16x16),
+    # only the missing lip-sync and the size are told
+    told = ("refiner: no lip-sync", "refiner: frames of 16x16: Wan 2.1 FLF2V 14B (720P) was trained at 832x480")
+    assert [w for w in rt.warnings if not w.startswith(told)] == []
 
 
 def test_off_regime_runs_are_named():

@@ -123,7 +123,9 @@ def dit_task(dit) -> str:
     return p.task
 
 
-def regime_warnings(dit, *, fps=None, clip_frames: int | None = None, last_frame: bool = False) -> list[str]:
+def regime_warnings(
+    dit, *, fps=None, clip_frames: int | None = None, last_frame: bool = False, size: tuple[int, int] | None = None
+) -> list[str]:
     """Where a run leaves the regime the DiT (and its adapter) was trained for: one sentence each.
 
     Args:
@@ -131,6 +133,8 @@ def regime_warnings(dit, *, fps=None, clip_frames: int | None = None, last_frame
         fps: the video frame rate the DiT renders at (None = not checked).
         clip_frames: the longest clip it renders (None = not checked).
         last_frame: True when clips are pinned to a last frame too (first-last-frame refinement).
+        size: ``(width, height)`` of the frames it renders (None = not checked): more than 25 % off the
+            area of every trained resolution, or sides that are not multiples of ``size_multiple``.
     """
     task = dit_task(dit)
     if task == DEMO_TASK:
@@ -150,9 +154,28 @@ def regime_warnings(dit, *, fps=None, clip_frames: int | None = None, last_frame
         )
     if fps is not None and abs(float(fps) - p.fps) > 0.01:
         out.append(f"{p.label} was trained at {p.fps:g} fps; this video is {float(fps):g} fps (motion speed differs)")
+    if size is not None:
+        out += _size_warnings(p, *size)
     if clip_frames is not None and clip_frames > p.trained_frames:
         out.append(
             f"clips of up to {clip_frames} frames: {p.label} was trained on {p.trained_frames} "
             f"(set clip_frames / max_clip_frames to {p.trained_frames} or less)"
         )
+    return out
+
+
+def _size_warnings(p: ModelPreset, width: int, height: int) -> list[str]:
+    """Where ``width x height`` leaves the preset's trained resolutions (area within 25 %, sides multiples)."""
+    import math
+
+    out = []
+    trained = " and ".join(f"{w}x{h} ({tier})" for tier, (w, h) in p.areas.items())
+    near = min(abs(math.log(width * height / (w * h))) for w, h in p.areas.values())
+    if near > math.log(1.25):
+        out.append(
+            f"frames of {width}x{height}: {p.label} was trained at {trained} (pixel counts far from those give "
+            "softer or repeated content; use a size near one of them)"
+        )
+    if width % p.size_multiple or height % p.size_multiple:
+        out.append(f"frames of {width}x{height}: {p.label} takes sides that are multiples of {p.size_multiple}")
     return out

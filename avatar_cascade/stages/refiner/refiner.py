@@ -59,6 +59,7 @@ from avatar_cascade.sampling.memory import auto_batch_size
 from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import resolve_sampler, with_negative
 from avatar_cascade.stages.refiner import negative_frames as nf
+from avatar_cascade.stages.refiner.resolution import at_refine_size
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.refiner.workers import Worker, make_workers, release_workers, run_batches
 
@@ -129,7 +130,8 @@ def refine_clips(
         models: the DiT (36 input channels; it may carry LoRAs and an audio adapter), VAE, text
             encoder and optional image encoder (CLIP vision: needed by DiTs with an image embedder,
             Wan 2.1 I2V/FLF2V; ignored, also by the cache key, for other DiTs).
-        keyframes: one keyframe per seam (``len == clips + 1``) at the refine resolution.
+        keyframes: one keyframe per seam (``len == clips + 1``); the sub-clips render at their size, or at
+            ``settings.height`` (the keyframes resized to the refiner's bucket, :mod:`.resolution`).
         aligned: timeline, audio and (optionally) per-frame audio features.
         storyline: shot prompts (one shot per clip).
         settings: seed, batch size, sampler, negative-frame strength, devices.
@@ -159,8 +161,9 @@ def refine_clips(
         reroll = parse_reroll(reroll, len(tl.clips))
     if not dit.has_image_embedder:
         models = dataclasses.replace(models, image_encoder=None)  # its tokens would not be read: not in the key
+    keyframes = at_refine_size(keyframes, settings.height, dit, runtime)  # settings.height: 720p from 480p
     settings = resolve_settings(settings, dit, keyframes.width, keyframes.height)
-    _warn_regime(dit, aligned, runtime)
+    _warn_regime(dit, aligned, runtime, (keyframes.width, keyframes.height))
     records, todo, jobs = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
@@ -185,7 +188,7 @@ def resolve_settings(settings: RefinerSettings, dit, width: int, height: int):
     return dataclasses.replace(settings, sampler=resolve_sampler(settings.sampler, dit, width, height))
 
 
-def _warn_regime(dit, aligned: AlignedAudio, runtime: Runtime) -> None:
+def _warn_regime(dit, aligned: AlignedAudio, runtime: Runtime, size: tuple[int, int] | None = None) -> None:
     """Tell the artist about a missing lip-sync and every way this run leaves the DiT's trained regime."""
     tl = aligned.timeline
     if dit.audio_adapter is None:
@@ -195,7 +198,7 @@ def _warn_regime(dit, aligned: AlignedAudio, runtime: Runtime) -> None:
             f"no lip-sync: the DiT has no audio adapter{unused}; attach InfiniteTalk with the Lip-Sync Adapter node",
         )
     longest = max(c.render_frames for c in tl.clips)
-    for line in regime_warnings(dit, fps=tl.fps, clip_frames=longest, last_frame=True):
+    for line in regime_warnings(dit, fps=tl.fps, clip_frames=longest, last_frame=True, size=size):
         runtime.warn("refiner", line)
 
 

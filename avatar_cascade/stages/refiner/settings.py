@@ -63,6 +63,8 @@ class RefinerSettings(Settings):
         ray_address: the cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``).
         ray_workers: Ray actors (0 = one per GPU of the cluster, or one per node without GPUs).
         ray_path_map: ``"driver folder=worker folder; ..."`` for model files at other paths on the workers.
+        height: render the sub-clips at this height in pixels (e.g. 720 from 480p keyframes), the width
+            following the keyframes' aspect (:mod:`.resolution`); None = the keyframes' size.
         gate: the per-clip quality gate (``gate_tries`` 1 = off; :mod:`.gate`).
     """
 
@@ -99,5 +101,10 @@ class RefinerSettings(Settings):
         "", tooltip="Model files at other paths on the Ray workers: 'driver folder=worker folder; ...'. Empty = "
         "the same paths (a shared folder), else the worker's own AVATAR_CASCADE_MODELS folder by model name.",
         validate=_check_path_map,
+    )  # fmt: skip
+    height: int | None = setting(
+        None, tooltip="Render the sub-clips at this height (e.g. 720 from 480p keyframes: KlingAvatar 2.0's "
+        "spatio-temporal cascade); the width follows the keyframes' aspect, the keyframes are resized to it. "
+        "0 = the keyframes' size.", min=16, max=4320, none_as=0, fix="use 720, or 0 for the keyframes' size",
     )  # fmt: skip
     gate: GateSettings = nested(GateSettings, prefix="gate_")

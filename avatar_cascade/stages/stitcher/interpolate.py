@@ -21,7 +21,7 @@ For two consecutive frames ``I0`` and ``I1`` and a time ``t`` in (0, 1) between 
 ``blend`` (the flow-free linear mix ``(1 - t) I0 + t I1``) is kept as a labelled choice: it ghosts on
 every motion, but it is exact on still shots and costs nothing.
 
-Not a learned interpolator (RIFE, FILM): those need weights the user supplies; see the README.
+The learned interpolator (RIFE 4.x, weights the user supplies) is :mod:`.learned`.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class FrameInterpolator:
     """
 
     def __init__(self, method: str = "flow", max_flow_side: int = MAX_FLOW_SIDE) -> None:
-        if method not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {method!r}; use one of {INTERPOLATIONS}")
+        if method not in INTERPOLATIONS or method == "rife":  # rife: stitcher.learned
+            raise ValueError(f"unknown interpolation {method!r}; use 'flow' or 'blend'")
         self.method = method
         self.max_flow_side = max_flow_side
         self._dis = None

@@ -33,9 +33,10 @@ class OutputStream:
         collect: also keep every written frame (short videos; :attr:`kept`).
         open_writer: ``(height, width) -> open VideoWriter``, called at the first frame.
         make_scaler: ``(height, width) of the rendered frames -> FrameScaler``.
-        interpolator: makes the in-between frames (``factor > 1``).
-        check_interrupt: called before every frame an upscale model runs on (seconds each on a CPU; the
-            stitcher checks between clips anyway).
+        interpolator: makes the in-between frames (``factor > 1``): flow / blend
+            (:class:`FrameInterpolator`) or RIFE (:class:`~.learned.LearnedInterpolator`).
+        check_interrupt: called before every frame an upscale model or RIFE runs on (seconds each on a CPU;
+            the stitcher checks between clips anyway).
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class OutputStream:
         if self.writer is None:
             self.start((int(frames.shape[1]), int(frames.shape[2])))
         self.taken += len(frames)
-        slow = self.scaler.model is not None
+        slow = self.scaler.model is not None or (self.factor > 1 and self.interpolator.method == "rife")
         for lo in frames:
             if slow:
                 self.check_interrupt()

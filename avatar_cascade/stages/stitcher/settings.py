@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.settings import Settings, setting
 
 CODECS = {"h264": "libx264", "h265": "libx265", "libx264": "libx264", "libx265": "libx265"}
 PIX_FMTS = ("yuv420p", "yuv444p", "yuv420p10le")
-INTERPOLATIONS = ("flow", "blend")
+INTERPOLATIONS = ("flow", "blend", "rife")
+RIFE_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _check_rife_scale(name: str, value: float) -> None:
+    if float(value) not in RIFE_SCALES:
+        raise InputError(name, value, "is not a RIFE scale", "use 0.25, 0.5, 1.0, 2.0 or 4.0 (1.0 up to 1080p)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +36,11 @@ class StitcherSettings(Settings):
         colour_match: 0..1 strength of matching each clip's colours to its two keyframes.
         crossfade: blend frames rendered by two clips (timelines with overlap).
         interpolate: output frames per timeline frame (2 = twice the rate, e.g. 24 -> 48 fps).
-        interpolation: how in-between frames are made, one of ``INTERPOLATIONS``.
+        interpolation: how in-between frames are made, one of ``INTERPOLATIONS`` (``rife`` needs an
+            interpolator model: RIFE 4.x weights from ``models/frame_interpolation``).
+        interpolator_scale: RIFE's ``scale`` (flow estimated at ``[8, 4, 2, 1] / scale`` of the frame;
+            1.0 up to 1080p, 0.5 for 4K), one of ``RIFE_SCALES``.
+        interpolator_ensemble: RIFE also runs on the swapped pair and averages (twice the time).
         output_height: height of the written frames in pixels (None = the clips' height, times the
             upscale model's scale when one is given).
         upscale_tile: tile side in input pixels when an upscale model runs.
@@ -56,9 +67,18 @@ class StitcherSettings(Settings):
     )  # fmt: skip
     interpolation: str = setting(
         "flow", tooltip="How in-between frames are made: flow = optical flow (OpenCV DIS) both ways, both "
-        "neighbours warped to the middle, occlusion-aware; blend = a plain mix of the neighbours (ghosts on "
-        "motion).", choices=INTERPOLATIONS,
+        "neighbours warped to the middle, occlusion-aware (no weights needed); rife = the learned RIFE 4.x "
+        "interpolator (connect its model, models/frame_interpolation); blend = a plain mix of the neighbours "
+        "(ghosts on motion).", choices=INTERPOLATIONS,
     )  # fmt: skip
+    interpolator_scale: float = setting(
+        1.0, tooltip="RIFE only: 1.0 up to 1080p, 0.5 for 4K (the flow is estimated at 1/scale coarser levels; "
+        "smaller = faster, less detail in small motions): 0.25, 0.5, 1, 2 or 4.", min=0.25, max=4.0, step=0.25,
+        validate=_check_rife_scale,
+    )  # fmt: skip
+    interpolator_ensemble: bool = setting(
+        False, tooltip="RIFE only: also run on the swapped frame pair and average (a little better, twice the time)."
+    )
     output_height: int | None = setting(
         None, tooltip="Height of the video in pixels, e.g. 1080 (width follows the aspect ratio); frames are "
         "upscaled by the upscale model first when one is given. 0 = the clips' height (times the model's "

@@ -215,6 +215,7 @@ def stitch_clips(
     keyframes: torch.Tensor | None = None,
     collect_frames: int = 0,
     upscale_model: Any = None,
+    interpolator_model: Any = None,
 ) -> StitchResult:
     """Stream the sub-clips of ``timeline`` into ``out_path`` with ``audio`` muxed in sync.
 
@@ -235,6 +236,8 @@ def stitch_clips(
         collect_frames: also return the output frames when there are at most this many.
         upscale_model: a spandrel image model (ComfyUI's ``UPSCALE_MODEL``) run on every frame
             before the resize to ``settings.output_height``; None = resize only.
+        interpolator_model: a RIFE IFNet (:mod:`avatar_cascade.models.rife`), needed and used when
+            ``settings.interpolation`` is ``"rife"``.
 
     An error or interruption leaves no file at ``out_path`` (an existing file
     there is replaced only on success).
@@ -251,12 +254,15 @@ def stitch_clips(
         raise InputError(
             "keyframes", got, f"colour matching needs {n_clips + 1} keyframes", "connect the clips' keyframes"
         )
+    interpolator = _interpolator(settings, interpolator_model, runtime)
     sink = _output_stream(
         out_path, (encoder, audio_codec), track, timeline, settings, runtime, metadata, collect_frames, upscale_model
     )
+    sink.interpolator = interpolator  # flow / blend, or RIFE
     total, fps = sink.total_out, timeline.fps * settings.interpolate
+    rife = getattr(interpolator, "model", None)
     try:
-        with runtime.use_models(upscale_model.model if upscale_model is not None else None):
+        with runtime.use_models(upscale_model.model if upscale_model is not None else None, rife):
             _stream(clips, spans, sink, timeline, settings, keyframes, runtime)
             sink.finish()
         if sink.writer.frames_written != total:  # pragma: no cover - guarded by the layout and shape checks
@@ -270,6 +276,24 @@ def stitch_clips(
     kept = torch.from_numpy(np.concatenate(sink.kept)) if sink.kept else None
     height, width = sink.size
     return StitchResult(out_path, total, width, height, fps, track.num_samples, kept)
+
+
+def _interpolator(settings: StitcherSettings, model: Any, runtime: Runtime):
+    """The in-between frame maker of ``settings.interpolation`` (``rife``: the learned model, which must be given)."""
+    if settings.interpolation != "rife" or settings.interpolate == 1:
+        if model is not None:
+            why = "interpolate is 1" if settings.interpolate == 1 else f"interpolation is {settings.interpolation}"
+            runtime.warn("stitcher", f"the interpolator model is not used: {why}")
+        return FrameInterpolator("flow" if settings.interpolation == "rife" else settings.interpolation)
+    if model is None:
+        raise InputError(
+            "interpolator_model", "none", "interpolation 'rife' needs RIFE weights",
+            "connect Load Frame Interpolator (models/frame_interpolation) or use --interpolator-model NAME; "
+            "or choose interpolation 'flow', which needs no weights",
+        )  # fmt: skip
+    from avatar_cascade.stages.stitcher.learned import LearnedInterpolator
+
+    return LearnedInterpolator(model, settings.interpolator_scale, settings.interpolator_ensemble)
 
 
 def _output_stream(
@@ -306,7 +330,7 @@ def _output_stream(
         0 < total <= collect_frames,
         open_writer,
         make_scaler,
-        FrameInterpolator(settings.interpolation),
+        None,  # stitch_clips sets it
         runtime.check_interrupt,
     )
     return sink
