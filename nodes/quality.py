@@ -73,7 +73,7 @@ class AvatarCascadeQualityReport:
         from avatar_cascade.stages.quality.report import quality_report, write_report
 
         runtime = bridge.make_runtime()
-        seams = [timeline.timeline.frame_time(s) for s in timeline.timeline.seams[1:]] if timeline else None
+        seams = [timeline.timeline.frame_time(s) for s in timeline.timeline.seams[1:-1]] if timeline else None
         track = AudioTrack.from_comfy(audio) if audio is not None else None
         settings = quality_widgets().build(widgets)
         rep = quality_report(_video_path(video_path), reference[0], settings, runtime, audio=track, seams_s=seams)

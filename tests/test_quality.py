@@ -123,3 +123,18 @@ def test_node_writes_the_report_and_shows_the_plot(synced, tmp_path, monkeypatch
     assert png.is_file() and png.with_suffix(".json").is_file() and shown["type"] == "output"
     assert plot.shape[0] == 1 and plot.shape[-1] == 3 and 0 <= float(plot.min()) and float(plot.max()) <= 1
     assert json.loads(text)["methods"]["identity"] == "face_embedding"
+
+
+def test_timeline_seams_are_the_interior_clip_boundaries(tmp_path):
+    from avatar_cascade.stages.quality.run import default_timeline, seams_from_timeline
+    from tests.helpers import aligned_tone
+
+    tl = aligned_tone(3.0).timeline  # 16 fps, clips of 17 frames: boundaries at 1 s and 2 s
+    (tmp_path / "v_work").mkdir()
+    (tmp_path / "v_work" / "timeline.json").write_text(tl.to_json())
+    assert default_timeline(tmp_path / "v.mp4") == tmp_path / "v_work" / "timeline.json"
+    assert seams_from_timeline(tmp_path / "v_work" / "timeline.json") == [1.0, 2.0]
+    from avatar_cascade.core.errors import InputError
+
+    with pytest.raises(InputError, match="--timeline"):
+        seams_from_timeline(tmp_path / "missing.json")

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def seams_from_timeline(path: Path, input_name: str = "--timeline") -> list[float]:
-    """Interior clip boundaries (seconds) of a ``timeline.json`` written by the Audio Aligner."""
+    """Interior clip boundaries (seconds) of a ``timeline.json`` written by the Audio Aligner (not its ends)."""
     from avatar_cascade.artefacts.timeline import Timeline
 
     try:
@@ -28,7 +28,7 @@ def seams_from_timeline(path: Path, input_name: str = "--timeline") -> list[floa
         raise InputError(
             input_name, str(path), f"is not a timeline.json ({exc})", "give the aligner's timeline.json"
         ) from None
-    return [tl.frame_time(s) for s in tl.seams[1:]]
+    return [tl.frame_time(s) for s in tl.seams[1:-1]]
 
 
 def default_timeline(video: Path) -> Path | None:
