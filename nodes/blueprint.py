@@ -39,7 +39,7 @@ def keyframe_widgets() -> NodeWidgets:
     from avatar_cascade.stages.keyframes.settings import KeyframeSettings
 
     names = ("width", "height", "framing", "search_radius_s", "colour_match", "weights", "lift_denoise")
-    names += ("lift_steps", "seed")
+    names += ("lift_steps", "seed", "face_detectors", "landmarks_68")
     return NodeWidgets(KeyframeSettings, names, {"seed": "lift_seed"})
 
 
@@ -138,10 +138,11 @@ class AvatarCascadeKeyframeExtractor:
                 "blueprint": ("AVATAR_BLUEPRINT", {"tooltip": "From the Blueprint Sampler."}),
                 "timeline": ("AVATAR_TIMELINE", {"tooltip": "From the Audio Aligner."}),
                 "image": ("IMAGE", {"tooltip": "Reference image."}),
-                **keyframe_widgets().inputs(),
+                **keyframe_widgets().inputs(*keyframe_widgets().names[:-2]),
                 "work_folder": WORK_FOLDER,
             },
             "optional": {
+                **keyframe_widgets().inputs("face_detectors", "landmarks_68"),  # optional: older graphs lack them
                 **OPTIONAL_MODEL_INPUTS,
                 **{
                     k: (v[0], {"tooltip": v[1]["tooltip"] + " Connect them for the DiT lift (lift_denoise > 0)."})

@@ -193,6 +193,8 @@ def _demo_blueprint_keyframes() -> dict:
         "weights": KEYFRAME_WEIGHTS,
         "lift_denoise": 0.3,
         "lift_steps": 0,
+        "face_detectors": True,
+        "landmarks_68": False,
         "seed": 0,
         "work_folder": "demo",
         "dit": ["3", 0],
