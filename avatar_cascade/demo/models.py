@@ -31,6 +31,7 @@ MLLM_FOLDER = "avatar-cascade-tiny-qwen25-vl"
 FLF2V_DIT_FILE = "avatar_cascade_tiny_wan_flf2v.safetensors"
 CLIP_VISION_FILE = "avatar_cascade_tiny_clip_vision.safetensors"
 OMNI_FOLDER = "avatar-cascade-tiny-qwen25-omni-thinker"
+VACE_DIT_FILE = "avatar_cascade_tiny_wan_vace.safetensors"
 _TAG_KEY = "avatar_cascade_demo"
 _MARKER = ".avatar_cascade_demo"
 
@@ -209,7 +210,15 @@ _FILES = {
 _EXTENDED_FILES = {
     "flf2v_dit": ("diffusion_models", FLF2V_DIT_FILE, tiny_flf2v_dit_state_dict),
     "clip_vision": ("clip_vision", CLIP_VISION_FILE, tiny_clip_vision),
+    "vace_dit": ("diffusion_models", VACE_DIT_FILE, lambda seed: _tiny_vace(seed)),
 }
+
+
+def _tiny_vace(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The tiny Wan VACE DiT (control branch for guided refinement) in the ORIGINAL VACE key layout."""
+    from avatar_cascade.demo.tiny_vace import tiny_vace_state_dict
+
+    return tiny_vace_state_dict(seed)
 
 
 def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -254,7 +263,7 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = Fa
     and ``mllm`` (LLM/, a Qwen2.5-VL folder; left out when the tiny MLLM writer is unavailable).
     About 5 MB. ``extended`` also writes the roles the shipped Wan 2.1 workflows need:
     ``flf2v_dit`` (diffusion_models/, with the FLF2V image embedder), ``clip_vision``
-    (clip_vision/) and ``omni`` (LLM/, a Qwen2.5-Omni thinker folder). They are opt-in because
+    (clip_vision/), ``vace_dit`` (diffusion_models/, the tiny Wan VACE) and ``omni`` (LLM/, a Qwen2.5-Omni thinker folder). They are opt-in because
     the CLI picks the only file of a folder when no name is given.
     """
     models_dir = Path(models_dir)

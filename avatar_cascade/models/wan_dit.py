@@ -49,7 +49,6 @@ DIT_VARIANTS = (
 CUSTOM_VARIANT = "wan-custom"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 _UNSUPPORTED = {
-    "vace_blocks.": "a Wan VACE model",
     "motion_encoder.": "a Wan Animate model",
     "face_adapter.": "a Wan Animate model",
     "audio_proj.": "a Wan model with built-in audio layers (MultiTalk/InfiniteTalk merged)",
@@ -300,6 +299,11 @@ def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dt
     path = Path(path)
     shapes, _ = read_safetensors_header(path, input_name)
     keys = list(shapes)
+    if any(k.startswith("vace_") or ".vace_" in k for k in keys):  # Wan VACE: its own class
+        from avatar_cascade.models.wan_vace import load_wan_vace
+
+        check_kind(keys, "dit", input_name, path)
+        return load_wan_vace(path, input_name, dtype)
     _check_supported(keys, input_name, path)
     variant, config = _match(shapes, input_name, path)
     state_dict, _ = read_safetensors(path, input_name)
