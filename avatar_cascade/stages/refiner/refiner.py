@@ -58,6 +58,7 @@ from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.memory import auto_batch_size
 from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import resolve_sampler, with_negative
+from avatar_cascade.stages.refiner import control as vc
 from avatar_cascade.stages.refiner import negative_frames as nf
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.refiner.workers import Worker, make_workers, release_workers, run_batches
@@ -99,6 +100,7 @@ class _Job:
     prompt: str
     negative: str
     audio: torch.Tensor | None = None
+    control: vc.ClipControl | None = None  # VACE DiTs: the clip's control slice
 
 
 @dataclass
@@ -122,6 +124,8 @@ def refine_clips(
     *,
     cache_dir: Path,
     reroll: dict[int, int] | str | None = None,
+    control=None,
+    exact_keys: bool = False,
 ) -> Clips:
     """Render every sub-clip (or reuse it from ``cache_dir``).
 
@@ -137,6 +141,9 @@ def refine_clips(
         cache_dir: folder of finished clips (``clip_<index>_<key>.safetensors``
             and ``refiner_manifest.json``).
         reroll: ``{clip index: seed offset}`` or a string like ``"3, 7-9"``.
+        control: a ``ControlVideo`` (pose / depth / line art... on the timeline) for a Wan VACE DiT, which
+            renders each clip under its exact control slice with its keyframes anchored (:mod:`.control`).
+        exact_keys: VACE DiTs: paste the keyframes' pixels over the decoded frames at their offsets.
     """
     settings.check()
     dit = models.dit
@@ -148,7 +155,8 @@ def refine_clips(
             f"the timeline has {len(tl.clips)} clips and needs {len(tl.clips) + 1} keyframes",
             "connect the keyframes made from this timeline",
         )
-    if dit.in_channels != 36:
+    vc.check_control(dit, control, settings.backend)
+    if dit.in_channels != 36 and not vc.is_vace(dit):
         raise InputError(
             "dit",
             dit.variant,
@@ -161,7 +169,11 @@ def refine_clips(
         models = dataclasses.replace(models, image_encoder=None)  # its tokens would not be read: not in the key
     settings = resolve_settings(settings, dit, keyframes.width, keyframes.height)
     _warn_regime(dit, aligned, runtime)
-    records, todo = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
+    if vc.is_vace(dit) and settings.negative_frame_strength > 0:
+        runtime.warn("refiner", "negative-frame guidance is not applied with a Wan VACE DiT")
+        settings = dataclasses.replace(settings, negative_frame_strength=0.0)
+    guided = (control, exact_keys) if vc.is_vace(dit) else None
+    records, todo = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll, guided)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
     bar = runtime.progress(len(records), "refine clips")
@@ -202,7 +214,7 @@ def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None
     return None if dit.audio_adapter is None else aligned.clip_windows(index, pad="edge")
 
 
-def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir, reroll):
+def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir, reroll, guided=None):
     """Cache records of every clip, and the jobs of those not in the cache (each model's identity in the key)."""
     h, w = keyframes.height, keyframes.width
     s = settings.negative_frame_strength
@@ -234,6 +246,9 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
             "size": [w, h],
             "negative_frames": [s, *nf.DEGRADE_PARAMS] if s > 0 else 0.0,
         }
+        ctl = None if guided is None else vc.clip_control(guided[0], c, aligned.timeline.fps, h, w, guided[1])
+        if ctl is not None:  # only VACE DiTs: plain runs keep their keys
+            parts["vace"] = ctl.key_parts()
         key = content_key(parts)
         path = cache_dir / f"clip_{c.index:05d}_{key}.safetensors"
         rec = ClipRecord(c.index, path, n, key, seed=seed, seed_offset=offset, keyframe_offsets=kf_offsets)
@@ -241,7 +256,7 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
         if tensor_file_ok(path, ("frames",), {"frames": (n, h, w, 3)}):  # a clip of the wrong length is redone
             rec.cached = True
         else:
-            todo.append(_Job(rec, prompt, negative, audio))
+            todo.append(_Job(rec, prompt, negative, audio, ctl))
     return records, todo
 
 
@@ -305,7 +320,7 @@ def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Ten
 
 def _requests(batch: list[_Job], ctx: _Context) -> list[ClipRequest]:
     """What the DiT samples for each job of ``batch`` (keyframes, prompt embeddings, seed, audio)."""
-    return [
+    reqs = [
         ClipRequest(
             num_frames=j.rec.num_frames,
             known=_keyframes_at_offsets(j.rec, ctx.kf),
@@ -316,6 +331,7 @@ def _requests(batch: list[_Job], ctx: _Context) -> list[ClipRequest]:
         )
         for j in batch
     ]
+    return [r if j.control is None else vc.with_control(r, j.control) for r, j in zip(reqs, batch)]
 
 
 def render_requests(
@@ -326,9 +342,9 @@ def render_requests(
     dit, vae, image_encoder = worker.handles
     rt = worker.runtime
     cond = encode_condition(vae, reqs, height, width)
-    guidance = contextlib.nullcontext()
+    guidance = vc.guidance_for(dit, vae, reqs) or contextlib.nullcontext()
     s = settings.negative_frame_strength
-    if s > 0:
+    if s > 0 and not isinstance(reqs[0], vc.VaceRequest):
         drifted = [
             dataclasses.replace(r, known={p: nf.drift_degrade(f[None])[0] for p, f in r.known.items()}) for r in reqs
         ]
@@ -336,7 +352,7 @@ def render_requests(
         guidance = nf.negative_frame_guidance(experts, encode_condition(vae, drifted, height, width), s)
     with guidance:
         lat = sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder)
-    return decode_to_uint8(vae, lat)
+    return vc.paste_known(decode_to_uint8(vae, lat), reqs)
 
 
 def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.Tensor]:
