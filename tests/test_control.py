@@ -128,7 +128,8 @@ def test_identity_changes_with_what_the_control_does():
         ({"frames": torch.zeros(0, 8, 8, 3, dtype=torch.uint8), "fps": Fraction(1)}, "control"),
         ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8)}, "control_fps"),
         ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "keys": (1, 1)}, "sketch_frames"),
-        ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "fps": 8, "masks": torch.ones(3, 8, 8)}, "control_masks"),
+        ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "fps": 8, "masks": torch.ones(3, 8, 8)},
+         "control_masks"),
         ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "fps": 8, "strength": -1.0}, "control_strength"),
     ],
 )

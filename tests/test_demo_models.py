@@ -25,6 +25,7 @@ FOLDERS = {
     "audio_adapter": "model_patches",
     "flf2v_dit": "diffusion_models",
     "clip_vision": "clip_vision",
+    "vace_dit": "diffusion_models",
     "omni": "LLM",
 }
 HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.demo.tiny_mllm") is not None
@@ -50,6 +51,7 @@ def test_roles_point_at_files_in_comfyui_folders(written):
         "audio_adapter",
         "flf2v_dit",
         "clip_vision",
+        "vace_dit",
     } | ({"mllm", "omni"} if HAS_MLLM_WRITER else set())
     assert set(names) == expected
     for role, name in names.items():

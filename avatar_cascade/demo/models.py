@@ -263,8 +263,9 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = Fa
     and ``mllm`` (LLM/, a Qwen2.5-VL folder; left out when the tiny MLLM writer is unavailable).
     About 5 MB. ``extended`` also writes the roles the shipped Wan 2.1 workflows need:
     ``flf2v_dit`` (diffusion_models/, with the FLF2V image embedder), ``clip_vision``
-    (clip_vision/), ``vace_dit`` (diffusion_models/, the tiny Wan VACE) and ``omni`` (LLM/, a Qwen2.5-Omni thinker folder). They are opt-in because
-    the CLI picks the only file of a folder when no name is given.
+    (clip_vision/), ``vace_dit`` (diffusion_models/, the tiny Wan VACE) and ``omni`` (LLM/, a
+    Qwen2.5-Omni thinker folder). They are opt-in because the CLI picks the only file of a folder
+    when no name is given.
     """
     models_dir = Path(models_dir)
     written: dict[str, str] = {}

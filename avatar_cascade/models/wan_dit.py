@@ -56,6 +56,10 @@ _UNSUPPORTED = {
     "audio_injector.": "a Wan S2V (speech-to-video) model",
 }
 
+# Key marker -> loader ``(path, input_name, dtype) -> WanDiT`` of a DiT family with its own diffusers class;
+# models.wan_vace registers Wan VACE (``vace_patch_embedding.``) when the models package is imported.
+FAMILY_LOADERS: dict[str, Any] = {}
+
 FLF_POS_DIFFUSERS = "condition_embedder.image_embedder.pos_embed"
 FLF_POS_ORIGINAL = "img_emb.emb_pos"
 
@@ -299,11 +303,10 @@ def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dt
     path = Path(path)
     shapes, _ = read_safetensors_header(path, input_name)
     keys = list(shapes)
-    if any(k.startswith("vace_") or ".vace_" in k for k in keys):  # Wan VACE: its own class
-        from avatar_cascade.models.wan_vace import load_wan_vace
-
-        check_kind(keys, "dit", input_name, path)
-        return load_wan_vace(path, input_name, dtype)
+    for marker, family_loader in FAMILY_LOADERS.items():  # DiT families with their own class (Wan VACE)
+        if any(marker in k for k in keys):
+            check_kind(keys, "dit", input_name, path)
+            return family_loader(path, input_name, dtype)
     _check_supported(keys, input_name, path)
     variant, config = _match(shapes, input_name, path)
     state_dict, _ = read_safetensors(path, input_name)

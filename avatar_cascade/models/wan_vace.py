@@ -37,7 +37,13 @@ from avatar_cascade.models.files import (
     strict_load,
     strip_prefix,
 )
-from avatar_cascade.models.wan_dit import _PREFIXES, WanDiT, load_bundled_config, to_diffusers_layout
+from avatar_cascade.models.wan_dit import (
+    _PREFIXES,
+    FAMILY_LOADERS,
+    WanDiT,
+    load_bundled_config,
+    to_diffusers_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +167,6 @@ def load_wan_vace(path: str | Path, input_name: str = "dit_name", dtype: torch.d
     transformer.eval().requires_grad_(False)
     log.info("loaded Wan VACE DiT %s (%s, %s weights) from %s", variant, dtype, len(state_dict), path.name)
     return WanDiT(transformer=transformer, variant=variant, identity=file_identity(path), path=path)
+
+
+FAMILY_LOADERS[VACE_MARKERS[0]] = load_wan_vace  # load_wan_dit hands VACE files to load_wan_vace
