@@ -72,9 +72,10 @@ def test_every_clip_gets_its_exact_control_slice(seconds, fps, cfps, clip_frames
     assert sorted(seen) == list(range(tl.padded_frames))
 
 
-def test_same_rate_control_maps_frame_to_frame():
+@pytest.mark.parametrize("fps", [Fraction(25), None])  # None: one control frame per output frame
+def test_same_rate_control_maps_frame_to_frame(fps):
     tl = plan_timeline(16000 * 2, 16000, 25, 17)
-    control = ControlVideo(_indexed_frames(tl.padded_frames), fps=Fraction(25))
+    control = ControlVideo(_indexed_frames(tl.padded_frames), fps=fps)
     c = tl.clips[1]
     video, _, _ = control.clip_slice(c.render_start, c.render_frames, tl.fps, 8, 8)
     assert _decode(video) == list(range(c.render_start, c.render_end + 1))
@@ -126,7 +127,7 @@ def test_identity_changes_with_what_the_control_does():
     [
         ({"frames": torch.zeros(2, 8, 8, 3)}, "control"),  # float, not uint8
         ({"frames": torch.zeros(0, 8, 8, 3, dtype=torch.uint8), "fps": Fraction(1)}, "control"),
-        ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8)}, "control_fps"),
+        ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "fps": 0}, "control_fps"),
         ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "keys": (1, 1)}, "sketch_frames"),
         ({"frames": torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "fps": 8, "masks": torch.ones(3, 8, 8)},
          "control_masks"),

@@ -5,8 +5,9 @@ line-art layers, as one VACE control video) and optional per-frame masks, placed
 timeline in one of two ways:
 
 * **dense** (a video or an IMAGE batch): control frame ``i`` starts at ``i / fps`` seconds after
-  output frame ``start_frame``. Output frame ``f`` shows the control frame whose span holds its
-  start time: ``i = floor((f - start_frame) * fps / out_fps)``, computed in exact integers
+  output frame ``start_frame`` (``fps`` None: the output rate, one control frame per output
+  frame). Output frame ``f`` shows the control frame whose span holds its start time:
+  ``i = floor((f - start_frame) * fps / out_fps)``, computed in exact integers
   (both rates are Fractions, so NTSC rates do not drift). Output frames before the first or
   after the last control frame get no control.
 * **sparse** (ToonCrafter-style sketch keys): control frame ``i`` sits at output frame
@@ -35,7 +36,7 @@ class ControlVideo:
 
     Attributes:
         frames: ``[N, H, W, 3]`` uint8 control frames (the composited layers).
-        fps: the control frames' rate (dense); None for sparse keys.
+        fps: the control frames' rate (dense); None: one control frame per output frame (or sparse keys).
         masks: ``[N, H, W]`` float in [0, 1] per control frame (1 = generate under guidance,
             0 = keep the control frame's pixels as they are), or None (all 1).
         keys: output frame index of each control frame (sparse sketch keys), or None (dense).
@@ -64,8 +65,6 @@ class ControlVideo:
                 f"need one mask per control frame of the frames' size {tuple(f.shape[:3])}",
                 "connect a MASK batch as long as the control video",
             )
-        if self.keys is None and self.fps is None:
-            raise InputError("control_fps", None, "a dense control video needs its frame rate", "give control_fps")
         if self.keys is not None:
             keys = tuple(int(k) for k in self.keys)
             if len(keys) != len(f) or len(set(keys)) != len(keys) or min(keys) < 0:
@@ -76,9 +75,9 @@ class ControlVideo:
                     "list one output frame per sketch, e.g. '8, 20'",
                 )
             self.keys = keys
-        elif Fraction(self.fps) <= 0:
-            raise InputError("control_fps", self.fps, "must be > 0", "use the control video's frame rate")
-        else:
+        elif self.fps is not None:
+            if Fraction(self.fps) <= 0:
+                raise InputError("control_fps", self.fps, "must be > 0", "use the control video's frame rate")
             self.fps = Fraction(self.fps)
         if not 0.0 <= float(self.strength) <= 10.0:
             raise InputError("control_strength", self.strength, "must be between 0 and 10", "use 1.0")
@@ -90,7 +89,8 @@ class ControlVideo:
         rel = frame - self.start_frame
         if rel < 0:
             return None
-        i = (rel * self.fps.numerator * out_fps.denominator) // (self.fps.denominator * out_fps.numerator)
+        fps = out_fps if self.fps is None else self.fps
+        i = (rel * fps.numerator * out_fps.denominator) // (fps.denominator * out_fps.numerator)
         return i if i < len(self.frames) else None
 
     def covered_frames(self, num_frames: int, out_fps: Fraction) -> int:
