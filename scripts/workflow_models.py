@@ -64,6 +64,7 @@ MODEL_FOLDERS = {
     "mllm": "LLM",
     "audio_adapter": "model_patches",
     "clip_vision": "clip_vision",
+    "vace_dit": "diffusion_models",
 }
 
 
