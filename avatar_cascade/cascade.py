@@ -28,6 +28,7 @@ from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.settings import DirectorSettings
 from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 from avatar_cascade.stages.keyframes.settings import KeyframeSettings
+from avatar_cascade.stages.refiner.control_inputs import ControlSpec, build_control, check_control_early
 from avatar_cascade.stages.refiner.refiner import refine_clips
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.stitcher.settings import StitcherSettings
@@ -78,6 +79,9 @@ class CascadeConfig:
     reroll: str | None = None
     protect_models: bool = True  # refuse an output / work folder that touches a model file (False: the demo)
     upscale_model: str | None = None
+    refiner_dit: str | None = None  # a Wan VACE DiT for guided refinement (models/diffusion_models)
+    control: ControlSpec | None = None  # the refiner's control input (files; see stages.refiner.control_inputs)
+    exact_keys: bool = False
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -180,7 +184,9 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
 
     with stage("load_models"):
         models = _load_generators(cfg, paths, extra, aligned)
-    clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage)
+        refiner_models = _refiner_models(models, extra)
+        check_control_early(cfg.control, (refiner_models or models).dit, cfg.refiner.backend)
+    clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage, refiner_models)
 
     _record_warnings(wd, runtime)
     with stage("stitcher"):
@@ -258,8 +264,9 @@ def _inputs(cfg: CascadeConfig):
 
 
 def _generate(
-    cfg: CascadeConfig, models: WanModels, reference, aligned, storyline, runtime: Runtime, stage: StageTimer
-):
+    cfg: CascadeConfig, models: WanModels, reference, aligned, storyline, runtime: Runtime, stage: StageTimer,
+    refiner_models: WanModels | None = None,
+):  # fmt: skip
     """Blueprint -> keyframes -> refined sub-clips, each stage with its settings from ``cfg`` (the optional
     CLIP vision, ``models.image_encoder``, also scores the keyframes' identity)."""
     wd = cfg.workdir
@@ -274,9 +281,11 @@ def _generate(
         )
 
     with stage("refiner"):
+        control = build_control(cfg.control, keyframes.width, keyframes.height)
         clips = refine_clips(
-            models, keyframes, aligned, storyline, cfg.refiner, runtime, cache_dir=wd / "clips", reroll=cfg.reroll
-        )
+            refiner_models or models, keyframes, aligned, storyline, cfg.refiner, runtime, cache_dir=wd / "clips",
+            reroll=cfg.reroll, control=control, exact_keys=cfg.exact_keys,
+        )  # fmt: skip
     log.info(
         "refiner: %d clips rendered, %d reused from %s",
         clips.computed,
@@ -291,7 +300,10 @@ def _extra_model_paths(cfg: CascadeConfig) -> dict:
     from avatar_cascade.models.files import resolve_model_path
     from avatar_cascade.models.upscale import resolve_upscale_model
 
-    out: dict = {"audio_adapter": None, "loras": [], "upscale_model": None}
+    out: dict = {"audio_adapter": None, "loras": [], "upscale_model": None, "refiner_dit": None}
+    if cfg.refiner_dit:
+        roots = [cfg.models_dir / "diffusion_models"]
+        out["refiner_dit"] = resolve_model_path(roots, cfg.refiner_dit, input_name="--refiner-dit")
     if cfg.upscale_model:
         out["upscale_model"] = resolve_upscale_model(cfg.models_dir, cfg.upscale_model, input_name="--upscale-model")
     if cfg.audio_adapter:
@@ -332,6 +344,22 @@ def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned) -> W
     te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
     clip_vision = load_clip_vision(paths["clip_vision"], input_name="--clip-vision") if paths["clip_vision"] else None
     return WanModels(dit, vae, te, clip_vision)
+
+
+def _refiner_models(models: WanModels, extra: dict) -> WanModels | None:
+    """``--refiner-dit`` (a Wan VACE DiT for guided refinement, with the run's audio adapter) in ``models``."""
+    from dataclasses import replace
+
+    from avatar_cascade.models.wan_dit import load_wan_dit
+
+    if extra["refiner_dit"] is None:
+        return None
+    dit = load_wan_dit(extra["refiner_dit"], input_name="--refiner-dit")
+    if extra["audio_adapter"] is not None:
+        from avatar_cascade.models.audio_adapter import load_audio_adapter
+
+        dit = load_audio_adapter(extra["audio_adapter"], dit, input_name="--audio-adapter").attach(dit)
+    return replace(models, dit=dit)
 
 
 def demo_config(
