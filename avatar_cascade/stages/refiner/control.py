@@ -67,11 +67,14 @@ def check_control(dit, control: ControlVideo | None, backend: str) -> None:
 
 
 def clip_control(control: ControlVideo | None, clip, fps, height: int, width: int, exact_keys: bool) -> ClipControl:
-    """Clip ``clip``'s control: its exact slice (grey / mask 1 everywhere without a control input)."""
+    """Clip ``clip``'s control: its exact slice at the control's strength; a clip that no control frame
+    reaches is unguided (grey, mask 1, strength 1: what it renders without a control input)."""
     n = clip.render_frames
-    if control is None:
+    frames, masks, idx = (None, None, []) if control is None else control.clip_slice(
+        clip.render_start, n, fps, height, width
+    )
+    if all(i is None for i in idx):  # no control frame in this clip: unguided, exactly as without a control
         return ClipControl(torch.zeros(3, n, height, width), torch.ones(n, height, width), 1.0, exact_keys)
-    frames, masks, _ = control.clip_slice(clip.render_start, n, fps, height, width)
     return ClipControl(frames, masks, float(control.strength), exact_keys)
 
 

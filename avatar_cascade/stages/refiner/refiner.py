@@ -270,9 +270,9 @@ def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, b
     rows += 1 if any(j.audio is not None for j in todo) else 0
     n0 = todo[0].rec.num_frames
     bs = settings.batch_size or auto_batch_size(runtime, len(todo), dit, n0, ctx.height, ctx.width, rows)
-    groups: dict[int, list[_Job]] = {}
-    for job in todo:
-        groups.setdefault(job.rec.num_frames, []).append(job)
+    groups: dict[tuple, list[_Job]] = {}
+    for job in todo:  # one length (and one VACE strength) per batch
+        groups.setdefault((job.rec.num_frames, job.control and job.control.strength), []).append(job)
     batches = [items[i : i + bs] for items in groups.values() for i in range(0, len(items), bs)]
 
     def finish(jobs: list[_Job], frames: torch.Tensor, worker: str) -> None:
