@@ -95,8 +95,9 @@ def test_retargeting_gives_the_driving_motion_the_references_bone_lengths():
     ref = parse_pose_json(_frame(BODY))[0]
     # the driver: long arms and legs, a shorter torso, on a 512 x 512 canvas, raising its right arm
     centre = np.array(BODY[1], float)
-    drive_body = [tuple(centre + (np.array(p) - centre) * (1.6 if i in (3, 4, 6, 7, 9, 10, 12, 13) else 1.0))
-                  for i, p in enumerate(BODY)]
+    factor = {3: 1.6, 4: 1.6, 6: 1.6, 7: 1.6, 9: 1.6, 10: 1.6, 12: 1.6, 13: 1.6, 8: 0.8, 11: 0.8}
+    shift = np.array([40.0, 6.0])  # the driver stands elsewhere in its frame
+    drive_body = [tuple(centre + shift + (np.array(p) - centre) * factor.get(i, 1.0)) for i, p in enumerate(BODY)]
     raised = list(drive_body)
     raised[4] = (raised[3][0], raised[3][1] - 25)  # forearm straight up and foreshortened
     raised[1] = (drive_body[1][0] + 10, drive_body[1][1])  # the driver steps right by 10 px
@@ -113,7 +114,9 @@ def test_retargeting_gives_the_driving_motion_the_references_bone_lengths():
     assert _length(second, 3, 4) == pytest.approx(ratio * _length(ref.people[0], 3, 4))
     d = second.body[4] - second.body[3]
     assert d[0] == pytest.approx(0, abs=1e-6) and d[1] < 0
-    assert second.body[1][0] - first.body[1][0] == pytest.approx(10.0, rel=1e-6)  # torso ratio is 1 here
+    # the root follows the driver's step, scaled by the torso ratio (reference / driver torso = 1 / 0.8)
+    assert second.body[1][0] - first.body[1][0] == pytest.approx(10.0 / 0.8, rel=1e-6)
+    assert second.body[1][1] == pytest.approx(first.body[1][1])
     img = render_pose(out[1])
     assert tuple(img[int(second.body[4][1]), int(second.body[4][0])]) == COLOURS[4]
 
