@@ -86,17 +86,44 @@ def first_failure(*results: bool | str) -> bool | str:
     return next((r for r in results if r is not True), True)
 
 
+# Each model input takes the pack's own handle or ComfyUI's native object (a type union: ComfyUI links either).
+DIT_TYPE = "AVATAR_DIT,MODEL"
 MODEL_INPUTS = {
-    "dit": ("AVATAR_DIT", {"tooltip": "Wan DiT (image-to-video / first-last-frame capable)."}),
-    "vae": ("AVATAR_VAE", {"tooltip": "Wan VAE."}),
-    "text_encoder": ("AVATAR_TEXT_ENCODER", {"tooltip": "UMT5 text encoder."}),
+    "dit": (
+        DIT_TYPE,
+        {
+            "tooltip": "Wan DiT (image-to-video / first-last-frame capable): the pack's DiT loader, or a native MODEL "
+            "(UNETLoader, GGUF loaders, after LoRA / patch nodes: ComfyUI runs it with every patch applied)."
+        },
+    ),
+    "vae": ("AVATAR_VAE,VAE", {"tooltip": "Wan VAE: the pack's VAE loader or ComfyUI's VAELoader."}),
+    "text_encoder": (
+        "AVATAR_TEXT_ENCODER,CLIP",
+        {
+            "tooltip": "UMT5 text encoder: the pack's loader, or ComfyUI's CLIPLoader (type wan; prompt emphasis "
+            "such as (word:1.2) works there)."
+        },
+    ),
 }
 
 
 # Optional inputs for the DiT-sampling nodes (blueprint, refiner): add to their "optional" section.
 OPTIONAL_MODEL_INPUTS = {
     "clip_vision": (
-        "AVATAR_CLIP_VISION",
-        {"tooltip": "CLIP ViT-H image encoder: required by Wan 2.1 I2V / FLF2V DiTs, unused by Wan 2.2."},
+        "AVATAR_CLIP_VISION,CLIP_VISION",
+        {
+            "tooltip": "CLIP ViT-H image encoder (the pack's loader or CLIPVisionLoader): required by Wan 2.1 I2V / "
+            "FLF2V DiTs, unused by Wan 2.2."
+        },
     ),
 }
+
+
+def wan_models(dit, vae, text_encoder, clip_vision=None):
+    """The engine's ``WanModels`` of a node's model inputs (native ComfyUI objects wrapped, see native_models)."""
+    from avatar_cascade.models.handle import WanModels
+
+    from .native_models import engine_models
+
+    m = engine_models(dit=dit, vae=vae, text_encoder=text_encoder, clip_vision=clip_vision)
+    return WanModels(m["dit"], m["vae"], m["text_encoder"], m["clip_vision"])

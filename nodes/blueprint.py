@@ -12,6 +12,7 @@ from ._common import (
     SAMPLER_RENAME,
     SAMPLER_WIDGETS,
     NodeWidgets,
+    wan_models,
     with_warnings,
 )
 
@@ -88,14 +89,13 @@ class AvatarCascadeBlueprintSampler:
 
     def render(self, dit, vae, text_encoder, image, timeline, storyline, work_folder, clip_vision=None, **widgets):
         from avatar_cascade.media import check_image_tensor
-        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.blueprint.sampler import render_blueprint
 
         settings = blueprint_widgets().build(widgets)
         ref = check_image_tensor(image, "image")
         runtime = bridge.make_runtime()
         bp = render_blueprint(
-            WanModels(dit, vae, text_encoder, clip_vision),
+            wan_models(dit, vae, text_encoder, clip_vision),
             ref,
             timeline,
             storyline,
@@ -170,14 +170,16 @@ class AvatarCascadeKeyframeExtractor:
     ):
         from avatar_cascade.media import check_image_tensor
         from avatar_cascade.media.contact_sheet import as_uint8_tensor
-        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+
+        from .native_models import engine_model
 
         ref = check_image_tensor(image, "image")
         folder = bridge.work_dir(work_folder)
         # the lift's models (only for lift_denoise > 0; the extractor says what is missing)
         lift_models = (dit, vae, text_encoder)
-        models = None if any(m is None for m in lift_models) else WanModels(*lift_models, clip_vision)
+        models = None if any(m is None for m in lift_models) else wan_models(*lift_models, clip_vision)
+        clip_vision = engine_model(clip_vision, "clip_vision")
         runtime = bridge.make_runtime()
         kf = extract_keyframes(
             blueprint,
@@ -190,10 +192,8 @@ class AvatarCascadeKeyframeExtractor:
             storyline=storyline,
             work_dir=folder,
         )
-        device = bridge.intermediate_device()
         sheet = as_uint8_tensor(kf.contact_sheet())
-        images = kf.images.float().div(255).to(device)
-        result = (kf, images, sheet[None].float().div(255).to(device))
+        result = (kf, bridge.as_image(kf.images), bridge.as_image(sheet[None]))
         return with_warnings(runtime, result, _ui_image(folder / "keyframes" / "contact_sheet.png"))
 
 

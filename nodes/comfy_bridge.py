@@ -184,7 +184,9 @@ def _comfy_model_loader(modules: list[torch.nn.Module]):
 
     # Group-offloaded DiTs (the DiT loader's low-VRAM modes) place their own blocks: not ComfyUI's to move.
     patchers = [patcher_for(m) for m in modules if not is_group_offloaded(m)]
-    # Our modules are plain torch layers: load them fully (partial lowvram loading needs comfy.ops layers).
+    # The pack's own modules are diffusers / transformers layers: loaded fully (ComfyUI's partial loading needs
+    # every weighted layer to cast its own weights, as comfy.ops layers do). fp8 files stay fp8 (models.cast), and
+    # a native MODEL input is loaded by ComfyUI itself, partially when VRAM is short (nodes/comfy_native.py).
     if patchers:
         mm.load_models_gpu(patchers, force_full_load=True)
     yield
@@ -252,6 +254,7 @@ def make_runtime(node_id: str | None = None) -> Runtime:
         preview=preview,
         model_loader=_comfy_model_loader,
         replicas=ComfyReplicaHost(),
+        free_memory=lambda device: int(mm.get_free_memory(device)),  # what ComfyUI counts free (its own models)
     )
 
 
@@ -269,6 +272,19 @@ def preview_image(payload):
 
 def intermediate_device() -> torch.device:
     return mm.intermediate_device() if HAS_COMFY else torch.device("cpu")
+
+
+def intermediate_dtype() -> torch.dtype:
+    """The dtype of IMAGE tensors between nodes: float32, or float16 where a newer ComfyUI runs with fp16
+    intermediates (``model_management.intermediate_dtype``, feature-detected; IMAGE inputs are never assumed
+    float32: the stages convert what they get)."""
+    fn = getattr(mm, "intermediate_dtype", None) if HAS_COMFY else None
+    return fn() if callable(fn) else torch.float32
+
+
+def as_image(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames ``[N,H,W,3]`` as a ComfyUI IMAGE (0..1 on the intermediate device, in its dtype)."""
+    return frames.to(intermediate_device()).to(intermediate_dtype()).div(255)
 
 
 def video_output(path: Path):

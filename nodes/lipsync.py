@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
+from ._common import DIT_TYPE
 
 CATEGORY = "AvatarCascade/loaders"
 ADAPTER_FOLDERS = ("model_patches", "diffusion_models")
@@ -12,7 +13,7 @@ def _adapter_names() -> list[str]:
     names: list[str] = []
     for kind in ADAPTER_FOLDERS:
         names += [n for n in bridge.list_models(kind) if n not in names]
-    return names
+    return names + ["none"]  # "none": the adapter comes from a connected MODEL_PATCH
 
 
 def _resolve(name: str):
@@ -40,7 +41,13 @@ class AvatarCascadeAudioAdapterLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "dit": ("AVATAR_DIT", {"tooltip": "Wan 2.1 I2V or FLF2V 14B DiT (InfiniteTalk: trained on I2V 480P)."}),
+                "dit": (
+                    DIT_TYPE,
+                    {
+                        "tooltip": "Wan 2.1 I2V or FLF2V 14B DiT (InfiniteTalk: trained on I2V 480P): the pack's DiT "
+                        "or a native MODEL (the adapter then joins ComfyUI's blocks only while the cascade samples)."
+                    },
+                ),
                 "adapter_name": (
                     _adapter_names(),
                     {
@@ -58,13 +65,42 @@ class AvatarCascadeAudioAdapterLoader:
                         "tooltip": "Scale of the audio cross-attention output (1.0 = as trained; 0 = no lip-sync).",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "model_patch": (
+                    "MODEL_PATCH",
+                    {
+                        "tooltip": "ComfyUI's own InfiniteTalk patch (ModelPatchLoader, newer ComfyUI) instead of "
+                        "adapter_name: the same weights, read from it."
+                    },
+                ),
+            },
         }
 
-    def load(self, dit, adapter_name, strength=1.0):
-        from avatar_cascade.models.audio_adapter import load_audio_adapter
+    def load(self, dit, adapter_name, strength=1.0, model_patch=None):
+        from avatar_cascade.core.errors import InputError
+        from avatar_cascade.models.audio_adapter import audio_adapter_from_state_dict, load_audio_adapter
 
-        adapter = load_audio_adapter(_resolve(adapter_name), dit, input_name="adapter_name", strength=strength)
+        from .native_models import _identity, engine_model
+
+        dit = engine_model(dit, "dit")
+        if model_patch is not None:
+            module = getattr(model_patch, "model", model_patch)
+            if not hasattr(module, "state_dict") or not any(".audio_cross_attn." in k for k in module.state_dict()):
+                raise InputError(
+                    "model_patch",
+                    type(module).__name__,
+                    "is not an InfiniteTalk / MultiTalk patch",
+                    "load wan2.1_infiniteTalk_single_fp16.safetensors with ModelPatchLoader",
+                )
+            sd = module.state_dict()
+            adapter = audio_adapter_from_state_dict(sd, dit, _identity(module), None, "model_patch", strength)
+        elif adapter_name == "none":
+            raise InputError(
+                "adapter_name", "none", "no adapter is chosen", "pick an adapter file or connect a MODEL_PATCH"
+            )
+        else:
+            adapter = load_audio_adapter(_resolve(adapter_name), dit, input_name="adapter_name", strength=strength)
         return (adapter.attach(dit),)
 
 

@@ -14,6 +14,7 @@ from ._common import (
     SAMPLER_WIDGETS,
     NodeWidgets,
     first_failure,
+    wan_models,
     with_warnings,
 )
 
@@ -113,12 +114,11 @@ class AvatarCascadeFLFRefiner:
         clip_vision=None,
         **widgets,
     ):
-        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
         runtime = bridge.make_runtime()
         clips = refine_clips(
-            WanModels(dit, vae, text_encoder, clip_vision),
+            wan_models(dit, vae, text_encoder, clip_vision),
             keyframes,
             timeline,
             storyline,
@@ -244,13 +244,13 @@ def _image_output(result, cap: int):
 
     if result.frames is not None:
         text = f"{result.num_frames} frames at {result.fps} fps -> {result.path.name}"
-        return result.frames.float().div(255).to(bridge.intermediate_device()), text
+        return bridge.as_image(result.frames), text
     text = (
         f"{result.num_frames} frames at {result.fps} fps -> {result.path.name}. The IMAGE output holds one black "
         f"frame: the video has more than max_image_frames ({cap}) frames; raise it to get the frames (memory!)."
     )
     logging.getLogger(__name__).info(text)
-    return torch.zeros(1, result.height, result.width, 3, device=bridge.intermediate_device()), text
+    return bridge.as_image(torch.zeros(1, result.height, result.width, 3, dtype=torch.uint8)), text
 
 
 NODE_CLASS_MAPPINGS = {

@@ -77,6 +77,18 @@ CORE_NODES = {
         "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
     },
     "LoadAudio": {"widgets": [("audio", "COMBO"), ("upload", "AUDIOUPLOAD")], "outputs": [("AUDIO", "AUDIO")]},
+    "UNETLoader": {"widgets": [("unet_name", "COMBO"), ("weight_dtype", "COMBO")], "outputs": [("MODEL", "MODEL")]},
+    "LoraLoaderModelOnly": {
+        "widgets": [("lora_name", "COMBO"), ("strength_model", "FLOAT")],
+        "inputs": [("model", "MODEL")],
+        "outputs": [("MODEL", "MODEL")],
+    },
+    "VAELoader": {"widgets": [("vae_name", "COMBO")], "outputs": [("VAE", "VAE")]},
+    "CLIPLoader": {
+        "widgets": [("clip_name", "COMBO"), ("type", "COMBO"), ("device", "COMBO")],
+        "outputs": [("CLIP", "CLIP")],
+    },
+    "CLIPVisionLoader": {"widgets": [("clip_name", "COMBO")], "outputs": [("CLIP_VISION", "CLIP_VISION")]},
     "ImageBatch": {
         "widgets": [],
         "inputs": [("image1", "IMAGE"), ("image2", "IMAGE")],
@@ -189,9 +201,10 @@ def api_to_ui(api: dict, models: list[dict]) -> dict:
     nodes = [_ui_node(nid, node, i, pos[nid], pending) for i, (nid, node) in enumerate(api.items())]
     by_id = {str(n["id"]): n for n in nodes}
     links = []
-    for lid, src, slot, dst, dst_slot, typ in pending:
-        links.append([lid, int(src), slot, int(dst), dst_slot, typ])
-        by_id[str(src)]["outputs"][slot]["links"].append(lid)
+    for lid, src, slot, dst, dst_slot, _ in pending:
+        out = by_id[str(src)]["outputs"][slot]
+        links.append([lid, int(src), slot, int(dst), dst_slot, out["type"]])  # the type that flows: the output's
+        out["links"].append(lid)
     return {
         "last_node_id": max(int(k) for k in api),
         "last_link_id": len(pending),

@@ -11,6 +11,7 @@ from workflow_models import (
     DEMO_MODELS,
     INBETWEEN_MODELS,
     KEY_IMAGES,
+    NATIVE_MODELS,
     SAMPLE_AUDIO,
     SAMPLE_IMAGE,
     WAN21_480P_MODELS,
@@ -305,10 +306,39 @@ def inbetween_graph() -> dict:
     }
 
 
+# --- ComfyUI's native loaders feeding the cascade ------------------------------------------------
+
+
+def native_graph() -> dict:
+    """The Wan 2.1 480p graph on ComfyUI's own loaders: UNETLoader (fp8 FLF2V) -> LoraLoaderModelOnly -> the
+    lip-sync adapter and the stages; CLIPLoader (wan), VAELoader and CLIPVisionLoader for the rest. Sampler
+    widgets follow the LoRA's regime (lightx2v step distill: 4 steps, guidance 1, shift 5)."""
+    m = model_names(NATIVE_MODELS)
+    g = wan21_480p_graph()
+    g["3"] = node("UNETLoader", {"unet_name": m["dit"], "weight_dtype": "default"}, "Wan DiT (UNETLoader)")
+    g["16"] = node(
+        "LoraLoaderModelOnly", {"model": ["3", 0], "lora_name": m["lora"], "strength_model": 1.0}, "Your LoRA"
+    )
+    g["4"] = node("VAELoader", {"vae_name": m["vae"]})
+    g["5"] = node("CLIPLoader", {"clip_name": m["text_encoder"], "type": "wan", "device": "default"})
+    g["15"] = node("CLIPVisionLoader", {"clip_name": m["clip_vision"]})
+    g["14"]["inputs"]["dit"] = ["16", 0]
+    g["11"]["inputs"]["dit"] = ["16", 0]
+    for nid in ("10", "12"):
+        g[nid]["inputs"].update(steps=4, guidance=1.0, shift=5.0)
+    g["11"]["inputs"].update(lift_steps=4)
+    for nid, folder in (("10", "native"), ("11", "native")):
+        g[nid]["inputs"]["work_folder"] = folder
+    g["12"]["inputs"]["cache_folder"] = "native_clips"
+    g["13"]["inputs"]["filename_prefix"] = "avatar_cascade/native"
+    return g
+
+
 # file stem in workflows/ -> (graph builder, models it uses)
 WORKFLOWS = {
     "avatar_cascade_demo": (demo_graph, DEMO_MODELS),
     "avatar_cascade_wan21_480p": (wan21_480p_graph, WAN21_480P_MODELS),
     "avatar_cascade_wan21_1.3b_lowvram": (wan21_lowvram_graph, WAN21_LOWVRAM_MODELS),
     "avatar_cascade_inbetween": (inbetween_graph, INBETWEEN_MODELS),
+    "avatar_cascade_native": (native_graph, NATIVE_MODELS),
 }

@@ -54,6 +54,21 @@ WAN21_LOWVRAM_MODELS = {
     "mllm": ("Qwen2.5-VL-3B-Instruct", None),
 }
 INBETWEEN_MODELS = {k: WAN21_480P_MODELS[k] for k in ("dit", "vae", "text_encoder", "clip_vision")}
+# ComfyUI's own loaders feed the cascade (UNETLoader, LoraLoaderModelOnly, CLIPLoader, VAELoader,
+# CLIPVisionLoader): the fp8 FLF2V file for 16 GB cards, and a LoRA of the artist's (here the widely used
+# lightx2v step-distill LoRA, whose regime the graph's sampler widgets follow: 4 steps, no CFG).
+NATIVE_MODELS = {
+    **WAN21_480P_MODELS,
+    "dit": (
+        "wan2.1_flf2v_720p_14B_fp8_e4m3fn.safetensors",
+        f"{HF_WAN21}/diffusion_models/wan2.1_flf2v_720p_14B_fp8_e4m3fn.safetensors",
+    ),
+    "lora": (
+        "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+        "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/"
+        "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+    ),
+}
 
 # role -> ComfyUI model folder
 MODEL_FOLDERS = {
@@ -64,6 +79,7 @@ MODEL_FOLDERS = {
     "mllm": "LLM",
     "audio_adapter": "model_patches",
     "clip_vision": "clip_vision",
+    "lora": "loras",
     "vace_dit": "diffusion_models",
 }
 

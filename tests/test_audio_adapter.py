@@ -339,7 +339,7 @@ def test_loader_node_lists_both_folders_and_leaves_the_input_dit_alone(tmp_path,
     monkeypatch.setenv("AVATAR_CASCADE_MODELS", str(tmp_path))
     node = NODE_CLASS_MAPPINGS["AvatarCascadeAudioAdapterLoader"]
     names = node.INPUT_TYPES()["required"]["adapter_name"][0]
-    assert names == ["tiny_infinitetalk.safetensors", "other_adapter.safetensors"]
+    assert names == ["tiny_infinitetalk.safetensors", "other_adapter.safetensors", "none"]  # none: a MODEL_PATCH
     (out,) = node().load(dit, "other_adapter.safetensors", 0.5)
     assert out.transformer is dit.transformer and out.audio_adapter.strength == 0.5 and dit.audio_adapter is None
     assert out.cache_identity() != dit.cache_identity()

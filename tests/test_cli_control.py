@@ -95,7 +95,10 @@ def test_cli_run_refines_with_the_tiny_vace_under_a_control_video(vace_models, t
     covered = [c["frame_start"] - c.get("overlap_before", 0) <= 39 for c in clips]
     assert covered[0] and not covered[-1]
     assert [a["key"] != b["key"] for a, b in zip(manifest["clips"], plain_rows)] == covered
-    assert all((d > 0) == cov for d, cov in zip(diffs, covered)) and diffs[0] > 1.0, diffs
+    # (a clip's frames do not depend on its batch neighbours beyond float rounding of the batched forward)
+    msg = f"diffs {[round(d, 4) for d in diffs]}, covered {covered}"
+    assert diffs[0] > 1.0 and all(d > 0.5 for d, cov in zip(diffs, covered) if cov), msg
+    assert all(d < 0.05 for d, cov in zip(diffs, covered) if not cov), msg
 
 
 @pytest.mark.parametrize(

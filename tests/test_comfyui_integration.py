@@ -47,6 +47,40 @@ MODEL_WIDGETS = {
     "clip_name": "clip_vision",
 }
 KEY_IMAGES = ("avatar_cascade_key_01.png", "avatar_cascade_key_02.png", "avatar_cascade_key_03.png")
+# The native workflow: UNETLoader and LoraLoaderModelOnly run as they are on the ComfyUI-shaped tiny DiT and its
+# LoRA; VAELoader, CLIPLoader and CLIPVisionLoader hard-code the real widths, so they are swapped for the test
+# nodes that build the same ComfyUI classes at the tiny sizes (tests/comfy_test_nodes).
+NATIVE_SWAPS = {
+    "VAELoader": ("AvatarCascadeTestTinyNativeVAE", "vae_name", "VAE_FILE"),
+    "CLIPLoader": ("AvatarCascadeTestTinyNativeCLIP", "clip_name", "WIDE_TEXT_ENCODER_FILE"),
+    "CLIPVisionLoader": ("AvatarCascadeTestTinyNativeCLIPVision", "clip_name", "CLIP_VISION_FILE"),
+}
+# (class, model widget) -> the ComfyUI-shaped demo file it loads in the native graph (the shipped names are
+# shared with the 480p graph, whose aliases are the other tiny models)
+NATIVE_FILES = {
+    ("UNETLoader", "unet_name"): "COMFY_DIT_FILE",
+    ("LoraLoaderModelOnly", "lora_name"): "COMFY_LORA_FILE",
+    ("AvatarCascadeAudioAdapterLoader", "adapter_name"): "COMFY_AUDIO_ADAPTER_FILE",
+}
+
+
+def native_swaps(api: dict) -> dict:
+    """A copy of a native graph (one with UNETLoader) on the tiny ComfyUI-shaped models: VAELoader / CLIPLoader /
+    CLIPVisionLoader swapped for the tiny test nodes, the DiT, LoRA and adapter widgets naming the demo files;
+    every other node, link and widget as shipped. Other graphs come back unchanged."""
+    from avatar_cascade.demo import models as demo
+
+    api = json.loads(json.dumps(api))
+    if not any(n["class_type"] == "UNETLoader" for n in api.values()):
+        return api
+    for node in api.values():
+        if node["class_type"] in NATIVE_SWAPS:
+            swap, key, file = NATIVE_SWAPS[node["class_type"]]
+            node["class_type"], node["inputs"] = swap, {key: getattr(demo, file)}
+        for (ct, key), file in NATIVE_FILES.items():
+            if node["class_type"] == ct:
+                node["inputs"][key] = getattr(demo, file)
+    return api
 
 
 def demo_aliases(api: dict, demo: dict[str, str]) -> dict[tuple[str, str], str]:
@@ -57,6 +91,8 @@ def demo_aliases(api: dict, demo: dict[str, str]) -> dict[tuple[str, str], str]:
     Omni folder gets the tiny Omni thinker, any other LLM folder the tiny Qwen2.5-VL.
     """
     has_cv = any(n["class_type"] == "AvatarCascadeCLIPVisionLoader" for n in api.values())
+    if any(n["class_type"] == "UNETLoader" for n in api.values()):
+        return {}  # a native graph runs on the demo files by name (native_swaps)
     role_by_folder = {
         "diffusion_models": "flf2v_dit" if has_cv else "dit",
         "model_patches": "audio_adapter",
@@ -158,6 +194,7 @@ def server(tmp_path_factory):
     _write_key_images(inp)
     nodes.mkdir()
     (nodes / "avatar-cascade").symlink_to(ROOT, target_is_directory=True)
+    (nodes / "avatar-cascade-test-nodes").symlink_to(ROOT / "tests" / "comfy_test_nodes", target_is_directory=True)
     cfg = tmp / "extra_model_paths.yaml"
     folders = [
         "diffusion_models",
@@ -254,7 +291,7 @@ def test_pack_imports_and_lists_the_six_stages(server):
 def test_workflow_runs_to_success(server, path):
     from avatar_cascade.media import probe_media
 
-    api = tiny_overrides(json.loads(path.read_text()))
+    api = native_swaps(tiny_overrides(json.loads(path.read_text())))
     r = _post(f"{server['base']}/prompt", {"prompt": api, "client_id": "avatar-cascade-tests"})
     entry = _wait(server["base"], r["prompt_id"])
     errors = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]

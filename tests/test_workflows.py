@@ -9,9 +9,26 @@ from nodes import NODE_CLASS_MAPPINGS
 
 WF = Path(__file__).resolve().parents[1] / "workflows"
 # ComfyUI core node ids our workflows may use, with their widget counts in the UI format.
-CORE = {"LoadImage": 2, "LoadAudio": 2, "ImageBatch": 0}
+CORE = {
+    "LoadImage": 2,
+    "LoadAudio": 2,
+    "ImageBatch": 0,
+    "UNETLoader": 2,
+    "LoraLoaderModelOnly": 2,
+    "VAELoader": 1,
+    "CLIPLoader": 3,
+    "CLIPVisionLoader": 1,
+}
 # ComfyUI core node ids -> their linked (non-widget) inputs, as declared in ComfyUI's nodes.py.
-CORE_LINKED = {"LoadImage": set(), "LoadAudio": set(), "ImageBatch": {"image1", "image2"}}
+CORE_LINKED = {n: set() for n in CORE} | {"ImageBatch": {"image1", "image2"}, "LoraLoaderModelOnly": {"model"}}
+# ComfyUI's own loaders: (class, widget) -> the models folder it reads.
+CORE_MODEL_WIDGETS = {
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("VAELoader", "vae_name"): "vae",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+}
 # Loader widgets naming a model file / folder -> the ComfyUI models folder it is looked up in.
 MODEL_WIDGETS = {
     "dit_name": "diffusion_models",
@@ -92,7 +109,8 @@ def test_ui_twin_describes_the_same_graph(path):
         if ct in CORE:
             assert len(un["widgets_values"]) == CORE[ct]
             if CORE[ct]:
-                assert un["widgets_values"][0] == next(iter(node["inputs"].values()))
+                first_widget = next(v for v in node["inputs"].values() if not isinstance(v, list))
+                assert un["widgets_values"][0] == first_widget
             continue
         expected = []
         for name, has_control in _widget_names(NODE_CLASS_MAPPINGS[ct]):
@@ -119,13 +137,43 @@ def test_every_model_the_graph_loads_is_in_the_ui_models_list(path):
     api = json.loads(path.read_text())
     ui = json.loads((WF / path.name.replace("_api.json", ".json")).read_text())
     listed = {(m["directory"], m["name"]) for m in ui["models"]}
-    used = {
-        (MODEL_WIDGETS[k], v)
-        for node in api.values()
-        for k, v in node["inputs"].items()
-        if k in MODEL_WIDGETS and v != "none"
-    }
+    used = set()
+    for node in api.values():
+        for k, v in node["inputs"].items():
+            folder = CORE_MODEL_WIDGETS.get((node["class_type"], k)) if node["class_type"] in CORE else None
+            folder = folder or (MODEL_WIDGETS.get(k) if node["class_type"] not in CORE else None)
+            if folder and v != "none":
+                used.add((folder, v))
     assert used == listed, f"loaded but not listed: {used - listed}; listed but unused: {listed - used}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in sorted(WF.glob("*.json")) if not p.name.endswith("_api.json")], ids=lambda p: p.name
+)
+def test_every_link_carries_a_type_its_input_accepts(path):
+    ui = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    for lid, src, slot, dst, dst_slot, typ in ui["links"]:
+        assert nodes[src]["outputs"][slot]["type"] == typ, f"link {lid}: not the type its output gives"
+        accepts = {t.strip() for t in nodes[dst]["inputs"][dst_slot]["type"].split(",")}
+        assert typ in accepts, f"link {lid}: {typ} into {nodes[dst]['type']}.{nodes[dst]['inputs'][dst_slot]['name']}"
+
+
+def test_the_native_workflow_runs_the_cascade_on_comfyuis_own_loaders():
+    api = json.loads((WF / "avatar_cascade_native_api.json").read_text())
+    by_type = {}
+    for nid, node in api.items():
+        by_type.setdefault(node["class_type"], []).append(nid)
+    assert {"UNETLoader", "LoraLoaderModelOnly", "CLIPLoader", "VAELoader", "CLIPVisionLoader"} <= set(by_type)
+    assert not {"AvatarCascadeDiTLoader", "AvatarCascadeVAELoader", "AvatarCascadeTextEncoderLoader"} & set(by_type)
+    (unet,), (lora,) = by_type["UNETLoader"], by_type["LoraLoaderModelOnly"]
+    assert api[lora]["inputs"]["model"] == [unet, 0]
+    assert api[by_type["CLIPLoader"][0]]["inputs"]["type"] == "wan"
+    (adapter,) = by_type["AvatarCascadeAudioAdapterLoader"]
+    assert api[adapter]["inputs"]["dit"] == [lora, 0]  # the LoRA'd MODEL carries the lip-sync adapter
+    for ct in ("AvatarCascadeBlueprintSampler", "AvatarCascadeFLFRefiner"):
+        assert api[by_type[ct][0]]["inputs"]["dit"] == [adapter, 0], ct
+    assert api[by_type["AvatarCascadeKeyframeExtractor"][0]]["inputs"]["dit"] == [lora, 0]
 
 
 def test_the_shipped_set_covers_the_issue():

@@ -96,6 +96,8 @@ class Runtime:
             regime), one line each, in order; :meth:`warn` adds to it. The CLI prints them,
             the nodes show them on the node in the graph.
         replicas: how replicas on other devices are accounted (:class:`ReplicaHost`); None = not at all.
+        free_memory: ``(device) -> bytes`` free for new work there (ComfyUI's own figure inside ComfyUI);
+            None = ask torch / the OS.
     """
 
     device: torch.device = field(default_factory=default_device)
@@ -115,6 +117,7 @@ class Runtime:
             self.warnings.append(line)
             log.warning("%s", line)
     replicas: ReplicaHost | None = None
+    free_memory: Callable[[torch.device], int] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype is None:

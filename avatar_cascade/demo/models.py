@@ -30,6 +30,11 @@ AUDIO_ENCODER_FILE = "avatar_cascade_tiny_wav2vec2.safetensors"
 MLLM_FOLDER = "avatar-cascade-tiny-qwen25-vl"
 FLF2V_DIT_FILE = "avatar_cascade_tiny_wan_flf2v.safetensors"
 CLIP_VISION_FILE = "avatar_cascade_tiny_clip_vision.safetensors"
+# ComfyUI-shaped tiny models (its own loaders hard-code real widths): the native-MODEL workflow and tests
+COMFY_DIT_FILE = "avatar_cascade_tiny_wan_comfy.safetensors"
+WIDE_TEXT_ENCODER_FILE = "avatar_cascade_tiny_umt5_wide.safetensors"
+COMFY_LORA_FILE = "avatar_cascade_tiny_wan_comfy_lora.safetensors"
+COMFY_AUDIO_ADAPTER_FILE = "avatar_cascade_tiny_infinitetalk_comfy.safetensors"
 OMNI_FOLDER = "avatar-cascade-tiny-qwen25-omni-thinker"
 VACE_DIT_FILE = "avatar_cascade_tiny_wan_vace.safetensors"
 _TAG_KEY = "avatar_cascade_demo"
@@ -120,6 +125,34 @@ def tiny_dit_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return to_original_layout(model.state_dict())
 
 
+def tiny_comfy_dit_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny Wan DiT that ComfyUI's UNETLoader accepts (1 head of 128, freq dim 256, text dim 4096, 2 layers,
+    in 36), in ComfyUI's repackaged layout (``model.diffusion_model.`` prefix)."""
+    from diffusers import WanTransformer3DModel
+
+    from avatar_cascade.demo.layouts import dit_to_original_layout as to_original_layout
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 11)
+        model = WanTransformer3DModel.from_config(_bundled("avatar-cascade-tiny-wan-comfy"))
+    return {f"model.diffusion_model.{k}": v for k, v in to_original_layout(model.state_dict()).items()}
+
+
+def tiny_comfy_lora_state_dict(seed: int = 0, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A LoRA for :func:`tiny_comfy_dit_state_dict` in ComfyUI's Wan layout (``diffusion_model.<module>.lora_down /
+    lora_up / alpha``) on every attention projection, large enough to change the output visibly."""
+    dim, out = 128, {}
+    gen = torch.Generator().manual_seed(seed + 12)
+    for block in range(2):
+        for attn in ("self_attn", "cross_attn"):
+            for proj in ("q", "k", "v", "o"):
+                base = f"diffusion_model.blocks.{block}.{attn}.{proj}"
+                out[f"{base}.lora_down.weight"] = torch.randn(rank, dim, generator=gen) * 0.5
+                out[f"{base}.lora_up.weight"] = torch.randn(dim, rank, generator=gen) * 0.5
+                out[f"{base}.alpha"] = torch.tensor(float(rank))
+    return out
+
+
 def tiny_flf2v_dit_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """The tiny FLF2V-layout Wan DiT (in 36, image embedder with FLF position embedding) in the ORIGINAL layout."""
     from diffusers import WanTransformer3DModel
@@ -189,6 +222,22 @@ def tiny_umt5_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
+def tiny_wide_umt5_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The tiny UMT5 4096 wide (UMT5-XXL's output width, for the ComfyUI-shaped DiT), ComfyUI's file layout."""
+    import sentencepiece as spm
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    spiece = train_tiny_spiece()
+    cfg = _bundled("avatar-cascade-tiny-umt5-wide")
+    cfg["vocab_size"] = spm.SentencePieceProcessor(model_proto=spiece).get_piece_size()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 13)
+        model = UMT5EncoderModel(UMT5Config(**cfg))
+    sd = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    sd["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    return sd
+
+
 def tiny_wav2vec2_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """The tiny wav2vec2 (hidden 32, 2 layers, standard 320x conv stack) in HF ``Wav2Vec2Model`` keys."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -210,6 +259,10 @@ _FILES = {
 _EXTENDED_FILES = {
     "flf2v_dit": ("diffusion_models", FLF2V_DIT_FILE, tiny_flf2v_dit_state_dict),
     "clip_vision": ("clip_vision", CLIP_VISION_FILE, tiny_clip_vision),
+    "comfy_dit": ("diffusion_models", COMFY_DIT_FILE, tiny_comfy_dit_state_dict),
+    "wide_text_encoder": ("text_encoders", WIDE_TEXT_ENCODER_FILE, tiny_wide_umt5_state_dict),
+    "comfy_lora": ("loras", COMFY_LORA_FILE, tiny_comfy_lora_state_dict),
+    "comfy_audio_adapter": ("model_patches", COMFY_AUDIO_ADAPTER_FILE, lambda seed: tiny_comfy_audio_adapter(seed)),
     "vace_dit": ("diffusion_models", VACE_DIT_FILE, lambda seed: _tiny_vace(seed)),
 }
 
@@ -226,6 +279,13 @@ def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
     from avatar_cascade.demo.tiny_weights import tiny_audio_adapter_state_dict
 
     return tiny_audio_adapter_state_dict(_bundled("avatar-cascade-tiny-wan"), seed)
+
+
+def tiny_comfy_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny InfiniteTalk-layout audio adapter for the ComfyUI-shaped tiny DiT."""
+    from avatar_cascade.demo.tiny_weights import tiny_audio_adapter_state_dict
+
+    return tiny_audio_adapter_state_dict(_bundled("avatar-cascade-tiny-wan-comfy"), seed)
 
 
 def _write_mllm(models_dir: Path, seed: int, role: str = "mllm", folder: str = MLLM_FOLDER) -> str | None:
@@ -263,9 +323,11 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = Fa
     and ``mllm`` (LLM/, a Qwen2.5-VL folder; left out when the tiny MLLM writer is unavailable).
     About 5 MB. ``extended`` also writes the roles the shipped Wan 2.1 workflows need:
     ``flf2v_dit`` (diffusion_models/, with the FLF2V image embedder), ``clip_vision``
-    (clip_vision/), ``vace_dit`` (diffusion_models/, the tiny Wan VACE) and ``omni`` (LLM/, a
-    Qwen2.5-Omni thinker folder). They are opt-in because the CLI picks the only file of a folder
-    when no name is given.
+    (clip_vision/), ``omni`` (LLM/, a Qwen2.5-Omni thinker folder), the ComfyUI-shaped trio of the native
+    workflow: ``comfy_dit`` (diffusion_models/, loads in UNETLoader), ``wide_text_encoder`` (text_encoders/,
+    4096 wide), ``comfy_lora`` (loras/, for LoraLoaderModelOnly) and ``comfy_audio_adapter`` (model_patches/),
+    and ``vace_dit`` (diffusion_models/, the tiny Wan VACE). They are opt-in because
+    the CLI picks the only file of a folder when no name is given.
     """
     models_dir = Path(models_dir)
     written: dict[str, str] = {}

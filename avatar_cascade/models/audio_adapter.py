@@ -173,9 +173,11 @@ class AudioAdapter:
                 t.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
                 t.register_forward_hook(self._post_forward),
             ]
+            # diffusers' blocks: norm2 -> attn2 (text cross-attention); ComfyUI's: norm3 -> cross_attn
+            norm, attn = getattr(t, "audio_hook_points", ("norm2", "attn2"))
             for i, block in enumerate(t.blocks):
-                self._handles.append(block.norm2.register_forward_pre_hook(partial(self._keep_input, i)))
-                self._handles.append(block.attn2.register_forward_hook(partial(self._add_audio, i)))
+                self._handles.append(getattr(block, norm).register_forward_pre_hook(partial(self._keep_input, i)))
+                self._handles.append(getattr(block, attn).register_forward_hook(partial(self._add_audio, i)))
         try:
             yield
         finally:
@@ -254,7 +256,7 @@ class AudioAdapter:
         p_t = transformer.config.patch_size[0]
         self._place(hidden.device)
         self._step_tokens = self.tokens(hidden.shape[0], hidden.shape[2] // p_t, hidden.device)
-        self._step_dtype = hidden.dtype
+        self._step_dtype = getattr(transformer, "block_dtype", None) or hidden.dtype
 
     def _post_forward(self, *_: Any) -> None:
         self._step_tokens, self._step_dtype, self._inputs = None, None, {}
@@ -319,28 +321,47 @@ def load_audio_adapter(
     a 1.3B DiT, an unrelated file or a merged model raise :class:`ModelFileError`). The
     returned adapter is not attached yet: call ``adapter.attach(dit)``.
     """
-    from accelerate import init_empty_weights
-
-    if not isinstance(strength, (int, float)) or not 0.0 <= float(strength) <= 4.0:
-        raise InputError("strength", strength, "must be between 0 and 4", "use 1.0 (as trained); 0 turns lip-sync off")
     path = Path(path)
     shapes, _ = read_safetensors_header(path, input_name)
     _check_adapter_kind(list(shapes), input_name, path)
-    shapes = strip_prefix(shapes, PREFIXES)
+    _check_strength(strength)
+    state_dict, _ = read_safetensors(path, input_name)
+    return audio_adapter_from_state_dict(state_dict, dit, file_identity(path), path, input_name, strength)
+
+
+def _check_strength(strength: float) -> None:
+    if not isinstance(strength, (int, float)) or not 0.0 <= float(strength) <= 4.0:
+        raise InputError("strength", strength, "must be between 0 and 4", "use 1.0 (as trained); 0 turns lip-sync off")
+
+
+def audio_adapter_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    dit: WanDiT,
+    identity: str,
+    path: Path | str | None = None,
+    input_name: str = "adapter_name",
+    strength: float = 1.0,
+) -> AudioAdapter:
+    """The adapter of weights already in memory, in the published key layout: a file's, or those of ComfyUI's
+    own InfiniteTalk ``MODEL_PATCH`` (ModelPatchLoader builds it from the same file with the same keys)."""
+    from accelerate import init_empty_weights
+
+    _check_strength(strength)
+    where = path or "<adapter>"
+    shapes = strip_prefix({k: tuple(v.shape) for k, v in state_dict.items()}, PREFIXES)
     dim, layers, heads = _dit_sizes(dit.transformer)
-    config = config_from_shapes(shapes, heads, input_name, path)
+    config = config_from_shapes(shapes, heads, input_name, where)
     with init_empty_weights():
         module = AudioAdapterModule(config)
-    adapter = AudioAdapter(module, file_identity(path), path, strength)
+    adapter = AudioAdapter(module, identity, Path(path) if path else None, strength)
     adapter.check_fits(dit.transformer, input_name)
-    dtype = next(dit.transformer.parameters()).dtype
-    state_dict, _ = read_safetensors(path, input_name)
-    state_dict = dequantize(strip_prefix(state_dict, PREFIXES), dtype)
-    state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
-    strict_load(module, state_dict, input_name, path, f"an audio adapter for a {dim}-wide, {layers}-block Wan DiT")
+    dtype = getattr(dit.transformer, "block_dtype", None) or getattr(dit.transformer, "compute_dtype", None)
+    dtype = dtype or next(dit.transformer.parameters()).dtype
+    sd = dequantize(strip_prefix(dict(state_dict), PREFIXES), dtype)
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    strict_load(module, sd, input_name, where, f"an audio adapter for a {dim}-wide, {layers}-block Wan DiT")
     module.eval().requires_grad_(False)
-    variant = dit.variant
-    if variant not in KNOWN_BASES:
-        log.warning("%s: InfiniteTalk/MultiTalk were trained on Wan 2.1 I2V 14B; on %s it is untested", path, variant)
-    log.info("loaded audio adapter %s (%s, %d blocks) for %s", path.name, dtype, layers, variant)
+    if dit.variant not in KNOWN_BASES:
+        log.warning("%s: InfiniteTalk/MultiTalk were trained on Wan 2.1 I2V 14B; %s is untested", where, dit.variant)
+    log.info("loaded audio adapter %s (%s, %d blocks) for %s", where, dtype, layers, dit.variant)
     return adapter

@@ -33,7 +33,7 @@ def activation_bytes_per_row(dit: WanDiT, frames: int, height: int, width: int) 
     """
     cfg = dit.transformer.config
     dim = cfg.num_attention_heads * cfg.attention_head_dim
-    b = next(dit.transformer.parameters()).dtype.itemsize
+    b = (getattr(dit.transformer, "block_dtype", None) or next(dit.transformer.parameters()).dtype).itemsize
     per_token = max(dim * (9 * b + 8), dim * (3 * b + 8) + 2 * cfg.ffn_dim * b)
     return int(latent_tokens(dit, frames, height, width) * per_token * 1.25)
 
@@ -63,6 +63,8 @@ def estimate_batch_size(
             None = look where the parameters are.
     """
     experts = [m for _, m in dit.experts()]
+    if dit.native:  # ComfyUI places (and may partially load) a native model's weights itself
+        weights_resident = True
     if weights_resident is None:
         weights_resident = all(next(m.parameters()).device.type != "cpu" for m in experts)
     weights = 0

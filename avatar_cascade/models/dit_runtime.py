@@ -44,6 +44,8 @@ def prepare_dit(dit: WanDiT, device: torch.device, loras: bool = True) -> None:
     (for callers that pass a bare transformer, which carries no LoRA stack)."""
     from avatar_cascade.models.lora import activate_loras
 
+    if dit.native:  # ComfyUI places, patches and runs it (nodes/comfy_native.py)
+        return
     kernel = resolve_attention(dit.attention, device)
     for _, module in dit.experts():
         module = base_module(module)

@@ -203,7 +203,7 @@ def read_wan_lora(path: Path, transformer: torch.nn.Module, input_name: str = "l
                 f"for a {out_f}x{in_f} layer (1.3B models are 1536 wide, 5B 3072, 14B 5120)",
                 "choose the LoRA made for this model size",
             )
-        keep[key] = value.to(weight.dtype)
+        keep[key] = value.to(_lora_dtype(transformer, weight))
     if not keep:
         raise ModelFileError(
             input_name,
@@ -235,8 +235,30 @@ def _load_adapter(transformer: torch.nn.Module, spec: LoRASpec, input_name: str)
     with warnings.catch_warnings():  # peft warns that a second adapter is being added: that is the design
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         transformer.load_lora_adapter(sd, prefix=None, adapter_name=spec.adapter_name)
+    _lora_weights_out_of_fp8(transformer, sd, spec.adapter_name)
     reapply_offload(transformer)
     log.info("LoRA %s loaded as adapter %s (%d tensors)", spec.path.name, spec.adapter_name, len(sd))
+
+
+def _lora_dtype(transformer: torch.nn.Module, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a LoRA tensor is loaded in: its layer's, or the compute dtype where the layer keeps fp8 weights
+    (models.cast: an fp8 LoRA would be rounded and could not compute)."""
+    from avatar_cascade.models.cast import is_fp8
+
+    return (getattr(transformer, "compute_dtype", None) or torch.bfloat16) if is_fp8(weight) else weight.dtype
+
+
+def _lora_weights_out_of_fp8(transformer: torch.nn.Module, sd: dict[str, torch.Tensor], adapter: str) -> None:
+    """peft makes LoRA layers in their base layer's dtype: on an fp8-kept DiT they come up fp8; they take the
+    (compute-dtype) values of ``sd`` again."""
+    from avatar_cascade.models.cast import is_fp8
+
+    params = dict(transformer.named_parameters())
+    for key, value in sd.items():
+        for part in (".lora_A.", ".lora_B."):
+            name = key.replace(part, f"{part}{adapter}.") if part in key else None
+            if name in params and is_fp8(params[name]):
+                params[name].data = value.to(params[name].device)
 
 
 def _specs_for(dit: WanDiT, expert: str) -> list[LoRASpec]:

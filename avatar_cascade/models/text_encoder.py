@@ -37,7 +37,7 @@ from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-UMT5_VARIANTS = ("umt5-xxl", "avatar-cascade-tiny-umt5")
+UMT5_VARIANTS = ("umt5-xxl", "avatar-cascade-tiny-umt5", "avatar-cascade-tiny-umt5-wide")
 _PREFIXES = ("text_encoders.umt5xxl.transformer.", "umt5xxl.transformer.", "transformer.", "text_encoder.")
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 _FIX_UMT5 = "choose the UMT5-XXL text encoder (e.g. umt5_xxl_fp16.safetensors) that Wan models use"

@@ -10,6 +10,7 @@ loaded strictly (no missing or unexpected weights).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -45,6 +46,7 @@ DIT_VARIANTS = (
     "wan2.2-i2v-a14b",
     "avatar-cascade-tiny-wan",
     "avatar-cascade-tiny-wan-flf2v",
+    "avatar-cascade-tiny-wan-comfy",
 )
 CUSTOM_VARIANT = "wan-custom"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -101,6 +103,14 @@ class WanDiT:
     audio_adapter: Any = None
     attention: str = "auto"
     offload: str = "none"
+    # True for a DiT that ComfyUI runs (a native MODEL, see nodes/comfy_native.py): its forwards go through
+    # ComfyUI's model execution, so the pack's own attention / offload / LoRA switching does not apply.
+    native: ClassVar[bool] = False
+
+    def sampling_session(self, noise_shape: tuple[int, ...]) -> contextlib.AbstractContextManager:
+        """Context held around one sampling run (``noise_shape``: the largest batched DiT input). Nothing for the
+        pack's own DiTs; a native ComfyUI MODEL loads there with its patches and wrappers, and cleans up after."""
+        return contextlib.nullcontext()
 
     @property
     def in_channels(self) -> int:
@@ -231,6 +241,15 @@ def load_bundled_config(variant: str) -> dict[str, Any]:
     return json.loads((CONFIG_DIR / variant / "config.json").read_text())
 
 
+def variant_of_config(config: Mapping[str, Any]) -> str:
+    """The bundled variant whose config has the sizes of ``config`` (diffusers field names), else ``wan-custom``."""
+    sig = _signature_from_config(config)
+    for variant in DIT_VARIANTS:
+        if _signature_from_config(load_bundled_config(variant)) == sig:
+            return variant
+    return CUSTOM_VARIANT
+
+
 def _match(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object) -> tuple[str, dict[str, Any]]:
     sig = _signature_from_shapes(shapes, input_name, path)
     for variant in DIT_VARIANTS:
@@ -286,19 +305,20 @@ def _check_supported(keys: list[str], input_name: str, path: Path) -> None:
             )
 
 
-def _keep_fp32(key: str, modules: list[str]) -> bool:
-    parts = key.split(".")
-    return any(m in parts for m in modules)
-
-
-def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dtype | None = None) -> WanDiT:
+def load_wan_dit(
+    path: str | Path, input_name: str = "dit_name", dtype: torch.dtype | None = None, keep_fp8: bool = True
+) -> WanDiT:
     """Load a Wan DiT single file (original, ComfyUI or diffusers layout) on CPU.
 
-    ``dtype`` None keeps the file's storage dtype (fp8 files come up as bfloat16); diffusers'
-    fp32-only modules (norms, time embedder, modulation) stay in float32 as in ``from_pretrained``.
+    ``dtype`` None keeps the file's storage dtype (fp8 files compute in bfloat16); diffusers' fp32-only
+    modules (norms, time embedder, modulation) stay in float32 as in ``from_pretrained``. With ``keep_fp8``
+    (default) the Linear weights of a plain fp8 file stay fp8 in memory and are cast per layer when they run
+    (:mod:`.cast`), so the DiT holds about the file's bytes, not twice; scaled-fp8 files are dequantized.
     """
     from accelerate import init_empty_weights
     from diffusers import WanTransformer3DModel
+
+    from avatar_cascade.models.cast import cast_fp8_linears, is_fp8, linear_weight_keys, load_dtype
 
     path = Path(path)
     shapes, _ = read_safetensors_header(path, input_name)
@@ -311,16 +331,23 @@ def load_wan_dit(path: str | Path, input_name: str = "dit_name", dtype: torch.dt
     variant, config = _match(shapes, input_name, path)
     state_dict, _ = read_safetensors(path, input_name)
     dtype = dtype or storage_dtype(state_dict)
-    state_dict = to_diffusers_layout(dequantize(strip_prefix(state_dict, _PREFIXES), dtype))
+    raw = strip_prefix(state_dict, _PREFIXES)
+    scaled = any(k.endswith(("scale_weight", "scaled_fp8")) for k in raw)
+    fp8 = keep_fp8 and not scaled and any(is_fp8(v) for v in raw.values())
+    state_dict = to_diffusers_layout(raw if fp8 else dequantize(raw, dtype))
     with init_empty_weights():
         transformer = WanTransformer3DModel.from_config(config)
     keep = list(getattr(transformer, "_keep_in_fp32_modules", None) or [])
-    state_dict = {
-        k: v.to(torch.float32 if _keep_fp32(k, keep) else dtype) if v.is_floating_point() else v
-        for k, v in state_dict.items()
-    }
+    stay = linear_weight_keys(transformer, keep) if fp8 else set()
+    state_dict = {k: load_dtype(k, v, keep, dtype, k in stay) for k, v in state_dict.items()}
     strict_load(transformer, state_dict, input_name, path, f"the {variant} Wan DiT")
     transformer.eval().requires_grad_(False)
+    # the dtype the loop feeds the DiT in: its first parameter is a float32-only table (scale_shift_table), and
+    # with fp8 weights the Linear layers hold fp8
+    transformer.compute_dtype = dtype
+    if fp8:
+        n = cast_fp8_linears(transformer)
+        log.info("%s: %d Linear layers keep their fp8 weights (cast to %s per layer)", path.name, n, dtype)
     log.info("loaded Wan DiT %s (%s, %s) from %s", variant, dtype, len(state_dict), path.name)
     return WanDiT(transformer=transformer, variant=variant, identity=file_identity(path), path=path)
 

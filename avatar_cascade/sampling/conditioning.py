@@ -108,10 +108,10 @@ def latent_mask(known: torch.Tensor, latent_hw: tuple[int, int], temporal: int =
 
 
 def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
-    """VAE-encode pixel videos ``[B,3,T,H,W]`` in [-1,1]: latents ``[B,z,T_lat,h,w]`` (float32, VAE device)."""
-    param = next(vae.vae.parameters())
+    """VAE-encode pixel videos ``[B,3,T,H,W]`` in [-1,1]: latents ``[B,z,T_lat,h,w]`` (float32, VAE device; the
+    handle moves the video to its model's device and dtype)."""
     with torch.no_grad():
-        return vae.encode(video.to(param.device, param.dtype)).float()
+        return vae.encode(video).float()
 
 
 def encode_known_frames(vae, known: Sequence[KnownFrames], num_frames: int, height: int, width: int) -> torch.Tensor:
@@ -137,8 +137,7 @@ def encode_condition(vae, requests: Sequence[ClipRequest], height: int, width: i
 
 def decode_to_uint8(vae, latents: torch.Tensor) -> torch.Tensor:
     """Decode latents ``[B,z,T_lat,h,w]`` to frames ``[B,T,H,W,3]`` uint8 on CPU."""
-    param = next(vae.vae.parameters())
     with torch.no_grad():
-        video = vae.decode(latents.to(param.device, param.dtype)).float()
+        video = vae.decode(latents).float()
     video = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return video.permute(0, 2, 3, 4, 1).cpu()

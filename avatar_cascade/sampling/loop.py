@@ -91,6 +91,8 @@ def _denoise_step(module, x, t, pos, neg, img, audio, adapter, g, ag, branches) 
     b, rows = x.shape[0], len(branches)
     text = torch.cat([pos if with_text else neg for _, with_text, _ in branches])
     kwargs = {}
+    if getattr(module, "takes_branches", False):  # a native ComfyUI model: which rows are cond / uncond
+        kwargs["branches"] = tuple(name for name, _, _ in branches)
     if img is not None:
         kwargs["encoder_hidden_states_image"] = torch.cat([img] * rows)
     audio_rows = None
@@ -116,7 +118,13 @@ def _denoise_step(module, x, t, pos, neg, img, audio, adapter, g, ag, branches) 
 
 
 def _dtype(module: torch.nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
+    """The dtype the DiT's inputs are given in: what the loader set (a native ComfyUI model casts them itself:
+    float32), else that of the patch embedding (not the first parameter: diffusers keeps some in float32)."""
+    given = getattr(module, "compute_dtype", None)
+    if given is not None:
+        return given
+    patch = getattr(module, "patch_embedding", None)
+    return patch.weight.dtype if patch is not None else next(module.parameters()).dtype
 
 
 @dataclass
@@ -311,4 +319,6 @@ def sample_clips(
     scheduler.set_timesteps(settings.steps, device=runtime.device)
     shape = (condition.shape[1] - 4, *condition.shape[2:])
     latents = start_latents(scheduler, requests, shape, start_step, initial_latents).to(runtime.device)
-    return _run_steps(dit, scheduler, latents, inputs, adapter, settings, runtime, start_step, desc, on_step)
+    rows = 3 if inputs.audio is not None else 2  # the most guidance branches one forward batches
+    with dit.sampling_session((rows * len(requests), condition.shape[1] + shape[0], *shape[1:])):
+        return _run_steps(dit, scheduler, latents, inputs, adapter, settings, runtime, start_step, desc, on_step)

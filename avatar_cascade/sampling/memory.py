@@ -24,9 +24,12 @@ def estimate_batch_size(
 
 
 def free_memory_bytes(runtime: Runtime) -> int:
-    """Free memory of ``runtime.device`` in bytes (CUDA: free + torch's unused cache; CPU: available RAM)."""
+    """Free memory of ``runtime.device`` in bytes: ComfyUI's own figure inside ComfyUI (``runtime.free_memory``),
+    else CUDA free + torch's unused cache, or available RAM on CPU."""
     from avatar_cascade.models.dit_memory import free_memory_bytes as free
 
+    if runtime.free_memory is not None:
+        return int(runtime.free_memory(runtime.device))
     return free(runtime.device)
 
 

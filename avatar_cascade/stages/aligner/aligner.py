@@ -212,6 +212,12 @@ def _features(timeline, track, mono, s: AlignerSettings, runtime, audio_encoder,
     if audio_encoder_output is not None:
         features = features_from_comfy_output(audio_encoder_output, times, track.duration_s)
         timeline.meta["features"] = {"source": "AUDIO_ENCODER_OUTPUT", "mode": "native"}
+        runtime.warn(
+            "aligner",
+            "ComfyUI's AUDIO_ENCODER_OUTPUT runs wav2vec2 at 50 Hz and is resampled to the frames afterwards; "
+            "InfiniteTalk was trained on features resampled before the transformer (connect the pack's Load Audio "
+            "Encoder instead for its trained regime)",
+        )
     elif audio_encoder is not None:
         mono16 = resample_long(mono, track.sample_rate, FEATURE_RATE)
         features = extract_frame_features(

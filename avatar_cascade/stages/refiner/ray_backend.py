@@ -172,6 +172,14 @@ def run_on_ray(
     what ``runtime.check_interrupt`` raises, after the busy actors stopped (clips finished meanwhile
     are finished first).
     """
+    if any(getattr(h, "native", False) for h in handles):
+        raise InputError(
+            "backend",
+            "ray",
+            "native ComfyUI models (MODEL / VAE / CLIP inputs) live in this ComfyUI process; Ray workers load models "
+            "from files",
+            "connect the pack's own loaders for a Ray render, or use backend local",
+        )
     ray = connect(settings.ray_address)
     recipe = ModelRecipe.of(*handles)
     spec = tuple(render)

@@ -133,6 +133,13 @@ def make_workers(runtime: Runtime, devices: Sequence[str], handles: tuple, limit
     stops when another worker failed or the user interrupted.
     """
     devs = pick_devices(runtime, devices)
+    if len(devs) > 1 and any(getattr(h, "native", False) for h in handles):
+        runtime.warn(
+            "refiner",
+            f"native ComfyUI models are not copied to other devices: rendering on {runtime.device} only, not on "
+            f"{devices_text(devs)} (the pack's own loaders give one replica per device)",
+        )
+        return [Worker(runtime, handles, limit)]
     if len(devs) == 1 and _same_device(devs[0], runtime.device):
         return [Worker(runtime, handles, limit)]
     stop = threading.Event()
