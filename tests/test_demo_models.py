@@ -27,6 +27,10 @@ FOLDERS = {
     "clip_vision": "clip_vision",
     "vace_dit": "diffusion_models",
     "omni": "LLM",
+    "comfy_dit": "diffusion_models",
+    "wide_text_encoder": "text_encoders",
+    "comfy_lora": "loras",
+    "comfy_audio_adapter": "model_patches",
 }
 HAS_MLLM_WRITER = importlib.util.find_spec("avatar_cascade.demo.tiny_mllm") is not None
 
@@ -52,6 +56,10 @@ def test_roles_point_at_files_in_comfyui_folders(written):
         "flf2v_dit",
         "clip_vision",
         "vace_dit",
+        "comfy_dit",
+        "wide_text_encoder",
+        "comfy_lora",
+        "comfy_audio_adapter",
     } | ({"mllm", "omni"} if HAS_MLLM_WRITER else set())
     assert set(names) == expected
     for role, name in names.items():
