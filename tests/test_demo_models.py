@@ -69,7 +69,7 @@ def test_roles_point_at_files_in_comfyui_folders(written):
         omni = json.loads((root / "LLM" / names["omni"] / "config.json").read_text())
         assert omni["model_type"] == "qwen2_5_omni_thinker"
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert total < 8 * 1024 * 1024  # extended set
+    assert total < 32 * 1024 * 1024  # extended set (main's native trio: the 4096-wide tiny UMT5 is most of it)
 
 
 def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(written, tmp_path):
