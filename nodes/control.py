@@ -178,7 +178,8 @@ class AvatarCascadeGuidedRefiner(AvatarCascadeFLFRefiner):
     @classmethod
     def INPUT_TYPES(cls):
         spec = super().INPUT_TYPES()
-        spec["required"]["dit"] = ("AVATAR_DIT", {"tooltip": "A Wan VACE DiT (wan2.1_vace_1.3B / 14B)."})
+        spec["required"]["dit"] = ("AVATAR_DIT", {"tooltip": "A Wan VACE DiT (wan2.1_vace_1.3B / 14B) from the pack's "
+                                   "DiT loader (a native MODEL is not wired for VACE)."})  # fmt: skip
         spec["optional"] = {
             "control": ("AVATAR_CONTROL", {"tooltip": "From Control Video or Sketch Keys (none = unguided)."}),
             "exact_keys": ("BOOLEAN", {"default": False, "tooltip": "Paste the keyframes over the rendered keys."}),
@@ -188,14 +189,14 @@ class AvatarCascadeGuidedRefiner(AvatarCascadeFLFRefiner):
 
     def refine(self, dit, vae, text_encoder, keyframes, timeline, storyline, cache_folder, reroll="",
                clip_vision=None, control=None, exact_keys=False, **widgets):  # fmt: skip
-        from avatar_cascade.models.handle import WanModels
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
+        from ._common import wan_models
         from .refiner import refiner_widgets
 
         runtime = bridge.make_runtime()
-        clips = refine_clips(
-            WanModels(dit, vae, text_encoder, clip_vision), keyframes, timeline, storyline,
+        clips = refine_clips(  # the VAE / text encoder may be ComfyUI's own (VAELoader, CLIPLoader)
+            wan_models(dit, vae, text_encoder, clip_vision), keyframes, timeline, storyline,
             refiner_widgets().build(widgets), runtime, cache_dir=bridge.work_dir(cache_folder), reroll=reroll,
             control=control, exact_keys=exact_keys,
         )  # fmt: skip
