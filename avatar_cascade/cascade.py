@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avatar_cascade.cascade_models import extra_model_paths, load_generators
+from avatar_cascade.cascade_models import refiner_models as build_refiner_models
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.core.settings import Settings
@@ -28,6 +30,7 @@ from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.settings import DirectorSettings
 from avatar_cascade.stages.keyframes.extractor import extract_keyframes
 from avatar_cascade.stages.keyframes.settings import KeyframeSettings
+from avatar_cascade.stages.refiner.control_inputs import ControlSpec, build_control, check_control_early
 from avatar_cascade.stages.refiner.refiner import refine_clips
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.stitcher.settings import StitcherSettings
@@ -79,6 +82,9 @@ class CascadeConfig:
     protect_models: bool = True  # refuse an output / work folder that touches a model file (False: the demo)
     upscale_model: str | None = None
     interpolator_model: str | None = None
+    refiner_dit: str | None = None  # a Wan VACE DiT for guided refinement (models/diffusion_models)
+    control: ControlSpec | None = None  # the refiner's control input (files; see stages.refiner.control_inputs)
+    exact_keys: bool = False
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -182,8 +188,10 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
     aligned.save(wd, storyline=storyline)  # timeline.png now with the shots
 
     with stage("load_models"):
-        models = _load_generators(cfg, paths, extra, aligned)
-    clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage)
+        models = load_generators(cfg, paths, extra, aligned)
+        refiner_models = build_refiner_models(models, extra)
+        check_control_early(cfg.control, (refiner_models or models).dit, cfg.refiner.backend)
+    clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage, refiner_models)
 
     _record_warnings(wd, runtime)
     with stage("stitcher"):
@@ -249,7 +257,7 @@ def _model_paths(cfg: CascadeConfig) -> tuple[dict, dict]:
         problem = "is a file, not a folder" if Path(cfg.models_dir).exists() else "does not exist"
         raise InputError("--models", str(cfg.models_dir), problem, "give your ComfyUI models/ folder")
     paths = {r: pick_model(cfg.models_dir, r, getattr(cfg, r), required=r not in OPTIONAL_ROLES) for r in MODEL_FOLDERS}
-    return paths, _extra_model_paths(cfg)
+    return paths, extra_model_paths(cfg)
 
 
 def _inputs(cfg: CascadeConfig):
@@ -262,8 +270,9 @@ def _inputs(cfg: CascadeConfig):
 
 
 def _generate(
-    cfg: CascadeConfig, models: WanModels, reference, aligned, storyline, runtime: Runtime, stage: StageTimer
-):
+    cfg: CascadeConfig, models: WanModels, reference, aligned, storyline, runtime: Runtime, stage: StageTimer,
+    refiner_models: WanModels | None = None,
+):  # fmt: skip
     """Blueprint -> keyframes -> refined sub-clips, each stage with its settings from ``cfg`` (the optional
     CLIP vision, ``models.image_encoder``, also scores the keyframes' identity)."""
     wd = cfg.workdir
@@ -278,9 +287,11 @@ def _generate(
         )
 
     with stage("refiner"):
+        control = build_control(cfg.control, keyframes.width, keyframes.height)
         clips = refine_clips(
-            models, keyframes, aligned, storyline, cfg.refiner, runtime, cache_dir=wd / "clips", reroll=cfg.reroll
-        )
+            refiner_models or models, keyframes, aligned, storyline, cfg.refiner, runtime, cache_dir=wd / "clips",
+            reroll=cfg.reroll, control=control, exact_keys=cfg.exact_keys,
+        )  # fmt: skip
     log.info(
         "refiner: %d clips rendered, %d reused from %s",
         clips.computed,
@@ -288,63 +299,6 @@ def _generate(
         wd / "clips",
     )
     return clips
-
-
-def _extra_model_paths(cfg: CascadeConfig) -> dict:
-    """Resolve the audio adapter, LoRA, upscale- and interpolator-model names (inside their model folders only)."""
-    from avatar_cascade.models.files import resolve_model_path
-    from avatar_cascade.models.rife import resolve_rife_model
-    from avatar_cascade.models.upscale import resolve_upscale_model
-
-    out: dict = {"audio_adapter": None, "loras": [], "upscale_model": None, "interpolator_model": None}
-    if cfg.upscale_model:
-        out["upscale_model"] = resolve_upscale_model(cfg.models_dir, cfg.upscale_model, input_name="--upscale-model")
-    rife = cfg.stitcher.interpolation == "rife" and cfg.stitcher.interpolate > 1
-    if rife and not cfg.interpolator_model:
-        raise InputError(
-            "--interpolator-model", "none", "--interpolation rife needs RIFE weights",
-            "add --interpolator-model NAME (a file in models/frame_interpolation), or use --interpolation flow",
-        )  # fmt: skip
-    if cfg.interpolator_model:
-        out["interpolator_model"] = resolve_rife_model(cfg.models_dir, cfg.interpolator_model)
-    if cfg.audio_adapter:
-        roots = [cfg.models_dir / "model_patches", cfg.models_dir / "diffusion_models"]
-        out["audio_adapter"] = resolve_model_path(roots, cfg.audio_adapter, input_name="--audio-adapter")
-    for name, strength in cfg.loras:
-        out["loras"].append((resolve_model_path([cfg.models_dir / "loras"], name, input_name="--lora"), strength))
-    return out
-
-
-def _load_generators(cfg: CascadeConfig, paths: dict, extra: dict, aligned) -> WanModels:
-    """DiT (+ LoRAs, + audio adapter), VAE, text encoder and optional CLIP vision."""
-    from avatar_cascade.models.clip_vision import load_clip_vision
-    from avatar_cascade.models.text_encoder import load_text_encoder
-    from avatar_cascade.models.wan_dit import load_wan_dit
-    from avatar_cascade.models.wan_vae import load_wan_vae
-
-    dit = load_wan_dit(paths["dit"], input_name="--dit")
-    if extra["loras"]:
-        from avatar_cascade.models.lora import apply_loras, lora_spec, stack_loras
-
-        stack = None
-        for path, strength in extra["loras"]:
-            stack = stack_loras(stack, lora_spec(path, strength, input_name="--lora"))
-        dit = apply_loras(dit, stack, input_name="--lora")
-    if extra["audio_adapter"] is not None:
-        from avatar_cascade.models.audio_adapter import load_audio_adapter
-
-        if aligned.features is None:
-            raise InputError(
-                "--audio-encoder",
-                None,
-                "the audio adapter needs audio features",
-                "name a wav2vec2 file with --audio-encoder (chinese-wav2vec2-base for InfiniteTalk)",
-            )
-        dit = load_audio_adapter(extra["audio_adapter"], dit, input_name="--audio-adapter").attach(dit)
-    vae = load_wan_vae(paths["vae"], input_name="--vae")
-    te = load_text_encoder(paths["text_encoder"], input_name="--text-encoder")
-    clip_vision = load_clip_vision(paths["clip_vision"], input_name="--clip-vision") if paths["clip_vision"] else None
-    return WanModels(dit, vae, te, clip_vision)
 
 
 def demo_config(

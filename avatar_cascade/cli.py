@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from avatar_cascade.cli_control import _add_control_args, _control_spec
 from avatar_cascade.core.errors import AvatarCascadeError
 
 log = logging.getLogger("avatar_cascade")
@@ -50,6 +51,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="RIFE 4.x frame interpolator in models/frame_interpolation (.safetensors), used with "
         "--interpolation rife",
     )
+    _add_control_args(p)
     _add_setting_args(p)
 
 
@@ -168,6 +170,9 @@ def build_run_config(args: argparse.Namespace):
         reroll=args.reroll,
         upscale_model=args.upscale_model,
         interpolator_model=args.interpolator_model,
+        refiner_dit=args.refiner_dit,
+        control=_control_spec(args),
+        exact_keys=args.exact_keys,
         **settings,
     )
     return cfg, lambda stage, name: flags.get((stage, name), stage_flag(stage, name))

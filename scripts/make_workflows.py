@@ -30,6 +30,7 @@ from workflow_graphs import (  # noqa: E402
     wan21_480p_graph,
     wan21_lowvram_graph,
 )
+from workflow_guided import GUIDED_WORKFLOWS  # noqa: E402
 from workflow_models import (  # noqa: E402
     DEMO_MODELS,
     HF_WAN21,
@@ -220,7 +221,7 @@ def api_to_ui(api: dict, models: list[dict]) -> dict:
 def main() -> None:
     out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
-    for name, (graph_fn, models) in WORKFLOWS.items():
+    for name, (graph_fn, models) in {**WORKFLOWS, **GUIDED_WORKFLOWS}.items():
         api = graph_fn()
         (out / f"{name}_api.json").write_text(json.dumps(api, indent=2) + "\n")
         (out / f"{name}.json").write_text(json.dumps(api_to_ui(api, model_list(models)), indent=2) + "\n")

@@ -80,6 +80,7 @@ MODEL_FOLDERS = {
     "audio_adapter": "model_patches",
     "clip_vision": "clip_vision",
     "lora": "loras",
+    "vace_dit": "diffusion_models",
 }
 
 

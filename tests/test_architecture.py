@@ -31,7 +31,9 @@ LAYERS = (
         "entry",
         (
             "avatar_cascade.cli",
+            "avatar_cascade.cli_control",
             "avatar_cascade.cascade",
+            "avatar_cascade.cascade_models",
             "avatar_cascade.preflight",
             "avatar_cascade.demo",
             "avatar_cascade.assets",

@@ -86,7 +86,8 @@ def native_swaps(api: dict) -> dict:
 def demo_aliases(api: dict, demo: dict[str, str]) -> dict[tuple[str, str], str]:
     """(models folder, name the workflow loads) -> the demo model (from ``write_demo_models``) of that role.
 
-    Graphs with a CLIP vision loader get the tiny DiT with an image embedder; an
+    Graphs with a CLIP vision loader get the tiny DiT with an image embedder, a Wan VACE name the tiny
+    VACE; an
     Omni folder gets the tiny Omni thinker, any other LLM folder the tiny Qwen2.5-VL.
     """
     has_cv = any(n["class_type"] == "AvatarCascadeCLIPVisionLoader" for n in api.values())
@@ -107,6 +108,8 @@ def demo_aliases(api: dict, demo: dict[str, str]) -> dict[tuple[str, str], str]:
             if folder is None or name == "none" or name in demo.values():
                 continue
             role = ("omni" if "omni" in name.lower() else "mllm") if folder == "LLM" else role_by_folder[folder]
+            if folder == "diffusion_models" and "vace" in name.lower():
+                role = "vace_dit"  # a Wan VACE DiT: the tiny VACE
             out[(folder, name)] = demo[role]
     return out
 
@@ -132,6 +135,8 @@ def tiny_overrides(api: dict) -> dict:
         "AvatarCascadeKeyframeExtractor": {"width": 64, "height": 64, "lift_steps": 2},
         "AvatarCascadeKeyframesFromImages": {"width": 64, "height": 64, "fps": 16.0, "segment_frames": 17},
         "AvatarCascadeFLFRefiner": {"steps": 2},
+        "AvatarCascadeGuidedRefiner": {"steps": 2},
+        "AvatarCascadeSketchKeys": {"frames": "8, 24"},
     }
     for node in api.values():
         for key, value in tiny.get(node["class_type"], {}).items():

@@ -335,7 +335,7 @@ def _cli_args(models: Path, out: Path) -> list[str]:
 
 
 def test_cli_flags_choose_rife_and_resolve_its_weights_by_name(cli_models, tmp_path, capsys):
-    from avatar_cascade.cascade import _extra_model_paths
+    from avatar_cascade.cascade_models import extra_model_paths as _extra_model_paths
     from avatar_cascade.cli import main, run_config
 
     base = _cli_args(cli_models, tmp_path / "o.mp4")

@@ -36,6 +36,7 @@ WIDE_TEXT_ENCODER_FILE = "avatar_cascade_tiny_umt5_wide.safetensors"
 COMFY_LORA_FILE = "avatar_cascade_tiny_wan_comfy_lora.safetensors"
 COMFY_AUDIO_ADAPTER_FILE = "avatar_cascade_tiny_infinitetalk_comfy.safetensors"
 OMNI_FOLDER = "avatar-cascade-tiny-qwen25-omni-thinker"
+VACE_DIT_FILE = "avatar_cascade_tiny_wan_vace.safetensors"
 _TAG_KEY = "avatar_cascade_demo"
 _MARKER = ".avatar_cascade_demo"
 
@@ -262,7 +263,15 @@ _EXTENDED_FILES = {
     "wide_text_encoder": ("text_encoders", WIDE_TEXT_ENCODER_FILE, tiny_wide_umt5_state_dict),
     "comfy_lora": ("loras", COMFY_LORA_FILE, tiny_comfy_lora_state_dict),
     "comfy_audio_adapter": ("model_patches", COMFY_AUDIO_ADAPTER_FILE, lambda seed: tiny_comfy_audio_adapter(seed)),
+    "vace_dit": ("diffusion_models", VACE_DIT_FILE, lambda seed: _tiny_vace(seed)),
 }
+
+
+def _tiny_vace(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The tiny Wan VACE DiT (control branch for guided refinement) in the ORIGINAL VACE key layout."""
+    from avatar_cascade.demo.tiny_vace import tiny_vace_state_dict
+
+    return tiny_vace_state_dict(seed)
 
 
 def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -314,10 +323,10 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = Fa
     and ``mllm`` (LLM/, a Qwen2.5-VL folder; left out when the tiny MLLM writer is unavailable).
     About 5 MB. ``extended`` also writes the roles the shipped Wan 2.1 workflows need:
     ``flf2v_dit`` (diffusion_models/, with the FLF2V image embedder), ``clip_vision``
-    (clip_vision/), ``omni`` (LLM/, a Qwen2.5-Omni thinker folder) and the ComfyUI-shaped trio of the native
+    (clip_vision/), ``omni`` (LLM/, a Qwen2.5-Omni thinker folder), the ComfyUI-shaped trio of the native
     workflow: ``comfy_dit`` (diffusion_models/, loads in UNETLoader), ``wide_text_encoder`` (text_encoders/,
-    4096 wide), ``comfy_lora`` (loras/, for LoraLoaderModelOnly) and ``comfy_audio_adapter`` (model_patches/).
-    They are opt-in because
+    4096 wide), ``comfy_lora`` (loras/, for LoraLoaderModelOnly) and ``comfy_audio_adapter`` (model_patches/),
+    and ``vace_dit`` (diffusion_models/, the tiny Wan VACE). They are opt-in because
     the CLI picks the only file of a folder when no name is given.
     """
     models_dir = Path(models_dir)

@@ -51,13 +51,16 @@ DIT_VARIANTS = (
 CUSTOM_VARIANT = "wan-custom"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 _UNSUPPORTED = {
-    "vace_blocks.": "a Wan VACE model",
     "motion_encoder.": "a Wan Animate model",
     "face_adapter.": "a Wan Animate model",
     "audio_proj.": "a Wan model with built-in audio layers (MultiTalk/InfiniteTalk merged)",
     "casual_audio_encoder.": "a Wan S2V (speech-to-video) model",
     "audio_injector.": "a Wan S2V (speech-to-video) model",
 }
+
+# Key marker -> loader ``(path, input_name, dtype) -> WanDiT`` of a DiT family with its own diffusers class;
+# models.wan_vace registers Wan VACE (``vace_patch_embedding.``) when the models package is imported.
+FAMILY_LOADERS: dict[str, Any] = {}
 
 FLF_POS_DIFFUSERS = "condition_embedder.image_embedder.pos_embed"
 FLF_POS_ORIGINAL = "img_emb.emb_pos"
@@ -320,6 +323,10 @@ def load_wan_dit(
     path = Path(path)
     shapes, _ = read_safetensors_header(path, input_name)
     keys = list(shapes)
+    for marker, family_loader in FAMILY_LOADERS.items():  # DiT families with their own class (Wan VACE)
+        if any(marker in k for k in keys):
+            check_kind(keys, "dit", input_name, path)
+            return family_loader(path, input_name, dtype)
     _check_supported(keys, input_name, path)
     variant, config = _match(shapes, input_name, path)
     state_dict, _ = read_safetensors(path, input_name)

@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,9 @@ from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.memory import auto_batch_size
 from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import resolve_sampler, with_negative
+from avatar_cascade.stages.refiner import control as vc
 from avatar_cascade.stages.refiner import negative_frames as nf
+from avatar_cascade.stages.refiner.reroll import parse_reroll
 from avatar_cascade.stages.refiner.resolution import at_refine_size
 from avatar_cascade.stages.refiner.settings import RefinerSettings
 from avatar_cascade.stages.refiner.workers import Worker, make_workers, release_workers, run_batches
@@ -66,40 +67,14 @@ from avatar_cascade.stages.refiner.workers import Worker, make_workers, release_
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "3"
-_REROLL_TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-def parse_reroll(text: str | None, num_clips: int | None = None) -> dict[int, int]:
-    """``"3, 7-9"`` -> ``{3: 1, 7: 1, 8: 1, 9: 1}``: clip index (0-based) -> seed offset.
-
-    Every mention adds one to a clip's offset, so ``"3, 3"`` is clip 3's second re-roll.
-    """
-    out: dict[int, int] = {}
-    for token in re.split(r"[,;\s]+", re.sub(r"\s*-\s*", "-", (text or "").strip())):
-        if not token:
-            continue
-        m = _REROLL_TOKEN.match(token)
-        if m is None:
-            raise InputError("reroll", text, f"cannot read {token!r}", "list clip numbers like '3, 7-9'")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise InputError("reroll", text, f"range {token!r} runs backwards", f"write {hi}-{lo}")
-        if num_clips is not None and hi >= num_clips:
-            raise InputError(
-                "reroll", text, f"clip {hi} does not exist (clips are 0-{num_clips - 1})", "use clip numbers in range"
-            )
-        for k in range(lo, hi + 1):
-            out[k] = out.get(k, 0) + 1
-    return out
-
-
+__all__ = ["CACHE_FORMAT", "parse_reroll", "refine_clips", "render_requests", "resolve_settings"]
 @dataclass
 class _Job:
     rec: ClipRecord
     prompt: str
     negative: str
     audio: torch.Tensor | None = None
+    control: vc.ClipControl | None = None  # VACE DiTs: the clip's control slice
 
 
 @dataclass
@@ -123,6 +98,8 @@ def refine_clips(
     *,
     cache_dir: Path,
     reroll: dict[int, int] | str | None = None,
+    control=None,
+    exact_keys: bool = False,
 ) -> Clips:
     """Render every sub-clip (or reuse it from ``cache_dir``).
 
@@ -139,6 +116,9 @@ def refine_clips(
         cache_dir: folder of finished clips (``clip_<index>_<key>.safetensors``
             and ``refiner_manifest.json``).
         reroll: ``{clip index: seed offset}`` or a string like ``"3, 7-9"``.
+        control: a ``ControlVideo`` (pose / depth / line art... on the timeline) for a Wan VACE DiT, which
+            renders each clip under its exact control slice with its keyframes anchored (:mod:`.control`).
+        exact_keys: VACE DiTs: paste the keyframes' pixels over the decoded frames at their offsets.
     """
     settings.check()
     dit = models.dit
@@ -150,7 +130,8 @@ def refine_clips(
             f"the timeline has {len(tl.clips)} clips and needs {len(tl.clips) + 1} keyframes",
             "connect the keyframes made from this timeline",
         )
-    if dit.in_channels != 36:
+    vc.check_control(dit, control, settings.backend)
+    if dit.in_channels != 36 and not vc.is_vace(dit):
         raise InputError(
             "dit",
             dit.variant,
@@ -164,7 +145,11 @@ def refine_clips(
     keyframes = at_refine_size(keyframes, settings.height, dit, runtime)  # settings.height: 720p from 480p
     settings = resolve_settings(settings, dit, keyframes.width, keyframes.height)
     _warn_regime(dit, aligned, runtime, (keyframes.width, keyframes.height))
-    records, todo, jobs = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll)
+    if vc.is_vace(dit) and settings.negative_frame_strength > 0:
+        runtime.warn("refiner", "negative-frame guidance is not applied with a Wan VACE DiT")
+        settings = dataclasses.replace(settings, negative_frame_strength=0.0)
+    guided = (control, exact_keys) if vc.is_vace(dit) else None
+    records, todo, jobs = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll, guided)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
     bar = runtime.progress(len(records), "refine clips")
@@ -208,7 +193,7 @@ def _audio_window(dit, aligned: AlignedAudio, index: int) -> torch.Tensor | None
     return None if dit.audio_adapter is None else aligned.clip_windows(index, pad="edge")
 
 
-def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir, reroll):
+def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir, reroll, guided=None):
     """Cache records of every clip, and the jobs of those not in the cache (each model's identity in the key)."""
     h, w = keyframes.height, keyframes.width
     s = settings.negative_frame_strength
@@ -241,11 +226,14 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
             "size": [w, h],
             "negative_frames": [s, *nf.DEGRADE_PARAMS] if s > 0 else 0.0,
         }
+        ctl = None if guided is None else vc.clip_control(guided[0], c, aligned.timeline.fps, h, w, guided[1])
+        if ctl is not None:  # only VACE DiTs: plain runs keep their keys
+            parts["vace"] = ctl.key_parts()
         key = content_key(parts)
         path = cache_dir / f"clip_{c.index:05d}_{key}.safetensors"
         rec = ClipRecord(c.index, path, n, key, seed=seed, seed_offset=offset, keyframe_offsets=kf_offsets)
         records.append(rec)
-        jobs.append(_Job(rec, prompt, negative, audio))
+        jobs.append(_Job(rec, prompt, negative, audio, ctl))
         if tensor_file_ok(path, ("frames",), {"frames": (n, h, w, 3)}):  # a clip of the wrong length is redone
             rec.cached = True
         else:
@@ -263,9 +251,9 @@ def _render(todo: list[_Job], models: WanModels, keyframes, settings, runtime, b
     rows += 1 if any(j.audio is not None for j in todo) else 0
     n0 = todo[0].rec.num_frames
     bs = settings.batch_size or auto_batch_size(runtime, len(todo), dit, n0, ctx.height, ctx.width, rows)
-    groups: dict[int, list[_Job]] = {}
-    for job in todo:
-        groups.setdefault(job.rec.num_frames, []).append(job)
+    groups: dict[tuple, list[_Job]] = {}
+    for job in todo:  # one length (and one VACE strength) per batch
+        groups.setdefault((job.rec.num_frames, job.control and job.control.strength), []).append(job)
     batches = [items[i : i + bs] for items in groups.values() for i in range(0, len(items), bs)]
 
     def finish(jobs: list[_Job], frames: torch.Tensor, worker: str) -> None:
@@ -313,7 +301,7 @@ def _render_batch(batch: list[_Job], worker: Worker, ctx: _Context) -> torch.Ten
 
 def _requests(batch: list[_Job], ctx: _Context) -> list[ClipRequest]:
     """What the DiT samples for each job of ``batch`` (keyframes, prompt embeddings, seed, audio)."""
-    return [
+    reqs = [
         ClipRequest(
             num_frames=j.rec.num_frames,
             known=_keyframes_at_offsets(j.rec, ctx.kf),
@@ -324,6 +312,7 @@ def _requests(batch: list[_Job], ctx: _Context) -> list[ClipRequest]:
         )
         for j in batch
     ]
+    return [r if j.control is None else vc.with_control(r, j.control) for r, j in zip(reqs, batch)]
 
 
 def render_requests(
@@ -334,9 +323,9 @@ def render_requests(
     dit, vae, image_encoder = worker.handles
     rt = worker.runtime
     cond = encode_condition(vae, reqs, height, width)
-    guidance = contextlib.nullcontext()
+    guidance = vc.guidance_for(dit, vae, reqs) or contextlib.nullcontext()
     s = settings.negative_frame_strength
-    if s > 0:
+    if s > 0 and not isinstance(reqs[0], vc.VaceRequest):
         drifted = [
             dataclasses.replace(r, known={p: nf.drift_degrade(f[None])[0] for p, f in r.known.items()}) for r in reqs
         ]
@@ -344,7 +333,7 @@ def render_requests(
         guidance = nf.negative_frame_guidance(experts, encode_condition(vae, drifted, height, width), s)
     with guidance:
         lat = sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder)
-    return decode_to_uint8(vae, lat)
+    return vc.paste_known(decode_to_uint8(vae, lat), reqs)
 
 
 def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.Tensor]:
