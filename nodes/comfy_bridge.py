@@ -180,15 +180,16 @@ def compute_device() -> torch.device:
 
 @contextlib.contextmanager
 def _comfy_model_loader(modules: list[torch.nn.Module]):
-    from avatar_cascade.models.offload import is_group_offloaded
+    from avatar_cascade.models.offload import is_group_offloaded, make_streamable
 
     # Group-offloaded DiTs (the DiT loader's low-VRAM modes) place their own blocks: not ComfyUI's to move.
-    patchers = [patcher_for(m) for m in modules if not is_group_offloaded(m)]
-    # The pack's own modules are diffusers / transformers layers: loaded fully (ComfyUI's partial loading needs
-    # every weighted layer to cast its own weights, as comfy.ops layers do). fp8 files stay fp8 (models.cast), and
-    # a native MODEL input is loaded by ComfyUI itself, partially when VRAM is short (nodes/comfy_native.py).
-    if patchers:
-        mm.load_models_gpu(patchers, force_full_load=True)
+    placed = [m for m in modules if not is_group_offloaded(m)]
+    for m in placed:  # every weighted layer can then run with its weights left offloaded (models.offload)
+        make_streamable(m)
+    # No forced full load: ComfyUI loads the pack's models partially when VRAM is short, as its own
+    # (fp8 files stay fp8, models.cast); a native MODEL input is loaded by ComfyUI itself (nodes/comfy_native.py).
+    if placed:
+        mm.load_models_gpu([patcher_for(m) for m in placed])
     yield
 
 

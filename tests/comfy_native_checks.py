@@ -241,6 +241,31 @@ def check_clip_vision() -> dict:
     return out
 
 
+def check_partial_load_of_the_packs_model() -> dict:
+    """ComfyUI's own partial (low-VRAM) load of a pack-loaded DiT: some layers stay offloaded, and it computes
+    what the fully loaded DiT computes."""
+    bridge = importlib.import_module(f"{PACKAGE}.nodes.comfy_bridge")
+    from avatar_cascade.models.offload import make_streamable
+
+    dit, vae, te = ours()
+    reqs = requests(te)
+    reference = sample(dit, vae, reqs)
+    prepared = make_streamable(dit.transformer)
+    patcher = bridge.patcher_for(dit.transformer)
+    budget = patcher.model_size() // 3
+    patcher.load(torch.device("cpu"), lowvram_model_memory=budget)  # what load_models_gpu does when VRAM is short
+    offloaded = [m for m in dit.transformer.modules() if getattr(m, "comfy_cast_weights", False)]
+    out = sample(dit, vae, reqs)
+    res = {
+        "prepared": prepared,
+        "offloaded_layers": len(offloaded),
+        "model_lowvram": bool(getattr(patcher.model, "model_lowvram", False)),
+        "max_diff": float((out - reference).abs().max()),
+    }
+    res["ok"] = res["model_lowvram"] and res["offloaded_layers"] > 0 and res["max_diff"] == 0.0
+    return res
+
+
 def check_refiner_node_with_lora_model() -> dict:
     """The refiner node driven by a LoraLoaderModelOnly MODEL; the input MODEL is unchanged afterwards."""
     import folder_paths

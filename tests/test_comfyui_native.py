@@ -88,6 +88,11 @@ def test_prompt_emphasis_acts_on_the_native_clip_path(results):
     assert _check(results, "clip")["emphasis_effect"] > 1e-4
 
 
+def test_comfyui_can_load_the_packs_own_dit_partially(results):
+    res = _check(results, "partial_load_of_the_packs_model")
+    assert res["model_lowvram"] and res["offloaded_layers"] > 0 and res["max_diff"] == 0.0
+
+
 def test_refiner_node_renders_from_a_lora_patched_native_model(results):
     res = _check(results, "refiner_node_with_lora_model")
     assert res["frames"] == 9 and res["differs_from_base"] > 0

@@ -30,6 +30,7 @@ from avatar_cascade.models.files import (
     strip_prefix,
 )
 from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
+from avatar_cascade.models.offload import largest_weight
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class AudioEncoder:
         x = x.float()
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
-        p = next(self.model.parameters())
+        p = largest_weight(self.model)
         out = self.model(x[None].to(p.device, p.dtype), output_hidden_states=True)
         return torch.stack([h[0] for h in out.hidden_states], dim=0)
 

@@ -31,6 +31,7 @@ from avatar_cascade.models.files import (
     strict_load,
     strip_prefix,
 )
+from avatar_cascade.models.offload import largest_weight
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class CLIPVision:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate hidden states ``[N, tokens, hidden]`` (float32, CPU) of images ``[N,H,W,3]`` 0..1."""
-        param = next(self.model.parameters())
+        param = largest_weight(self.model)
         pixels = self.preprocess(images.cpu()).to(param.device, param.dtype)
         with torch.no_grad():
             out = self.model(pixel_values=pixels, output_hidden_states=True)

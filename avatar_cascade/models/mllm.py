@@ -34,6 +34,7 @@ import torch
 
 from avatar_cascade.core.errors import InputError, ModelFileError
 from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
+from avatar_cascade.models.offload import largest_weight
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ class MLLM:
                 "mllm", self.identity, f"{self.family} cannot hear audio", "describe the audio in text instead"
             )
         inputs = self._inputs(messages_text, image, system, audio)
-        device = next(self.model.parameters()).device
-        dtype = next(self.model.parameters()).dtype
+        device, dtype = largest_weight(self.model).device, largest_weight(self.model).dtype
         inputs = {
             k: (v.to(device, dtype) if torch.is_floating_point(v) else v.to(device))
             for k, v in inputs.items()

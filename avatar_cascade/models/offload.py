@@ -62,3 +62,60 @@ def base_module(module: torch.nn.Module) -> torch.nn.Module:
     while isinstance(getattr(module, "_modules", {}).get("inner"), torch.nn.Module):
         module = module._modules["inner"]
     return module
+
+
+# -- streamed weights: ComfyUI may load the pack's models partially ---------------------------------------------
+
+
+def _input_device(args: tuple, kwargs: dict) -> torch.device | None:
+    for x in (*args, *kwargs.values()):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.device
+    return None
+
+
+def _fetch_weights(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """Before the module runs: its own parameters that sit on another device than its input (left offloaded by
+    a partial load) are copied there for this call; parameters already there are not touched."""
+    device = _input_device(args, kwargs)
+    if device is None:
+        return
+    params = module._parameters
+    moved = [(name, p) for name, p in params.items() if p is not None and p.device != device]
+    for name, p in moved:  # a copy stands in for the call; the Parameter object itself is kept untouched
+        params[name] = torch.nn.Parameter(p.detach().to(device, non_blocking=True), requires_grad=False)
+    object.__setattr__(module, "_avatar_streamed", moved)
+
+
+def _drop_weights(module: torch.nn.Module, *_: object) -> None:
+    """After the module ran: its own Parameters (on their offloaded storage) are back; the copies are freed."""
+    for name, p in getattr(module, "_avatar_streamed", ()):
+        module._parameters[name] = p
+    object.__setattr__(module, "_avatar_streamed", ())
+
+
+def make_streamable(module: torch.nn.Module) -> int:
+    """Let ComfyUI load ``module`` partially (its low-VRAM loading): every submodule with parameters of its own
+    is flagged ``comfy_cast_weights`` (what ComfyUI's partial load looks for) and, when it runs on inputs on
+    another device than its weights, copies them there for that call only, as ComfyUI's cast layers do. Fully
+    loaded modules copy nothing. Returns the number of modules prepared (0 when prepared before, or when
+    diffusers group offloading places the module itself)."""
+    if getattr(module, "_avatar_streamable", False) or is_group_offloaded(module):
+        return 0
+    n = 0
+    for m in module.modules():
+        if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if not hasattr(m, "comfy_cast_weights"):
+            m.comfy_cast_weights = False
+        m.register_forward_pre_hook(_fetch_weights, with_kwargs=True)
+        m.register_forward_hook(_drop_weights)
+        n += 1
+    object.__setattr__(module, "_avatar_streamable", True)
+    return n
+
+
+def largest_weight(module: torch.nn.Module) -> torch.Tensor:
+    """The module's largest parameter: where inputs go and in which dtype. Under a partial load ComfyUI keeps
+    the largest layers on the GPU and leaves small ones offloaded, so the first parameter could be on the CPU."""
+    return max(module.parameters(), key=lambda p: p.numel() * p.element_size())

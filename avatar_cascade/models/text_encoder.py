@@ -33,6 +33,7 @@ from avatar_cascade.models.files import (
     strip_prefix,
 )
 from avatar_cascade.models.hf_folder import SAFE_LOAD, check_hf_folder
+from avatar_cascade.models.offload import largest_weight
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class TextEncoder:
         )
         ids, mask = inputs.input_ids, inputs.attention_mask
         seq_lens = mask.gt(0).sum(dim=1).long()
-        device = next(self.model.parameters()).device
+        device = largest_weight(self.model).device
         hidden = self.model(ids.to(device), mask.to(device)).last_hidden_state
         keep = torch.arange(self.max_length, device=device)[None, :] < seq_lens.to(device)[:, None]
         return hidden * keep[..., None].to(hidden.dtype)

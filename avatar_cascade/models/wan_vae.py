@@ -28,6 +28,7 @@ from avatar_cascade.models.files import (
     strict_load,
     strip_prefix,
 )
+from avatar_cascade.models.offload import largest_weight
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class WanVAE:
                 f"expected [B,3,T,H,W] with H and W multiples of {f}",
                 f"resize to a multiple of {f} pixels",
             )
-        p = next(self.vae.parameters())
+        p = largest_weight(self.vae)
         posterior = self.vae.encode(video.to(p.device, p.dtype)).latent_dist
         z = posterior.mode()
         mean, std = self._stats(z)
@@ -100,7 +101,7 @@ class WanVAE:
                 f"expected [B,{self.z_dim},t,h,w] for this VAE",
                 "decode latents made for this VAE (Wan 2.1 VAE: 16 channels, Wan 2.2 VAE: 48)",
             )
-        p = next(self.vae.parameters())
+        p = largest_weight(self.vae)
         z = latents.to(p.device, p.dtype)
         mean, std = self._stats(z)
         video = self.vae.decode(z * std + mean, return_dict=False)[0]

@@ -41,6 +41,7 @@ import torch
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.media import resample
+from avatar_cascade.models.offload import largest_weight
 
 FEATURE_RATE = 16000
 MODES = ("video", "native")
@@ -240,7 +241,7 @@ def extract_frame_features(
     n_out = frame_times_s.numel()
     pos = geo.position(frame_times_s.double())
     with runtime.use_models(*encoder.modules()), torch.no_grad():
-        p = next(model.parameters())
+        p = largest_weight(model)
         x = prepare_waveform(mono16, encoder.normalize, geo.receptive).to(p.device, p.dtype)
         cnn = cnn_features(model, x, geo, runtime)
         n_cnn = cnn.shape[0]
