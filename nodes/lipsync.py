@@ -81,7 +81,7 @@ class AvatarCascadeAudioAdapterLoader:
         from avatar_cascade.core.errors import InputError
         from avatar_cascade.models.audio_adapter import audio_adapter_from_state_dict, load_audio_adapter
 
-        from .native_models import _identity, engine_model
+        from .native_models import engine_model, native_identity
 
         dit = engine_model(dit, "dit")
         if model_patch is not None:
@@ -94,7 +94,7 @@ class AvatarCascadeAudioAdapterLoader:
                     "load wan2.1_infiniteTalk_single_fp16.safetensors with ModelPatchLoader",
                 )
             sd = module.state_dict()
-            adapter = audio_adapter_from_state_dict(sd, dit, _identity(module), None, "model_patch", strength)
+            adapter = audio_adapter_from_state_dict(sd, dit, native_identity(module), None, "model_patch", strength)
         elif adapter_name == "none":
             raise InputError(
                 "adapter_name", "none", "no adapter is chosen", "pick an adapter file or connect a MODEL_PATCH"

@@ -9,6 +9,7 @@ model management themselves; the ``MODEL`` handle is in :mod:`nodes.comfy_native
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -16,10 +17,20 @@ import torch
 from avatar_cascade.core.errors import InputError
 
 
-def _identity(module: torch.nn.Module, *extra: Any) -> str:
+def native_identity(module: torch.nn.Module, *extra: Any) -> str:
+    """Cache id of a native object's module (``comfy_native.fingerprint``)."""
     from .comfy_native import fingerprint
 
     return fingerprint(module, *extra)
+
+
+@cache
+def _latent_stats(variant: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Wan's latent mean / std of a bundled VAE config (read once)."""
+    from avatar_cascade.models.wan_vae import load_bundled_config
+
+    cfg = load_bundled_config(variant)
+    return tuple(cfg["latents_mean"]), tuple(cfg["latents_std"])
 
 
 @dataclass
@@ -51,12 +62,10 @@ class NativeVAE:
         return 4
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from avatar_cascade.models.wan_vae import load_bundled_config
-
-        cfg = load_bundled_config("wan2.2-vae" if self.z_dim == 48 else "wan2.1-vae")
+        means, stds = _latent_stats("wan2.2-vae" if self.z_dim == 48 else "wan2.1-vae")
         shape = (1, self.z_dim, 1, 1, 1)
-        mean = torch.tensor(cfg["latents_mean"]).view(shape).to(like.device, like.dtype)
-        std = torch.tensor(cfg["latents_std"]).view(shape).to(like.device, like.dtype)
+        mean = torch.tensor(means).view(shape).to(like.device, like.dtype)
+        std = torch.tensor(stds).view(shape).to(like.device, like.dtype)
         return mean, std
 
     @torch.no_grad()
@@ -162,11 +171,11 @@ def engine_model(obj: Any, kind: str, input_name: str | None = None):
     if kind == "dit" and comfy_native.is_native_model(obj):
         return comfy_native.native_dit(obj, name)
     if kind == "vae" and hasattr(obj, "first_stage_model") and hasattr(obj, "decode"):
-        return NativeVAE(obj, _identity(obj.first_stage_model))
+        return NativeVAE(obj, native_identity(obj.first_stage_model))
     if kind == "text_encoder" and hasattr(obj, "tokenize") and hasattr(obj, "cond_stage_model"):
-        return NativeTextEncoder(obj, _identity(obj.cond_stage_model, obj.patcher.patches))
+        return NativeTextEncoder(obj, native_identity(obj.cond_stage_model, obj.patcher.patches))
     if kind == "clip_vision" and hasattr(obj, "encode_image"):
-        return NativeCLIPVision(obj, _identity(obj.model))
+        return NativeCLIPVision(obj, native_identity(obj.model))
     raise InputError(
         name, type(obj).__name__, f"is not a {' or '.join(_KINDS[kind])}", f"connect a {' or a '.join(_KINDS[kind])}"
     )

@@ -206,36 +206,30 @@ def train_tiny_spiece() -> bytes:
     return buf.getvalue()
 
 
-def tiny_umt5_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The tiny UMT5 encoder as ComfyUI stores it: HF T5 keys + the tokenizer under ``spiece_model``."""
+def _tiny_umt5(config: str, seed: int) -> dict[str, torch.Tensor]:
+    """A tiny UMT5 encoder of a bundled config as ComfyUI stores it: HF T5 keys + the tokenizer (``spiece_model``)."""
     import sentencepiece as spm
     from transformers import UMT5Config, UMT5EncoderModel
 
     spiece = train_tiny_spiece()
-    cfg = _bundled("avatar-cascade-tiny-umt5")
+    cfg = _bundled(config)
     cfg["vocab_size"] = spm.SentencePieceProcessor(model_proto=spiece).get_piece_size()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 2)
+        torch.manual_seed(seed)
         model = UMT5EncoderModel(UMT5Config(**cfg))
     sd = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
     sd["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
     return sd
+
+
+def tiny_umt5_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The tiny UMT5 encoder (d_model 32) in ComfyUI's file layout."""
+    return _tiny_umt5("avatar-cascade-tiny-umt5", seed + 2)
 
 
 def tiny_wide_umt5_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """The tiny UMT5 4096 wide (UMT5-XXL's output width, for the ComfyUI-shaped DiT), ComfyUI's file layout."""
-    import sentencepiece as spm
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    spiece = train_tiny_spiece()
-    cfg = _bundled("avatar-cascade-tiny-umt5-wide")
-    cfg["vocab_size"] = spm.SentencePieceProcessor(model_proto=spiece).get_piece_size()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 13)
-        model = UMT5EncoderModel(UMT5Config(**cfg))
-    sd = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
-    sd["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
-    return sd
+    return _tiny_umt5("avatar-cascade-tiny-umt5-wide", seed + 13)
 
 
 def tiny_wav2vec2_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:

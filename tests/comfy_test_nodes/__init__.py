@@ -22,53 +22,25 @@ def _load(folder: str, name: str) -> dict:
     return comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise(folder, name), safe_load=True)
 
 
-class TestTinyNativeVAE:
-    CATEGORY = "AvatarCascadeTests"
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
+def _tiny_loader(folder: str, widget: str, return_type: str, builder: str) -> type:
+    """A loader node for one ComfyUI model folder that builds its object with ``comfy_tiny_native.<builder>``."""
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"vae_name": (folder_paths.get_filename_list("vae"),)}}
+    def load(self, **inputs):
+        import comfy_tiny_native
 
-    def load(self, vae_name):
-        from comfy_tiny_native import tiny_native_vae
+        return (getattr(comfy_tiny_native, builder)(_load(folder, inputs[widget])),)
 
-        return (tiny_native_vae(_load("vae", vae_name)),)
+    def input_types(cls):
+        return {"required": {widget: (folder_paths.get_filename_list(folder),)}}
 
-
-class TestTinyNativeCLIP:
-    CATEGORY = "AvatarCascadeTests"
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),)}}
-
-    def load(self, clip_name):
-        from comfy_tiny_native import tiny_native_clip
-
-        return (tiny_native_clip(_load("text_encoders", clip_name)),)
-
-
-class TestTinyNativeCLIPVision:
-    CATEGORY = "AvatarCascadeTests"
-    RETURN_TYPES = ("CLIP_VISION",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"clip_name": (folder_paths.get_filename_list("clip_vision"),)}}
-
-    def load(self, clip_name):
-        from comfy_tiny_native import tiny_native_clip_vision
-
-        return (tiny_native_clip_vision(_load("clip_vision", clip_name)),)
+    attrs = {"CATEGORY": "AvatarCascadeTests", "RETURN_TYPES": (return_type,), "FUNCTION": "load", "load": load}
+    return type(f"TestTiny{builder}", (), {**attrs, "INPUT_TYPES": classmethod(input_types)})
 
 
 NODE_CLASS_MAPPINGS = {
-    "AvatarCascadeTestTinyNativeVAE": TestTinyNativeVAE,
-    "AvatarCascadeTestTinyNativeCLIP": TestTinyNativeCLIP,
-    "AvatarCascadeTestTinyNativeCLIPVision": TestTinyNativeCLIPVision,
+    "AvatarCascadeTestTinyNativeVAE": _tiny_loader("vae", "vae_name", "VAE", "tiny_native_vae"),
+    "AvatarCascadeTestTinyNativeCLIP": _tiny_loader("text_encoders", "clip_name", "CLIP", "tiny_native_clip"),
+    "AvatarCascadeTestTinyNativeCLIPVision": _tiny_loader(
+        "clip_vision", "clip_name", "CLIP_VISION", "tiny_native_clip_vision"
+    ),
 }
