@@ -43,6 +43,7 @@ from workflow_models import (  # noqa: E402
     WAN21_LOWVRAM_MODELS,
     model_list,
 )
+from workflow_subgraphs import cut_subgraph  # noqa: E402
 
 from nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 
@@ -60,6 +61,7 @@ __all__ = [
     "WAN21_LOWVRAM_MODELS",
     "WORKFLOWS",
     "api_to_ui",
+    "cascade_blueprint",
     "demo_graph",
     "inbetween_graph",
     "layout",
@@ -218,7 +220,57 @@ def api_to_ui(api: dict, models: list[dict]) -> dict:
     }
 
 
+# The cascade blueprint (subgraphs/): cut from the production Wan 2.1 480p graph. Its six stages go inside;
+# the loaders stay outside (ours or ComfyUI's own); the per-run widgets are promoted onto the node.
+CASCADE_STAGES = (
+    "AvatarCascadeAudioAligner",
+    "AvatarCascadeDirector",
+    "AvatarCascadeBlueprintSampler",
+    "AvatarCascadeKeyframeExtractor",
+    "AvatarCascadeFLFRefiner",
+    "AvatarCascadeClipStitcher",
+)
+BLUEPRINT_DESCRIPTION = (
+    "Kling-Avatar cascade in one node: Audio Aligner, MLLM Director, Blueprint DiT Sampler, Keyframe Extractor, "
+    "First-Last-Frame Refiner and Clip Stitcher. Wire a reference image, a speech or singing track, the "
+    "loaders (Avatar Cascade's or ComfyUI's own MODEL / CLIP / VAE / CLIP_VISION) and an instruction."
+)
+
+
+def cascade_blueprint() -> dict:
+    """``subgraphs/avatar_cascade.json``: the six stages of the Wan 2.1 480p graph as one subgraph node."""
+    api = wan21_480p_graph()
+    members = [nid for nid, n in api.items() if n["class_type"] in CASCADE_STAGES]
+    ids = {api[nid]["class_type"]: nid for nid in members}
+    assert len(ids) == len(CASCADE_STAGES) == len(members), ids
+    feeds = {cls: {k: v for k, v in api[ids[cls]]["inputs"].items() if isinstance(v, list)} for cls in ids}
+    lift_dit = tuple(feeds["AvatarCascadeKeyframeExtractor"]["dit"])
+    stitcher = ids["AvatarCascadeClipStitcher"]
+    return cut_subgraph(
+        api,
+        members,
+        name="Avatar Cascade (Kling-Avatar)",
+        description=BLUEPRINT_DESCRIPTION,
+        category="Avatar Cascade",
+        input_names={lift_dit: "keyframe_dit"},  # the plain DiT of the keyframe lift (no audio adapter)
+        outputs=[(stitcher, slot) for slot in range(len(node_spec("AvatarCascadeClipStitcher")[1]))],
+        promoted=[
+            (ids["AvatarCascadeDirector"], "instruction"),
+            (ids["AvatarCascadeBlueprintSampler"], "seed"),
+            (ids["AvatarCascadeFLFRefiner"], "seed"),
+            (stitcher, "filename_prefix"),
+        ],
+        ui_node=_ui_node,
+        node_spec=node_spec,
+        layout=layout,
+    )
+
+
 def main() -> None:
+    sub = ROOT / "subgraphs"
+    sub.mkdir(exist_ok=True)
+    (sub / "avatar_cascade.json").write_text(json.dumps(cascade_blueprint(), indent=2) + "\n")
+    print("wrote subgraphs/avatar_cascade.json")
     out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
     for name, (graph_fn, models) in {**WORKFLOWS, **GUIDED_WORKFLOWS}.items():

@@ -326,3 +326,37 @@ def test_interrupt_stops_a_run_and_keeps_finished_clips(server):
     assert "execution_interrupted" in kinds
     finished = list(cache.glob("clip_*.safetensors"))
     assert finished and not list(cache.glob("*.tmp"))
+
+
+def test_the_subgraph_blueprint_runs_to_success(server):
+    """The blueprint node wired like the 480p graph, flattened as the frontend flattens it (inner ids
+    ``100:<id>``), runs to a video in the real ComfyUI."""
+    from tests.blueprint_flatten import flatten, host_graph, load_blueprint, make_workflows
+
+    mw = make_workflows()
+    prompt = tiny_overrides(flatten(host_graph(mw.wan21_480p_graph(), load_blueprint()), mw.node_spec))
+    assert any(k.startswith("100:") for k in prompt)
+    r = _post(f"{server['base']}/prompt", {"prompt": prompt, "client_id": "avatar-cascade-tests"})
+    entry = _wait(server["base"], r["prompt_id"])
+    errors = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "success", json.dumps(errors)[:3000]
+    videos = [v for out in entry["outputs"].values() for v in out.get("images", []) if v["filename"].endswith(".mp4")]
+    assert videos, entry["outputs"]
+
+
+def test_a_comfyui_that_serves_blueprints_lists_ours(server):
+    """ComfyUI with a subgraph manager (newer than the CI snapshot) serves the pack's blueprint at
+    ``/global_subgraphs``; skipped on a ComfyUI without that route."""
+    import urllib.error
+
+    try:
+        listed = _get(f"{server['base']}/global_subgraphs")
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            pytest.skip("this ComfyUI serves no subgraph blueprints (no /global_subgraphs)")
+        raise
+    ours = {k: v for k, v in listed.items() if v["name"] == "avatar_cascade" and "avatar-cascade" in str(v["info"])}
+    assert len(ours) == 1, listed
+    (entry_id,) = ours
+    entry = _get(f"{server['base']}/global_subgraphs/{entry_id}")
+    assert json.loads(entry["data"]) == json.loads((ROOT / "subgraphs" / "avatar_cascade.json").read_text())

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMFY = shutil.which("comfy") or shutil.which("comfy", path=str(Path(sys.executable).parent))
 GIT = shutil.which("git")
 RUNTIME = ("__init__.py", "README.md", "LICENSE", "pyproject.toml", "requirements.txt")
-RUNTIME_DIRS = ("nodes/", "avatar_cascade/", "workflows/")
+RUNTIME_DIRS = ("nodes/", "avatar_cascade/", "workflows/", "subgraphs/")
 DEV_DIRS = ("tests/", "benchmarks/", "scripts/", "docs/", ".ci/", ".github/")
 
 
@@ -80,7 +80,7 @@ def test_zip_holds_no_tests_benchmarks_or_dev_tools(packed):
 
 
 def test_every_shipped_workflow_is_packed(packed):
-    shipped = {f"workflows/{p.name}" for p in (ROOT / "workflows").glob("*.json")}
+    shipped = {f"{d}/{p.name}" for d in ("workflows", "subgraphs") for p in (ROOT / d).glob("*.json")}
     assert shipped and shipped <= set(packed)
 
 
