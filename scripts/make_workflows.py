@@ -214,9 +214,13 @@ def api_to_ui(api: dict, models: list[dict]) -> dict:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "extra": {
+            "ds": {"scale": 0.8, "offset": [0, 0]},
+            # what the frontend cannot download (its models entries need a URL): made locally or a whole repository
+            **({"avatar_cascade_local_models": local} if (local := [m for m in models if "url" not in m]) else {}),
+        },
         "version": 0.4,
-        "models": models,
+        "models": [m for m in models if "url" in m],
     }
 
 

@@ -1,7 +1,9 @@
 """The model files and sample media the shipped workflows name, and where ComfyUI keeps each role.
 
 A role maps to a plain file / folder name (the demo models, made locally) or to a
-``(name, public download URL or None)`` pair; the UI twins list them under ``models``.
+``(name, public download URL or None)`` pair. The UI twins list the downloadable ones under ``models`` (the
+frontend's missing-model downloads: each entry needs a URL) and the others under
+``extra.avatar_cascade_local_models`` with where to get them.
 """
 
 from __future__ import annotations
@@ -90,9 +92,17 @@ def model_names(models: dict) -> dict:
 
 
 def model_list(models: dict) -> list[dict]:
-    """The UI twin's ``models`` entries: name, ComfyUI folder and, where public, the download URL."""
+    """The UI twin's model entries: name, ComfyUI folder and the download URL, or, for what the frontend cannot
+    download (the tiny demo models, made locally; an MLLM, a whole Hugging Face repository), where to get it."""
     out = []
     for role, v in models.items():
         name, url = v if isinstance(v, tuple) else (v, None)
-        out.append({"name": name, "directory": MODEL_FOLDERS[role], **({"url": url} if url else {})})
+        entry = {"name": name, "directory": MODEL_FOLDERS[role]}
+        if url:
+            entry["url"] = url
+        elif isinstance(v, tuple):  # a model folder: the repository of that name, downloaded whole
+            entry["source"] = f"https://huggingface.co/Qwen/{name} (the whole repository, as models/LLM/{name})"
+        else:
+            entry["source"] = "python -m avatar_cascade demo-models --out <ComfyUI>/models"
+        out.append(entry)
     return out
