@@ -53,7 +53,7 @@ except ImportError:
 
 TEXT_TOKENS = 512  # Wan's text length: UMT5 output cut / zero-padded to 512 tokens
 _FINGERPRINT_VALUES = 16
-_NOT_DRIVEN = ("vace", "camera", "camera_2.2", "s2v", "humo", "animate")
+_NOT_DRIVEN = ("camera", "camera_2.2", "s2v", "humo", "animate")
 
 
 def is_native_model(obj: Any) -> bool:
@@ -121,7 +121,12 @@ def _config(model) -> SimpleNamespace:
     uc = dict(model.model_config.unet_config)
     dim, heads = int(uc["dim"]), int(uc.get("num_heads", uc["dim"] // 128))
     image = uc.get("model_type") == "i2v" or "flf_pos_embed_token_number" in uc
+    vace = {}
+    if uc.get("model_type") == "vace":  # ComfyUI's VaceWanModel: a VACE block after every (layers / count)-th block
+        layers, count = int(uc["num_layers"]), int(uc["vace_layers"])
+        vace = {"vace_layers": list(range(0, layers, layers // count)), "vace_in_channels": int(uc["vace_in_dim"])}
     return SimpleNamespace(
+        **vace,
         in_channels=int(uc["in_dim"]),
         out_channels=int(uc.get("out_dim", 16)),
         num_attention_heads=heads,
@@ -165,6 +170,27 @@ class NativeForward(torch.nn.Module):
     def blocks(self):
         return self.patcher.model.diffusion_model.blocks
 
+    @property
+    def vace_blocks(self):
+        """A Wan VACE model's control blocks (what marks a VACE DiT); no such attribute on the other models."""
+        if not hasattr(self.config, "vace_layers"):
+            raise AttributeError("vace_blocks")
+        return self.patcher.model.diffusion_model.vace_blocks
+
+    def _vace(self, model, x: torch.Tensor, control: torch.Tensor | None, scale: torch.Tensor | None) -> dict:
+        """ComfyUI's VACE conditioning (``vace_context`` ``[B, 1, 96, T, h, w]``, ``vace_strength``) of the engine's
+        control context (``[B, 96, T, h, w]``, latents normalised as ComfyUI's ``process_latent_in`` leaves them);
+        without one, what ComfyUI's ``WAN21_Vace.extra_conds`` gives a VACE model with no control: zero latents
+        (normalised) and mask 1."""
+        if not hasattr(self.config, "vace_layers"):
+            return {}
+        if control is None:
+            b, _, t, h, w = x.shape
+            zeros = model.process_latent_in(torch.zeros(b, 16, t, h, w, device=x.device, dtype=x.dtype))
+            control = torch.cat([zeros, zeros, torch.ones(b, 64, t, h, w, device=x.device, dtype=x.dtype)], dim=1)
+        strength = 1.0 if scale is None else float(scale.flatten()[0])
+        return {"vace_context": control.float().unsqueeze(1), "vace_strength": [strength]}
+
     @contextlib.contextmanager
     def session(self, noise_shape: tuple[int, ...]):
         """One sampling run, prepared and cleaned up as ComfyUI's ``CFGGuider`` does."""
@@ -205,6 +231,8 @@ class NativeForward(torch.nn.Module):
         encoder_hidden_states_image: torch.Tensor | None = None,
         branches: tuple[str, ...] = ("cond",),
         return_dict: bool = False,
+        control_hidden_states: torch.Tensor | None = None,
+        control_hidden_states_scale: torch.Tensor | None = None,
     ):
         if self._run is None:
             raise RuntimeError("a native ComfyUI model runs only inside its sampling session (WanDiT.sampling_session)")
@@ -212,7 +240,10 @@ class NativeForward(torch.nn.Module):
         out = self.config.out_channels
         x = hidden_states[:, :out].float()
         sigma = timestep.float().to(x.device) / 1000.0  # Wan's flow model: timestep = 1000 sigma
-        c: dict[str, Any] = {"c_concat": hidden_states[:, out:], "c_crossattn": encoder_hidden_states}
+        c: dict[str, Any] = {"c_crossattn": encoder_hidden_states}
+        if hidden_states.shape[1] > out:  # I2V / FLF2V concat channels (a VACE model takes its frames as control)
+            c["c_concat"] = hidden_states[:, out:]
+        c.update(self._vace(model, x, control_hidden_states, control_hidden_states_scale))
         if encoder_hidden_states_image is not None:
             c["clip_fea"] = encoder_hidden_states_image
         c["transformer_options"] = self._transformer_options(model, options, tuple(branches), sigma)
@@ -264,5 +295,10 @@ def native_dit(patcher, input_name: str = "dit") -> NativeWanDiT:
             input_name, kind, f"this is a Wan {kind} model, which the cascade does not drive", "use a Wan I2V / FLF2V"
         )
     forward = NativeForward(patcher)
-    variant = variant_of_config(vars(forward.config))
+    if kind == "vace":
+        from avatar_cascade.models.wan_vace import vace_variant_of_config
+
+        variant = vace_variant_of_config(vars(forward.config))
+    else:
+        variant = variant_of_config(vars(forward.config))
     return NativeWanDiT(transformer=forward, variant=variant, identity=_patcher_identity(patcher), path=None)

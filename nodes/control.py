@@ -178,8 +178,8 @@ class AvatarCascadeGuidedRefiner(AvatarCascadeFLFRefiner):
     @classmethod
     def INPUT_TYPES(cls):
         spec = super().INPUT_TYPES()
-        spec["required"]["dit"] = ("AVATAR_DIT", {"tooltip": "A Wan VACE DiT (wan2.1_vace_1.3B / 14B) from the pack's "
-                                   "DiT loader (a native MODEL is not wired for VACE)."})  # fmt: skip
+        tip = "A Wan VACE DiT (wan2.1_vace_1.3B / 14B): the pack's DiT loader or ComfyUI's MODEL (UNETLoader, GGUF...)."
+        spec["required"]["dit"] = ("AVATAR_DIT,MODEL", {"tooltip": tip})
         spec["optional"] = {
             "control": ("AVATAR_CONTROL", {"tooltip": "From Control Video or Sketch Keys (none = unguided)."}),
             "exact_keys": ("BOOLEAN", {"default": False, "tooltip": "Paste the keyframes over the rendered keys."}),

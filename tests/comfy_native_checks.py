@@ -266,14 +266,43 @@ def check_partial_load_of_the_packs_model() -> dict:
     return res
 
 
-def check_refiner_node_with_lora_model() -> dict:
-    """The refiner node driven by a LoraLoaderModelOnly MODEL; the input MODEL is unchanged afterwards."""
-    import folder_paths
-
+def node_inputs() -> dict:
+    """The refiner node's inputs for two drawn keys (the sample portrait and its mirror), 32x32, 9 frames."""
     from avatar_cascade.media import sample_image_path
     from avatar_cascade.media.image import load_image
     from avatar_cascade.stages.inbetween.inbetween import keyframes_from_images
     from avatar_cascade.stages.inbetween.settings import InbetweenSettings
+
+    ref = load_image(sample_image_path())
+    keys = torch.stack([ref, ref.flip(1)])
+    kf, aligned, story = keyframes_from_images(keys, InbetweenSettings(width=32, height=32, fps=16, segment_frames=9))
+    return dict(keyframes=kf, timeline=aligned, storyline=story, reroll="", steps=2, seed=3, batch_size=1)
+
+
+def check_guided_refiner_node_with_a_native_vace_model() -> dict:
+    """The Guided Refiner node on UNETLoader's VACE MODEL renders the frames of the pack's VACE loader."""
+    import folder_paths
+
+    from avatar_cascade.artefacts.control import ControlVideo
+    from avatar_cascade.models.wan_dit import load_wan_dit
+
+    folder_paths.set_output_directory(str(WORK / "output"))
+    node = importlib.import_module(f"{PACKAGE}.nodes.control").AvatarCascadeGuidedRefiner
+    path, (_, vae, te) = model_file("comfy_vace_dit", "diffusion_models"), ours()
+    control = ControlVideo(torch.randint(0, 256, (9, 32, 32, 3), generator=torch.Generator().manual_seed(4)).byte())
+    kw = dict(node_inputs(), control=control)
+    runs = {}
+    for name, dit in (("native", comfy.sd.load_diffusion_model(str(path))), ("pack", load_wan_dit(path))):
+        clips = node().refine(dit, vae, te, cache_folder=f"vace_{name}", **kw)["result"][0]
+        runs[name] = torch.cat(list(clips.iter_frames())).float()
+    out = {"frames": int(runs["native"].shape[0]), "max_diff_u8": float((runs["native"] - runs["pack"]).abs().max())}
+    out["ok"] = out["frames"] > 0 and out["max_diff_u8"] <= 2
+    return out
+
+
+def check_refiner_node_with_lora_model() -> dict:
+    """The refiner node driven by a LoraLoaderModelOnly MODEL; the input MODEL is unchanged afterwards."""
+    import folder_paths
 
     folder_paths.set_output_directory(str(WORK / "output"))
     refiner_node = importlib.import_module(f"{PACKAGE}.nodes.refiner").AvatarCascadeFLFRefiner
@@ -282,10 +311,7 @@ def check_refiner_node_with_lora_model() -> dict:
     lora_sd = comfy.utils.load_torch_file(str(model_file("comfy_lora", "loras")), safe_load=True)
     patched = comfy.sd.load_lora_for_models(base, None, lora_sd, 1.0, 0)[0]
     before_base, before_patched = snapshot(base), snapshot(patched)
-    ref = load_image(sample_image_path())
-    keys = torch.stack([ref, ref.flip(1)])
-    kf, aligned, story = keyframes_from_images(keys, InbetweenSettings(width=32, height=32, fps=16, segment_frames=9))
-    kwargs = dict(keyframes=kf, timeline=aligned, storyline=story, reroll="", steps=2, seed=3, batch_size=1)
+    kwargs = node_inputs()
     result = refiner_node().refine(patched, vae, te, cache_folder="native_lora", **kwargs)
     clips = result["result"][0]
     frames = torch.cat([f for f in clips.iter_frames()])
@@ -299,6 +325,40 @@ def check_refiner_node_with_lora_model() -> dict:
     }
     out["ok"] = out["clips"] == 1 and out["differs_from_base"] > 0
     out["ok"] = out["ok"] and out["base_unchanged"] and out["patched_unchanged"]
+    return out
+
+
+def check_vace() -> dict:
+    """A Wan VACE MODEL (UNETLoader's load of the ComfyUI-shaped tiny VACE) under a control video gives the
+    latents of the pack's VACE loader on the same file, the control changes them, and the MODEL is unchanged."""
+    import contextlib
+
+    from avatar_cascade.models.wan_dit import load_wan_dit
+    from avatar_cascade.stages.refiner.control import VaceRequest, guidance_for
+
+    path = model_file("comfy_vace_dit", "diffusion_models")
+    dit, (_, vae, te) = load_wan_dit(path), ours()
+    patcher = comfy.sd.load_diffusion_model(str(path))
+    before = snapshot(patcher)
+    nat = native.native_dit(patcher)
+    (base,) = requests(te)
+    g = torch.Generator().manual_seed(3)
+    control = torch.rand(3, 9, 32, 32, generator=g) * 2 - 1
+    guided = VaceRequest(**vars(base), control=control, control_masks=torch.ones(9, 32, 32), strength=1.0)
+    grey = VaceRequest(**vars(base), control=torch.zeros(3, 9, 32, 32), control_masks=torch.ones(9, 32, 32))
+
+    def run(model, req):
+        with guidance_for(model, vae, [req]) or contextlib.nullcontext():
+            return sample(model, vae, [req])
+
+    a, b = run(dit, guided), run(nat, guided)
+    out = {"variant": nat.variant, "is_vace": hasattr(nat.transformer, "vace_blocks")}
+    out["max_diff"] = float((a - b).abs().max())
+    out["scale"] = float(a.abs().max())
+    out["control_changes_output"] = float((b - run(nat, grey)).abs().max())
+    out["input_model_unchanged"] = same_snapshot(before, snapshot(patcher))
+    out["ok"] = out["max_diff"] < 1e-4 and out["control_changes_output"] > 1e-3 and out["input_model_unchanged"]
+    out["ok"] = out["ok"] and nat.variant == dit.variant and out["is_vace"]
     return out
 
 

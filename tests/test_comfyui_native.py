@@ -97,3 +97,13 @@ def test_refiner_node_renders_from_a_lora_patched_native_model(results):
     res = _check(results, "refiner_node_with_lora_model")
     assert res["frames"] == 9 and res["differs_from_base"] > 0
     assert res["base_unchanged"] and res["patched_unchanged"]
+
+
+def test_a_native_wan_vace_model_follows_the_control_as_the_packs_vace_does(results):
+    res = _check(results, "vace")
+    assert res["max_diff"] < 1e-4 and res["control_changes_output"] > 1e-3 and res["input_model_unchanged"]
+
+
+def test_the_guided_refiner_node_renders_from_a_native_vace_model(results):
+    res = _check(results, "guided_refiner_node_with_a_native_vace_model")
+    assert res["frames"] > 0 and res["max_diff_u8"] <= 2

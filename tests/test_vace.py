@@ -157,3 +157,18 @@ def test_control_hook_feeds_the_context_and_strips_concat_channels(tmp_path, tin
     assert torch.equal(got, want)
     assert not torch.allclose(want, zero)  # the control reaches the output
     assert not tr._forward_pre_hooks  # removed after the block
+
+
+def test_the_comfyui_shaped_tiny_vace_loads_as_its_own_variant(tmp_path):
+    """The VACE UNETLoader accepts (1 head x 128, text 4096) in ComfyUI's repackaged layout: the pack's loader
+    names it by its bundled config (no "custom" guess), and a config maps back to that variant."""
+    from avatar_cascade.demo.models import COMFY_VACE_FILE, write_demo_models
+    from avatar_cascade.demo.tiny_vace import TINY_COMFY_VACE_VARIANT
+
+    names = write_demo_models(tmp_path, extended=True)
+    assert names["comfy_vace_dit"] == COMFY_VACE_FILE
+    dit = W.load_wan_dit(tmp_path / "diffusion_models" / COMFY_VACE_FILE)
+    assert dit.variant == TINY_COMFY_VACE_VARIANT and V.is_vace(dit)
+    assert V.vace_variant_of_config(V.load_bundled_config(TINY_COMFY_VACE_VARIANT)) == TINY_COMFY_VACE_VARIANT
+    assert V.vace_variant_of_config(V.load_bundled_config("wan2.1-vace-14b")) == "wan2.1-vace-14b"
+    assert V.vace_variant_of_config({**V.load_bundled_config("wan2.1-vace-14b"), "num_layers": 20}) == "wan-vace-custom"

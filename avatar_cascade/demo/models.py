@@ -37,6 +37,7 @@ COMFY_LORA_FILE = "avatar_cascade_tiny_wan_comfy_lora.safetensors"
 COMFY_AUDIO_ADAPTER_FILE = "avatar_cascade_tiny_infinitetalk_comfy.safetensors"
 OMNI_FOLDER = "avatar-cascade-tiny-qwen25-omni-thinker"
 VACE_DIT_FILE = "avatar_cascade_tiny_wan_vace.safetensors"
+COMFY_VACE_FILE = "avatar_cascade_tiny_wan_vace_comfy.safetensors"
 _TAG_KEY = "avatar_cascade_demo"
 _MARKER = ".avatar_cascade_demo"
 
@@ -258,14 +259,19 @@ _EXTENDED_FILES = {
     "comfy_lora": ("loras", COMFY_LORA_FILE, tiny_comfy_lora_state_dict),
     "comfy_audio_adapter": ("model_patches", COMFY_AUDIO_ADAPTER_FILE, lambda seed: tiny_comfy_audio_adapter(seed)),
     "vace_dit": ("diffusion_models", VACE_DIT_FILE, lambda seed: _tiny_vace(seed)),
+    "comfy_vace_dit": ("diffusion_models", COMFY_VACE_FILE, lambda seed: _tiny_vace(seed, comfy=True)),
 }
 
 
-def _tiny_vace(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The tiny Wan VACE DiT (control branch for guided refinement) in the ORIGINAL VACE key layout."""
-    from avatar_cascade.demo.tiny_vace import tiny_vace_state_dict
+def _tiny_vace(seed: int = 0, comfy: bool = False) -> dict[str, torch.Tensor]:
+    """The tiny Wan VACE DiT (control branch for guided refinement) in the ORIGINAL VACE key layout; ``comfy``: the
+    ComfyUI-shaped one (UNETLoader's sizes) in ComfyUI's repackaged layout (``model.diffusion_model.`` prefix)."""
+    from avatar_cascade.demo.tiny_vace import TINY_COMFY_VACE_VARIANT, tiny_vace_state_dict
 
-    return tiny_vace_state_dict(seed)
+    if not comfy:
+        return tiny_vace_state_dict(seed)
+    sd = tiny_vace_state_dict(seed + 2, variant=TINY_COMFY_VACE_VARIANT)
+    return {f"model.diffusion_model.{k}": v for k, v in sd.items()}
 
 
 def tiny_audio_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -320,7 +326,8 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, extended: bool = Fa
     (clip_vision/), ``omni`` (LLM/, a Qwen2.5-Omni thinker folder), the ComfyUI-shaped trio of the native
     workflow: ``comfy_dit`` (diffusion_models/, loads in UNETLoader), ``wide_text_encoder`` (text_encoders/,
     4096 wide), ``comfy_lora`` (loras/, for LoraLoaderModelOnly) and ``comfy_audio_adapter`` (model_patches/),
-    and ``vace_dit`` (diffusion_models/, the tiny Wan VACE). They are opt-in because
+    ``vace_dit`` (diffusion_models/, the tiny Wan VACE) and ``comfy_vace_dit`` (diffusion_models/, a tiny VACE
+    that loads in UNETLoader). They are opt-in because
     the CLI picks the only file of a folder when no name is given.
     """
     models_dir = Path(models_dir)

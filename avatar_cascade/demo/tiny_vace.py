@@ -19,6 +19,7 @@ from avatar_cascade.demo.layouts import dit_to_original_layout
 from avatar_cascade.models.wan_dit import load_bundled_config, to_diffusers_layout
 
 TINY_VACE_VARIANT = "avatar-cascade-tiny-wan-vace"
+TINY_COMFY_VACE_VARIANT = "avatar-cascade-tiny-wan-vace-comfy"  # the sizes ComfyUI's UNETLoader accepts
 _VACE = "vace_blocks."
 
 
@@ -40,11 +41,11 @@ def vace_to_original_layout(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tiny_vace_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_vace_state_dict(seed: int = 0, variant: str = TINY_VACE_VARIANT) -> dict[str, torch.Tensor]:
     """The tiny Wan VACE DiT (in 16, control 96, VACE blocks at layers 0 and 1) in the ORIGINAL layout."""
     from diffusers import WanVACETransformer3DModel
 
-    cfg = {k: v for k, v in load_bundled_config(TINY_VACE_VARIANT).items() if not k.startswith("_")}
+    cfg = {k: v for k, v in load_bundled_config(variant).items() if not k.startswith("_")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 11)
         model = WanVACETransformer3DModel.from_config(cfg)

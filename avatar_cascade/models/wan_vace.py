@@ -47,7 +47,12 @@ from avatar_cascade.models.wan_dit import (
 
 log = logging.getLogger(__name__)
 
-VACE_VARIANTS = ("wan2.1-vace-1.3b", "wan2.1-vace-14b", "avatar-cascade-tiny-wan-vace")
+VACE_VARIANTS = (
+    "wan2.1-vace-1.3b",
+    "wan2.1-vace-14b",
+    "avatar-cascade-tiny-wan-vace",
+    "avatar-cascade-tiny-wan-vace-comfy",
+)
 VACE_MARKERS = ("vace_patch_embedding.", "vace_blocks.")
 
 
@@ -107,6 +112,12 @@ def _config_signature(cfg: Mapping[str, Any]) -> VaceSignature:
         vace_in_channels=cfg["vace_in_channels"],
         vace_blocks=len(cfg["vace_layers"]),
     )
+
+
+def vace_variant_of_config(config: Mapping[str, Any]) -> str:
+    """The bundled VACE variant whose config has the sizes of ``config`` (diffusers field names), else custom."""
+    sig = _config_signature(config)
+    return next((v for v in VACE_VARIANTS if _config_signature(load_bundled_config(v)) == sig), "wan-vace-custom")
 
 
 def match_vace(shapes: Mapping[str, tuple[int, ...]], input_name: str = "dit_name", path: object = "<weights>"):
