@@ -241,27 +241,41 @@ def load_bundled_config(variant: str) -> dict[str, Any]:
     return json.loads((CONFIG_DIR / variant / "config.json").read_text())
 
 
+def match_bundled(sig: Any, variants: tuple[str, ...], signature) -> tuple[str, dict[str, Any]] | None:
+    """``(variant, config)`` of the first bundled variant whose ``signature(config)`` is ``sig``, else None."""
+    for variant in variants:
+        cfg = load_bundled_config(variant)
+        if signature(cfg) == sig:
+            return variant, cfg
+    return None
+
+
+def derived_config(base: str, dim: int, path: object, sig: Any, **fields: Any) -> dict[str, Any]:
+    """``base``'s bundled config with 128-wide heads (every released Wan DiT's) and ``fields`` read off the weights
+    of a file no bundled config matches (logged)."""
+    cfg = load_bundled_config(base)
+    cfg.update(num_attention_heads=dim // 128, attention_head_dim=128, **fields)
+    log.warning("%s: no bundled config matches %s; using one derived from the weights' shapes", path, sig)
+    return cfg
+
+
 def variant_of_config(config: Mapping[str, Any]) -> str:
     """The bundled variant whose config has the sizes of ``config`` (diffusers field names), else ``wan-custom``."""
-    sig = _signature_from_config(config)
-    for variant in DIT_VARIANTS:
-        if _signature_from_config(load_bundled_config(variant)) == sig:
-            return variant
-    return CUSTOM_VARIANT
+    found = match_bundled(_signature_from_config(config), DIT_VARIANTS, _signature_from_config)
+    return found[0] if found else CUSTOM_VARIANT
 
 
 def _match(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object) -> tuple[str, dict[str, Any]]:
     sig = _signature_from_shapes(shapes, input_name, path)
-    for variant in DIT_VARIANTS:
-        cfg = load_bundled_config(variant)
-        if _signature_from_config(cfg) == sig:
-            return variant, cfg
+    found = match_bundled(sig, DIT_VARIANTS, _signature_from_config)
+    if found:
+        return found
     if sig.dim % 128 == 0 and not sig.flf:
-        # Every released Wan DiT uses 128-wide heads; build the config from the shapes.
-        cfg = load_bundled_config("wan2.1-t2v-14b")
-        cfg.update(
-            num_attention_heads=sig.dim // 128,
-            attention_head_dim=128,
+        cfg = derived_config(
+            "wan2.1-t2v-14b",
+            sig.dim,
+            path,
+            sig,
             in_channels=sig.in_channels,
             out_channels=sig.out_channels,
             ffn_dim=sig.ffn_dim,
@@ -270,7 +284,6 @@ def _match(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object)
             image_dim=shapes_image_dim(shapes) if sig.image_embedder else None,
             added_kv_proj_dim=sig.dim if sig.image_embedder else None,
         )
-        log.warning("%s: no bundled config matches %s; using one derived from the weights' shapes", path, sig)
         return CUSTOM_VARIANT, cfg
     raise ModelFileError(
         input_name,

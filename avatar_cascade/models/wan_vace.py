@@ -41,7 +41,9 @@ from avatar_cascade.models.wan_dit import (
     _PREFIXES,
     FAMILY_LOADERS,
     WanDiT,
-    load_bundled_config,
+    derived_config,
+    load_bundled_config,  # noqa: F401 (re-exported: the VACE configs are read by name)
+    match_bundled,
     to_diffusers_layout,
 )
 
@@ -54,6 +56,7 @@ VACE_VARIANTS = (
     "avatar-cascade-tiny-wan-vace-comfy",
 )
 VACE_MARKERS = ("vace_patch_embedding.", "vace_blocks.")
+CUSTOM_VACE = "wan-vace-custom"  # a VACE file no bundled config matches: its config derived from the shapes
 
 
 def is_vace_keys(keys) -> bool:
@@ -116,22 +119,22 @@ def _config_signature(cfg: Mapping[str, Any]) -> VaceSignature:
 
 def vace_variant_of_config(config: Mapping[str, Any]) -> str:
     """The bundled VACE variant whose config has the sizes of ``config`` (diffusers field names), else custom."""
-    sig = _config_signature(config)
-    return next((v for v in VACE_VARIANTS if _config_signature(load_bundled_config(v)) == sig), "wan-vace-custom")
+    found = match_bundled(_config_signature(config), VACE_VARIANTS, _config_signature)
+    return found[0] if found else CUSTOM_VACE
 
 
 def match_vace(shapes: Mapping[str, tuple[int, ...]], input_name: str = "dit_name", path: object = "<weights>"):
     """``(variant, diffusers config)`` of a VACE key -> shape table in any supported layout."""
     sig = vace_signature(shapes, input_name, path)
-    for variant in VACE_VARIANTS:
-        cfg = load_bundled_config(variant)
-        if _config_signature(cfg) == sig:
-            return variant, cfg
+    found = match_bundled(sig, VACE_VARIANTS, _config_signature)
+    if found:
+        return found
     if sig.dim % 128 == 0 and sig.vace_blocks and sig.num_layers % sig.vace_blocks == 0:
-        cfg = load_bundled_config("wan2.1-vace-14b")
-        cfg.update(
-            num_attention_heads=sig.dim // 128,
-            attention_head_dim=128,
+        cfg = derived_config(
+            "wan2.1-vace-14b",
+            sig.dim,
+            path,
+            sig,
             num_layers=sig.num_layers,
             ffn_dim=sig.ffn_dim,
             text_dim=sig.text_dim,
@@ -139,8 +142,7 @@ def match_vace(shapes: Mapping[str, tuple[int, ...]], input_name: str = "dit_nam
             vace_in_channels=sig.vace_in_channels,
             vace_layers=list(range(0, sig.num_layers, sig.num_layers // sig.vace_blocks)),
         )
-        log.warning("%s: no bundled VACE config matches %s; using one derived from the weights' shapes", path, sig)
-        return "wan-vace-custom", cfg
+        return CUSTOM_VACE, cfg
     raise ModelFileError(
         input_name,
         path,
