@@ -18,15 +18,7 @@ import pytest
 
 from nodes import NODE_CLASS_MAPPINGS
 from tests.blueprint_flatten import BLUEPRINT, definition, flatten, host_graph, load_blueprint, make_workflows
-
-STAGES = (
-    "AvatarCascadeAudioAligner",
-    "AvatarCascadeDirector",
-    "AvatarCascadeBlueprintSampler",
-    "AvatarCascadeKeyframeExtractor",
-    "AvatarCascadeFLFRefiner",
-    "AvatarCascadeClipStitcher",
-)
+from tests.test_nodes import STAGES  # the six stage node ids (the paper's stages), listed once for the tests
 
 
 @pytest.fixture(scope="module")
