@@ -316,3 +316,24 @@ def node_class(name: str):
     from nodes import NODE_CLASS_MAPPINGS
 
     return NODE_CLASS_MAPPINGS[name]
+
+
+# ----------------------------------------------------------------------------- CLI runs on the demo models
+
+
+def models_folder_with(tmp_path: Path, demo_models_dir: Path, *extra: Path) -> Path:
+    """The demo models plus ``extra`` model folders (links), as an artist's ComfyUI ``models/`` folder."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for sub in [*demo_models_dir.iterdir(), *extra]:
+        (models / sub.name).symlink_to(sub)
+    return models
+
+
+def demo_cli_args(models: Path, out: Path) -> list[str]:
+    """``avatar_cascade run`` arguments for the sample portrait and speech on the demo DiT in ``models``."""
+    from avatar_cascade.demo.models import DIT_FILE
+    from avatar_cascade.media import sample_audio_path, sample_image_path
+
+    return ["--image", str(sample_image_path()), "--audio", str(sample_audio_path()), "--prompt", "hi", "--dit",
+            DIT_FILE, "--models", str(models), "--out", str(out)]  # fmt: skip

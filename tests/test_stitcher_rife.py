@@ -22,7 +22,7 @@ from avatar_cascade.models.rife import (
     load_rife,
     resolve_rife_model,
 )
-from tests.helpers import STITCH_SIZE, clip_frames, marked_frame
+from tests.helpers import STITCH_SIZE, clip_frames, demo_cli_args, marked_frame, models_folder_with
 from tests.helpers import cpu_runtime as quiet_runtime
 from tests.helpers import tone_track as speech
 
@@ -319,26 +319,17 @@ def test_loader_and_stitcher_nodes_run_rife(tmp_path, timeline, rife_dir, monkey
 
 @pytest.fixture()
 def cli_models(demo_models_dir, rife_dir, tmp_path) -> Path:
-    models = tmp_path / "models"
-    models.mkdir()
-    for sub in [*demo_models_dir.iterdir(), rife_dir / "frame_interpolation"]:
-        (models / sub.name).symlink_to(sub)
-    return models
+    """The demo models plus this test's model folder (links), as an artist's ComfyUI models/ folder."""
+    return models_folder_with(tmp_path, demo_models_dir, rife_dir / "frame_interpolation")
 
 
-def _cli_args(models: Path, out: Path) -> list[str]:
-    from avatar_cascade.demo.models import DIT_FILE
-    from avatar_cascade.media import sample_audio_path, sample_image_path
-
-    return ["--image", str(sample_image_path()), "--audio", str(sample_audio_path()), "--prompt", "hi", "--dit",
-            DIT_FILE, "--models", str(models), "--out", str(out)]  # fmt: skip
 
 
 def test_cli_flags_choose_rife_and_resolve_its_weights_by_name(cli_models, tmp_path, capsys):
     from avatar_cascade.cascade_models import extra_model_paths as _extra_model_paths
     from avatar_cascade.cli import main, run_config
 
-    base = _cli_args(cli_models, tmp_path / "o.mp4")
+    base = demo_cli_args(cli_models, tmp_path / "o.mp4")
     flags = ["--interpolate", "2", "--interpolation", "rife", "--interpolator-model", "tiny_rife.safetensors"]
     cfg = run_config([*base, *flags, "--stitcher-interpolator-scale", "0.5", "--stitcher-interpolator-ensemble"])
     st = cfg.stitcher
@@ -360,7 +351,7 @@ def test_cli_run_doubles_the_frame_rate_with_rife(cli_models, tmp_path):
 
     out = tmp_path / "o.mp4"
     flags = ["--interpolate", "2", "--interpolation", "rife", "--interpolator-model", "tiny_rife.safetensors"]
-    assert main(["run", *_cli_args(cli_models, out), *TINY_RUN, *flags]) == 0
+    assert main(["run", *demo_cli_args(cli_models, out), *TINY_RUN, *flags]) == 0
     info = probe_media(out)
     assert info["fps"] == Fraction(32)
     src = load_audio(sample_audio_path())

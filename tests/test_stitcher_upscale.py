@@ -13,7 +13,7 @@ from avatar_cascade.core.errors import InputError, ModelFileError
 from avatar_cascade.media import probe_media
 from avatar_cascade.models.upscale import load_upscale_model, resolve_upscale_model
 from avatar_cascade.stages.stitcher.upscale import FrameScaler, output_size, upscale_tiled
-from tests.helpers import STITCH_SIZE, clip_frames, marked_frame
+from tests.helpers import STITCH_SIZE, clip_frames, demo_cli_args, marked_frame, models_folder_with
 from tests.helpers import cpu_runtime as quiet_runtime
 from tests.helpers import tone_track as speech
 
@@ -162,27 +162,17 @@ def test_stitcher_node_takes_an_upscale_model(tmp_path, timeline, upscale_dir, m
 
 @pytest.fixture()
 def cli_models(demo_models_dir, upscale_dir, tmp_path) -> Path:
-    """The demo models plus models/upscale_models (links), as an artist's ComfyUI models/ folder."""
-    models = tmp_path / "models"
-    models.mkdir()
-    for sub in [*demo_models_dir.iterdir(), upscale_dir / "upscale_models"]:
-        (models / sub.name).symlink_to(sub)
-    return models
+    """The demo models plus this test's model folder (links), as an artist's ComfyUI models/ folder."""
+    return models_folder_with(tmp_path, demo_models_dir, upscale_dir / "upscale_models")
 
 
-def _cli_args(models: Path, out: Path) -> list[str]:
-    from avatar_cascade.demo.models import DIT_FILE
-    from avatar_cascade.media import sample_audio_path, sample_image_path
-
-    return ["--image", str(sample_image_path()), "--audio", str(sample_audio_path()), "--prompt", "hi", "--dit",
-            DIT_FILE, "--models", str(models), "--out", str(out)]  # fmt: skip
 
 
 def test_cli_flags_set_the_output_stage_and_resolve_the_model_by_name(cli_models, tmp_path, capsys):
     from avatar_cascade.cascade_models import extra_model_paths as _extra_model_paths
     from avatar_cascade.cli import main, run_config
 
-    base = _cli_args(cli_models, tmp_path / "o.mp4")
+    base = demo_cli_args(cli_models, tmp_path / "o.mp4")
     name = "tiny_esrgan_x4.safetensors"
     cfg = run_config([*base, "--interpolate", "2", "--output-height", "1080", "--upscale-model", name])
     assert (cfg.stitcher.interpolate, cfg.stitcher.output_height, cfg.upscale_model) == (2, 1080, name)
@@ -211,7 +201,7 @@ def test_cli_run_upscales_and_doubles_the_frame_rate(cli_models, tmp_path):
     from avatar_cascade.media import load_audio, sample_audio_path
 
     out = tmp_path / "o.mp4"
-    args = _cli_args(cli_models, out)
+    args = demo_cli_args(cli_models, out)
     flags = ["--upscale-model", "tiny_esrgan_x4.safetensors", "--interpolate", "2", "--output-height", "192"]
     assert main(["run", *args, *TINY_RUN, *flags]) == 0
     info = probe_media(out)
