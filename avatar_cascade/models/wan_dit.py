@@ -271,19 +271,12 @@ def _match(shapes: Mapping[str, tuple[int, ...]], input_name: str, path: object)
     if found:
         return found
     if sig.dim % 128 == 0 and not sig.flf:
+        image = sig.image_embedder
         cfg = derived_config(
-            "wan2.1-t2v-14b",
-            sig.dim,
-            path,
-            sig,
-            in_channels=sig.in_channels,
-            out_channels=sig.out_channels,
-            ffn_dim=sig.ffn_dim,
-            num_layers=sig.num_layers,
-            text_dim=sig.text_dim,
-            image_dim=shapes_image_dim(shapes) if sig.image_embedder else None,
-            added_kv_proj_dim=sig.dim if sig.image_embedder else None,
-        )
+            "wan2.1-t2v-14b", sig.dim, path, sig, in_channels=sig.in_channels, out_channels=sig.out_channels,
+            ffn_dim=sig.ffn_dim, num_layers=sig.num_layers, text_dim=sig.text_dim,
+            image_dim=shapes_image_dim(shapes) if image else None, added_kv_proj_dim=sig.dim if image else None,
+        )  # fmt: skip
         return CUSTOM_VARIANT, cfg
     raise ModelFileError(
         input_name,
