@@ -1,9 +1,12 @@
 """VACE reference images (diffusers ``WanVACEPipeline`` / Wan ``vace_encode_frames`` arithmetic): fitted
 inside the frame on white, encoded one frame each, prepended to the context as (reference, 0, mask 0)
 and to the noise latent, cut off before decoding. Through the refiner: the clip keeps its frame count,
-the output and keys change, and with the option off nothing changes; refused where it cannot apply."""
+the output and keys change, and with the option off nothing changes; with the lip-sync adapter the
+reference frames hear silence and the first frame stays pinned; refused without a VACE DiT."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -37,9 +40,9 @@ def _portrait(h: int = 24, w: int = 12, seed: int = 4) -> torch.Tensor:
     return torch.rand(1, h, w, 3, generator=torch.Generator().manual_seed(seed))
 
 
-def run(dit, models, cache, **kw):
+def run(dit, models, cache, inputs=None, **kw):
     _, vae, te = models
-    kf, aligned, story = make_inputs()
+    kf, aligned, story = inputs or make_inputs()
     return refine_clips(WanModels(dit, vae, te), kf, aligned, story, SETTINGS, quiet(), cache_dir=cache, **kw)
 
 
@@ -125,15 +128,52 @@ def test_reference_off_keeps_todays_output_and_keys(vace, models, tmp_path):
     assert run(vace, models, tmp_path / "c", vace_reference=_portrait(seed=4)).computed == 0
 
 
-def test_reference_is_refused_where_it_cannot_apply(vace, models, audio_adapter_file, tmp_path):
-    from avatar_cascade.models import audio_adapter as AA
-
+def test_reference_is_refused_without_a_vace_dit(models, tmp_path):
     with pytest.raises(InputError, match="vace_reference.*needs a Wan VACE DiT"):
         run(models[0], models, tmp_path, vace_reference=_portrait())
+
+
+def test_with_the_audio_adapter_reference_frames_hear_silence_and_the_first_frame_stays_pinned(
+    vace, models, audio_adapter_file, tmp_path
+):
+    from avatar_cascade.models import audio_adapter as AA
+
+    _, vae, te = models
     adapter = AA.load_audio_adapter(audio_adapter_file, vace)
     talking = adapter.attach(vace)
     try:
-        with pytest.raises(InputError, match="audio adapter"):
-            run(talking, models, tmp_path, vace_reference=_portrait())
+        kf, aligned, story = make_inputs()
+        feats = torch.randn(aligned.timeline.num_frames, 2, 32, generator=torch.Generator().manual_seed(3)).half()
+        aligned = dataclasses.replace(aligned, features=feats)
+        win = aligned.clip_windows(0, pad="edge")
+        # the adapter's tokens: silence for the lead frame, the clip's audio after it
+        with adapter.audio_context(win):
+            clip_tokens = adapter.tokens(1, 2, torch.device("cpu"))
+            with adapter.silent_lead(1):
+                led = adapter.tokens(1, 3, torch.device("cpu"))
+        with adapter.audio_context(None):
+            silent = adapter.tokens(1, 1, torch.device("cpu"))
+        assert torch.equal(led[:, 1:], clip_tokens) and torch.allclose(led[:, :1], silent)
+        # by hand through the loop: the clip's first latent frame (after the reference's) is pinned to its keyframe
+        mf, bank = kf.as_model_frames(), PromptBank(te, quiet())
+        sampler = resolve_settings(SETTINGS, talking, SIZE, SIZE).sampler
+        req = ClipRequest.first_last(5, mf[0], mf[1], bank.get("a"), bank.get("b"), 1, audio=win)
+        cond = encode_condition(vae, [req], SIZE, SIZE)
+        video, masks = torch.zeros(1, 3, 5, SIZE, SIZE), torch.ones(1, 5, SIZE, SIZE)
+        video[0, :, 0], masks[0, 0] = mf[0], 0
+        refs = fit_reference((_portrait()[0] * 255).round().to(torch.uint8), SIZE, SIZE)[None, None]
+        seen = []
+        with vace_control([talking.transformer], vace_context(vae, video, masks, refs), 1.0):
+            hook = talking.transformer.register_forward_pre_hook(
+                lambda m, a, kw: seen.append(kw["hidden_states"][:, :, 1].clone()), with_kwargs=True)  # fmt: skip
+            lat = sample_clips(talking, cond, [req], sampler, quiet(), reference_frames=1)
+            hook.remove()
+        assert lat.shape[2] == 2 and len(seen) == 2
+        assert all(torch.equal(x[0], cond[0, 4:, 0]) for x in seen)
+        # and through the refiner: the lip-synced clips keep their frame count and differ from the silent DiT's
+        talk = run(talking, models, tmp_path / "t", vace_reference=_portrait(), inputs=(kf, aligned, story))
     finally:
         adapter.detach()
+    quiet_clips = run(vace, models, tmp_path / "q", vace_reference=_portrait())
+    assert all(talk.frames(k).shape == (5, SIZE, SIZE, 3) for k in range(3))
+    assert any(not torch.equal(talk.frames(k), quiet_clips.frames(k)) for k in range(3))

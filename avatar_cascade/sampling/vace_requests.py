@@ -6,8 +6,8 @@ stages (the refiner's sub-clips, the blueprint's windows) build one per clip and
 :func:`sample_vace_batch`: the clip's known frames sit at mask 0 in its VACE video (:func:`vace_video`),
 the batch's context is fed to the DiT's forwards (:func:`~avatar_cascade.sampling.vace.vace_control`),
 reference images add latent frames in front that are cut off before decoding
-(:mod:`avatar_cascade.sampling.vace`), and ``exact_keys`` pastes the known frames' pixels over the decoded
-frames (:func:`paste_known`).
+(:mod:`avatar_cascade.sampling.vace`; ``sample_clips(reference_frames=)``), and ``exact_keys`` pastes the
+known frames' pixels over the decoded frames (:func:`paste_known`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from avatar_cascade.core.errors import InputError
 from avatar_cascade.models.wan_vace import is_vace
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
-from avatar_cascade.sampling.vace import fit_reference, prepend_reference_frames, vace_context, vace_control
+from avatar_cascade.sampling.vace import fit_reference, vace_context, vace_control
 
 
 @dataclass
@@ -57,8 +57,8 @@ def unguided(num_frames: int, height: int, width: int, exact_keys: bool = False,
 
 
 def check_control(dit, control, backend: str = "local", references=None) -> None:
-    """Refuse a control input (or reference images) without a VACE DiT, VACE on a backend that cannot carry it,
-    and reference images next to an audio adapter (its audio tokens cover the clip's latent frames only)."""
+    """Refuse a control input (or reference images) without a VACE DiT, and VACE on a backend that cannot
+    carry it."""
     for name, given in (("control", control), ("vace_reference", references)):
         if given is not None and not is_vace(dit):
             raise InputError(
@@ -70,13 +70,6 @@ def check_control(dit, control, backend: str = "local", references=None) -> None
             )
     if is_vace(dit) and backend == "ray":
         raise InputError("backend", backend, "the Ray backend does not carry VACE control yet", "use backend 'local'")
-    if references is not None and getattr(dit, "audio_adapter", None) is not None:
-        raise InputError(
-            "vace_reference",
-            "with an audio adapter",
-            "VACE reference frames would shift the audio adapter's latent frames (not supported yet)",
-            "turn the VACE reference off, or render without the lip-sync adapter",
-        )
 
 
 def fit_references(images: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
@@ -151,12 +144,11 @@ def guidance_for(dit, vae, reqs) -> contextlib.AbstractContextManager | None:
 def sample_vace_batch(dit, vae, reqs: list[VaceRequest], height: int, width: int, sample) -> torch.Tensor:
     """Sample and decode a batch of VACE clips: ``[B, T, H, W, 3]`` uint8 on CPU.
 
-    ``sample(condition)`` runs the sampling loop (clean latents ``[B, z, T_lat, h, w]``); it is called under
-    the batch's control, with the condition padded by the reference latent frames, which are cut off the
-    result before decoding (so the clips keep their frame count).
+    ``sample(condition, reference_frames)`` runs the sampling loop (``sample_clips``: clean latents ``[B, z,
+    T_lat, h, w]``, the reference latent frames in front already dropped, so the clips keep their frame
+    count); it is called under the batch's control, whose context leads with the references' frames.
     """
-    n_ref = reference_count(reqs)
-    cond = prepend_reference_frames(encode_condition(vae, reqs, height, width), n_ref)
+    cond = encode_condition(vae, reqs, height, width)
     with vace_guidance(dit, vae, reqs):
-        lat = sample(cond)
-    return paste_known(decode_to_uint8(vae, lat[:, :, n_ref:]), reqs)
+        lat = sample(cond, reference_count(reqs))
+    return paste_known(decode_to_uint8(vae, lat), reqs)

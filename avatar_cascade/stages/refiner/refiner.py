@@ -330,15 +330,14 @@ def render_requests(
     dit, vae, image_encoder = worker.handles
     rt = worker.runtime
 
-    def sample(cond: torch.Tensor) -> torch.Tensor:
-        return sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder)
+    def sample(cond: torch.Tensor, reference_frames: int = 0) -> torch.Tensor:
+        return sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder,
+                            reference_frames=reference_frames)  # fmt: skip
 
     if isinstance(reqs[0], vc.VaceRequest):
         return vc.sample_vace_batch(dit, vae, reqs, height, width, sample)
-    cond = encode_condition(vae, reqs, height, width)
-    guidance = contextlib.nullcontext()
-    s = settings.negative_frame_strength
-    if s > 0:
+    cond, guidance = encode_condition(vae, reqs, height, width), contextlib.nullcontext()
+    if (s := settings.negative_frame_strength) > 0:
         drifted = [
             dataclasses.replace(r, known={p: nf.drift_degrade(f[None])[0] for p, f in r.known.items()}) for r in reqs
         ]
