@@ -203,3 +203,17 @@ def test_a_control_without_a_vace_blueprint_dit_is_refused(wan_models, inputs):
     with pytest.raises(InputError, match="needs a Wan VACE DiT") as err:
         render_blueprint(wan_models, reference, aligned, story, _settings(), quiet(), control=control)
     assert err.value.input_name == "control"
+
+
+def test_a_vace_dit_does_not_lift_keyframes_and_says_so(vace_models, inputs):
+    """The lift is an I2V img2img pass (concat condition): a VACE blueprint's keyframes are resized, not lifted."""
+    from avatar_cascade.stages.keyframes.extractor import extract_keyframes
+    from avatar_cascade.stages.keyframes.settings import KeyframeSettings
+
+    reference, aligned, story = inputs
+    bp = render_blueprint(vace_models, reference, aligned, story, _settings(), quiet())
+    rt = quiet()
+    kf = extract_keyframes(bp, aligned, reference, KeyframeSettings(width=32, height=32, face_detectors=False), rt,
+                           models=vace_models, storyline=story)  # fmt: skip
+    assert len(kf.images) == len(aligned.timeline.seams)
+    assert not any(s["lifted"] for s in kf.scores[1:]) and any("not lifted" in w for w in rt.warnings)
