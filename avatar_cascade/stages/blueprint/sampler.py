@@ -20,6 +20,9 @@ Text: the storyline's shot prompt(s) of each window (see ``prompt_mode``) and th
 negative prompt (Wan's default with ``auto``). Audio: when the DiT carries an audio adapter
 and the timeline has features, each window gets the audio windows at its frame times.
 
+Control (Wan VACE DiTs only, :mod:`.control`): each window renders under its exact slice of a control
+video over its blueprint frames, through the refiner's VACE machinery (:mod:`avatar_cascade.sampling.vace_requests`).
+
 Frames go to disk as they are made (one chunk per window, see
 :mod:`avatar_cascade.artefacts.blueprint`); RAM holds one batch of windows. With ``work_dir``
 the store is ``work_dir/blueprint/<key>``: a finished one with the same key is reused without
@@ -135,7 +138,8 @@ def render_blueprint(
     """Render (or reuse) the blueprint of the whole timeline.
 
     Args:
-        models: the DiT (36 input channels; its audio adapter, if any, hears the audio features), VAE,
+        models: the DiT (36 input channels, or a Wan VACE DiT: the reference at frame 0 with mask 0 in its
+            control video, see :mod:`.control`; its audio adapter, if any, hears the audio features), VAE,
             text encoder and optional image encoder (CLIP vision: with a Wan 2.1 I2V/FLF2V DiT every
             window gets the reference's image tokens; ignored, also by the key, for other DiTs).
         reference: reference image ``[H,W,3]`` float 0..1 (any size: framed, never stretched).
