@@ -24,7 +24,7 @@ from avatar_cascade.models.mllm import load_mllm
 from avatar_cascade.preflight import check_reroll
 from avatar_cascade.stages.aligner.aligner import align_audio
 from avatar_cascade.stages.aligner.settings import AlignerSettings
-from avatar_cascade.stages.blueprint.sampler import render_blueprint
+from avatar_cascade.stages.blueprint.sampler import blueprint_size, render_blueprint
 from avatar_cascade.stages.blueprint.settings import BlueprintSettings
 from avatar_cascade.stages.director.director import direct
 from avatar_cascade.stages.director.settings import DirectorSettings
@@ -85,6 +85,7 @@ class CascadeConfig:
     refiner_dit: str | None = None  # a Wan VACE DiT for guided refinement (models/diffusion_models)
     control: ControlSpec | None = None  # the refiner's control input (files; see stages.refiner.control_inputs)
     exact_keys: bool = False
+    vace_reference: bool = False  # the refiner's VACE DiT reads --image as a VACE reference image
     aligner: AlignerSettings = field(default_factory=AlignerSettings)
     director: DirectorSettings = field(default_factory=DirectorSettings)
     blueprint: BlueprintSettings = field(default_factory=BlueprintSettings)
@@ -190,7 +191,8 @@ def _run_stages(cfg: CascadeConfig, runtime: Runtime, stage: StageTimer, paths: 
     with stage("load_models"):
         models = load_generators(cfg, paths, extra, aligned)
         refiner_models = build_refiner_models(models, extra)
-        check_control_early(cfg.control, (refiner_models or models).dit, cfg.refiner.backend)
+        check_control_early(cfg.control, (refiner_models or models).dit, cfg.refiner.backend, models.dit,
+                            cfg.vace_reference)  # fmt: skip
     clips = _generate(cfg, models, reference, aligned, storyline, runtime, stage, refiner_models)
 
     _record_warnings(wd, runtime)
@@ -277,7 +279,12 @@ def _generate(
     CLIP vision, ``models.image_encoder``, also scores the keyframes' identity)."""
     wd = cfg.workdir
     with stage("blueprint"):
-        blueprint = render_blueprint(models, reference, aligned, storyline, cfg.blueprint, runtime, work_dir=wd)
+        guide = None
+        if cfg.control is not None and cfg.control.blueprint:  # built at the blueprint's own size
+            w, h, _, _ = blueprint_size(models, reference, aligned, cfg.blueprint)
+            guide = build_control(cfg.control, w, h)
+        blueprint = render_blueprint(models, reference, aligned, storyline, cfg.blueprint, runtime, work_dir=wd,
+                                     control=guide)  # fmt: skip
         blueprint.save(wd)
         blueprint.write_video(wd / "blueprint.mp4")
 
@@ -291,6 +298,7 @@ def _generate(
         clips = refine_clips(
             refiner_models or models, keyframes, aligned, storyline, cfg.refiner, runtime, cache_dir=wd / "clips",
             reroll=cfg.reroll, control=control, exact_keys=cfg.exact_keys,
+            vace_reference=reference if cfg.vace_reference else None,
         )  # fmt: skip
     log.info(
         "refiner: %d clips rendered, %d reused from %s",

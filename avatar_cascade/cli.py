@@ -173,6 +173,7 @@ def build_run_config(args: argparse.Namespace):
         refiner_dit=args.refiner_dit,
         control=_control_spec(args),
         exact_keys=args.exact_keys,
+        vace_reference=args.vace_reference,
         **settings,
     )
     return cfg, lambda stage, name: flags.get((stage, name), stage_flag(stage, name))

@@ -24,6 +24,10 @@ def _add_control_args(p: argparse.ArgumentParser) -> None:
                    help="sparse sketch key: IMAGE guides output frame FRAME (repeat for more)")
     g.add_argument("--sketch-dark-on-white", action="store_true", help="the sketches are dark lines on white")
     g.add_argument("--exact-keys", action="store_true", help="write the keyframes' pixels over the rendered keys")
+    g.add_argument("--control-blueprint", action="store_true", help="the control guides the blueprint too (--dit "
+                   "must then be a Wan VACE DiT)")
+    g.add_argument("--vace-reference", action="store_true", help="give the refiner's VACE DiT the --image as a VACE "
+                   "reference image (extra latent frames in front of every clip)")
 
 
 def _control_spec(args):
@@ -40,4 +44,5 @@ def _control_spec(args):
         video=args.control, pose_json=args.pose_json, reference_pose_json=args.reference_pose_json,
         fps=args.control_fps, start_frame=args.control_start, strength=args.control_strength,
         lineart=args.control_lineart, sketches=sketches, sketch_dark_on_white=args.sketch_dark_on_white,
+        blueprint=args.control_blueprint,
     )  # fmt: skip

@@ -56,7 +56,8 @@ class AvatarCascadeBlueprintSampler:
         "a CLIP-vision encoder also the reference's image tokens), with the storyline's shot prompts and, with an "
         "audio adapter, the audio. The reference is framed, never stretched (the size follows its aspect). Windows "
         "are independent and batched; frames go to disk as they are made; an unchanged blueprint is reused. "
-        "Sampler widgets at 0 / -1 / auto take the DiT's preset. Keyframes are taken from it."
+        "Sampler widgets at 0 / -1 / auto take the DiT's preset. Keyframes are taken from it. With a Wan VACE DiT "
+        "an optional control video guides every window."
     )
     CATEGORY = "AvatarCascade/stages"
     RETURN_TYPES = ("AVATAR_BLUEPRINT",)
@@ -80,14 +81,26 @@ class AvatarCascadeBlueprintSampler:
                 **w.inputs(*w.names[: -len(ADVANCED_SAMPLER_WIDGETS) - 1]),
                 "work_folder": WORK_FOLDER,
             },
-            "optional": {**OPTIONAL_MODEL_INPUTS, **w.inputs("batch_size", *ADVANCED_SAMPLER_WIDGETS)},
+            "optional": {
+                **OPTIONAL_MODEL_INPUTS,
+                **w.inputs("batch_size", *ADVANCED_SAMPLER_WIDGETS),
+                "control": (
+                    "AVATAR_CONTROL",
+                    {
+                        "tooltip": "Optional, with a Wan VACE DiT: a control video (Control Video / Sketch Keys); "
+                        "every window renders under its exact slice of it at the blueprint's rate and size."
+                    },
+                ),
+            },
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets):
         return blueprint_widgets().validate(widgets)
 
-    def render(self, dit, vae, text_encoder, image, timeline, storyline, work_folder, clip_vision=None, **widgets):
+    def render(
+        self, dit, vae, text_encoder, image, timeline, storyline, work_folder, clip_vision=None, control=None, **widgets
+    ):
         from avatar_cascade.media import check_image_tensor
         from avatar_cascade.stages.blueprint.sampler import render_blueprint
 
@@ -103,6 +116,7 @@ class AvatarCascadeBlueprintSampler:
             runtime,
             work_dir=bridge.work_dir(work_folder),
             keep_stores=KEEP_STORES,
+            control=control,
         )
         return with_warnings(runtime, (bp,))
 

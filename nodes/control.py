@@ -172,7 +172,8 @@ class AvatarCascadeGuidedRefiner(AvatarCascadeFLFRefiner):
         "The First-Last-Frame Refiner on a Wan VACE DiT under a control video (pose, depth, normal, semantic map, "
         "line art or sparse sketches): each sub-clip reads its exact slice of the control, its two keyframes are "
         "anchored through VACE's masks, the lip-sync adapter applies where attached. Without a control input it "
-        "renders exactly as unguided VACE. exact_keys writes the keyframes' pixels over the rendered key frames."
+        "renders exactly as unguided VACE. exact_keys writes the keyframes' pixels over the rendered key frames. "
+        "vace_reference adds VACE reference images (the avatar's reference) as extra latent frames."
     )
 
     @classmethod
@@ -183,12 +184,15 @@ class AvatarCascadeGuidedRefiner(AvatarCascadeFLFRefiner):
         spec["optional"] = {
             "control": ("AVATAR_CONTROL", {"tooltip": "From Control Video or Sketch Keys (none = unguided)."}),
             "exact_keys": ("BOOLEAN", {"default": False, "tooltip": "Paste the keyframes over the rendered keys."}),
+            "vace_reference": ("IMAGE", {"tooltip": "Optional VACE reference image(s), e.g. the avatar's reference "
+                               "image: fitted on white and read as extra latent frames in front of every clip "
+                               "(identity / appearance guidance)."}),
             **spec["optional"],
         }
         return spec
 
     def refine(self, dit, vae, text_encoder, keyframes, timeline, storyline, cache_folder, reroll="",
-               clip_vision=None, control=None, exact_keys=False, **widgets):  # fmt: skip
+               clip_vision=None, control=None, exact_keys=False, vace_reference=None, **widgets):  # fmt: skip
         from avatar_cascade.stages.refiner.refiner import refine_clips
 
         from ._common import wan_models
@@ -198,7 +202,7 @@ class AvatarCascadeGuidedRefiner(AvatarCascadeFLFRefiner):
         clips = refine_clips(  # the VAE / text encoder may be ComfyUI's own (VAELoader, CLIPLoader)
             wan_models(dit, vae, text_encoder, clip_vision), keyframes, timeline, storyline,
             refiner_widgets().build(widgets), runtime, cache_dir=bridge.work_dir(cache_folder), reroll=reroll,
-            control=control, exact_keys=exact_keys,
+            control=control, exact_keys=exact_keys, vace_reference=vace_reference,
         )  # fmt: skip
         return with_warnings(runtime, (clips,))
 

@@ -124,3 +124,46 @@ def test_control_without_a_vace_refiner_is_refused_before_rendering(vace_models,
     code = main(_args(vace_models, tmp_path / "o.mp4", "--control", str(_control_video(tmp_path / "c.mp4", 3))))
     assert code == 2
     assert "needs a Wan VACE DiT" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two cascades on the tiny demo models with the tiny VACE as the only DiT
+def test_cli_control_guides_the_blueprint_and_runs_with_a_vace_reference(vace_models, tmp_path):
+    from avatar_cascade.core.cache import load_tensors
+
+    video = _control_video(tmp_path / "depth.mp4", frames=40)
+    flags = ["--dit", VACE_DIT_FILE, "--control", str(video), "--control-strength", "5"]
+    runs = {}
+    for name, extra in (("plain", []), ("guided", ["--control-blueprint", "--vace-reference"])):
+        assert main(_args(vace_models, tmp_path / f"{name}.mp4", *flags, *extra)) == 0
+        wd = tmp_path / f"{name}_work"
+        runs[name] = (wd, json.loads((wd / "clips" / "refiner_manifest.json").read_text())["clips"])
+    (wa, ra), (wb, rb) = runs["plain"], runs["guided"]
+    from avatar_cascade.media.guidance.video_in import read_control_video
+
+    stores = [{p.name for p in (w / "blueprint").iterdir() if p.is_dir()} for w in (wa, wb)]
+    assert stores[0] and stores[1] and not stores[0] & stores[1]  # the blueprint's key changed with its control
+    pa, pb = (read_control_video(w / "blueprint.mp4", "blueprint")[0].float() for w in (wa, wb))
+    assert pa.shape == pb.shape and (pa - pb).abs().mean() > 1.0  # and so did its frames
+    for x, y in zip(ra, rb):  # new keyframes and the reference frame: new keys, same frame counts
+        assert x["key"] != y["key"]
+        assert load_tensors(wa / "clips" / x["file"])["frames"].shape == load_tensors(wb / "clips" / y["file"])[
+            "frames"].shape  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--control-blueprint"], "--control-blueprint"),  # no control input
+        (["--control", "c.mp4", "--control-blueprint", "--refiner-dit", VACE_DIT_FILE], "--control-blueprint"),
+        (["--vace-reference"], "--vace-reference"),  # the refiner's DiT is not VACE
+    ],
+)
+def test_blueprint_control_and_vace_reference_flags_are_refused_before_rendering(
+    vace_models, tmp_path, capsys, extra, flag
+):
+    extra = [str(_control_video(tmp_path / x, 3)) if x.endswith(".mp4") else x for x in extra]
+    code = main(_args(vace_models, tmp_path / "o.mp4", *extra))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert flag in err and (flag != "--vace-reference" or "needs a Wan VACE DiT" in err)
+    assert not (tmp_path / "o.mp4").exists()

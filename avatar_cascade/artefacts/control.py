@@ -86,11 +86,24 @@ class ControlVideo:
         """The control frame shown at output frame ``frame`` (None: no control there)."""
         if self.keys is not None:
             return self.keys.index(frame) if frame in self.keys else None
-        rel = frame - self.start_frame
+        return self.source_index_at(Fraction(frame) / out_fps, out_fps)
+
+    def source_index_at(self, time: Fraction, out_fps: Fraction) -> int | None:
+        """The control frame shown at ``time`` seconds (exact) on a timeline of ``out_fps`` (None: none there).
+
+        Dense: the control frame whose span holds ``time``, ``floor((time - start_frame / out_fps) * fps)``;
+        sparse: key ``k`` if ``time`` falls in output frame ``k``'s span ``[k, k + 1) / out_fps``. At
+        ``time = f / out_fps`` this is :meth:`source_index` of output frame ``f``; a frame rate below the
+        output's (the blueprint's) can step over a sparse key's span and so miss it.
+        """
+        if self.keys is not None:
+            f = (time * out_fps).numerator // (time * out_fps).denominator
+            return self.keys.index(f) if f in self.keys else None
+        rel = Fraction(time) - Fraction(self.start_frame) / out_fps
         if rel < 0:
             return None
         fps = out_fps if self.fps is None else self.fps
-        i = (rel * fps.numerator * out_fps.denominator) // (fps.denominator * out_fps.numerator)
+        i = (rel * fps).numerator // (rel * fps).denominator
         return i if i < len(self.frames) else None
 
     def covered_frames(self, num_frames: int, out_fps: Fraction) -> int:
@@ -107,6 +120,19 @@ class ControlVideo:
         (centre crop to the aspect ratio, then resized; never stretched).
         """
         idx = [self.source_index(render_start + t, out_fps) for t in range(count)]
+        return (*self._rows(idx, height, width), idx)
+
+    def slice_at(
+        self, times: list[Fraction], out_fps: Fraction, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int | None]]:
+        """As :meth:`clip_slice` for frames shown at ``times`` (seconds, exact; e.g. the blueprint's frames at
+        its own lower rate), via :meth:`source_index_at`."""
+        idx = [self.source_index_at(t, out_fps) for t in times]
+        return (*self._rows(idx, height, width), idx)
+
+    def _rows(self, idx: list[int | None], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Control frames ``idx`` (None: grey, mask 1) as ``([3, T, H, W] in [-1, 1], masks [T, H, W])``."""
+        count = len(idx)
         used = sorted({i for i in idx if i is not None})
         video = torch.zeros(3, count, height, width)
         masks = torch.ones(count, height, width)
@@ -123,7 +149,7 @@ class ControlVideo:
                     video[:, t] = fitted[:, where[i]]
                     if mfit is not None:
                         masks[t] = mfit[where[i]]
-        return video, masks, idx
+        return video, masks
 
     def identity(self) -> str:
         """Hex sha256 of everything that changes what the control does."""

@@ -97,6 +97,7 @@ class AudioAdapter:
         self._step_dtype: torch.dtype | None = None
         self._inputs: dict[int, torch.Tensor] = {}  # block index -> block input before the text cross-attention
         self._moved_from: torch.device | None = None
+        self._lead = 0  # latent frames in front of the clip that hear silence (silent_lead)
 
     def modules(self) -> list[nn.Module]:
         """The adapter weights, placed with the DiT (``WanDiT.modules()`` lists them)."""
@@ -232,8 +233,29 @@ class AudioAdapter:
             self._moved_from = self._moved_from or here
             self.module.to(device)
 
+    @contextlib.contextmanager
+    def silent_lead(self, frames: int) -> Iterator[None]:
+        """While the block runs, the forwards have ``frames`` latent frames in front of the clip (VACE reference
+        frames): they get the tokens of silence (a first latent frame of zero features), the clip its audio."""
+        self._lead = int(frames)
+        try:
+            yield
+        finally:
+            self._lead = 0
+
     def tokens(self, batch: int, latent_frames: int, device: torch.device) -> torch.Tensor:
-        """Audio tokens ``[batch, latent_frames, context_tokens, output_dim]`` for the active audio (cached)."""
+        """Audio tokens ``[batch, latent_frames, context_tokens, output_dim]`` for the active audio (cached);
+        the first :meth:`silent_lead` frames of them are silent."""
+        lead = self._lead
+        clip = self._clip_tokens(batch, latent_frames - lead, device)
+        if not lead:
+            return clip
+        c = self.config
+        with torch.no_grad():
+            silent = self.module.audio_proj(torch.zeros(1, 1, c.audio_window, c.feature_size, device=device))
+        return torch.cat([silent.to(clip.dtype).expand(batch, lead, *silent.shape[2:]), clip], dim=1)
+
+    def _clip_tokens(self, batch: int, latent_frames: int, device: torch.device) -> torch.Tensor:
         key = (batch, latent_frames, str(device))
         if key in self._tokens:
             return self._tokens[key]

@@ -32,6 +32,7 @@ from avatar_cascade.core.errors import InputError
 from avatar_cascade.core.runtime import Runtime
 from avatar_cascade.sampling.conditioning import ClipRequest
 from avatar_cascade.sampling.settings import SamplerSettings, make_scheduler
+from avatar_cascade.sampling.vace import prepend_reference_frames
 
 log = logging.getLogger(__name__)
 
@@ -209,26 +210,28 @@ def _check_run(requests, condition, settings: SamplerSettings, start_step: int, 
         raise ValueError(f"initial_latents are {tuple(initial_latents.shape)}, the condition needs {shape}")
 
 
-def clean_first_latent(condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """InfiniteTalk's pinned first latent frame: ``(rows, clean latents [B,z,1,h,w])`` for the clips whose
-    pixel frame 0 is known (the Wan VAE is causal: latent frame 0 encodes pixel frame 0 alone, so the
-    condition latents hold its clean latent), or None when no clip has a known first frame."""
-    rows = condition[:, 0, 0, 0, 0] > 0.5
+def clean_first_latent(condition: torch.Tensor, lead: int = 0) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """InfiniteTalk's pinned first latent frame: ``(rows, clean latents [B,z,1,h,w], latent frame)`` for the
+    clips whose pixel frame 0 is known (the Wan VAE is causal: latent frame 0 encodes pixel frame 0 alone, so
+    the condition latents hold its clean latent), or None when no clip has a known first frame. ``lead``:
+    latent frames in front of the clip (VACE reference frames)."""
+    rows = condition[:, 0, lead, 0, 0] > 0.5
     if not bool(rows.any()):
         return None
-    return rows, condition[:, 4:, :1]
+    return rows, condition[:, 4:, lead : lead + 1], lead
 
 
 def _pin_first(latents: torch.Tensor, pinned) -> torch.Tensor:
     if pinned is None:
         return latents
-    rows, clean = pinned
+    rows, clean, at = pinned
     out = latents.clone()
-    out[rows, :, :1] = clean[rows].to(out.device, out.dtype)
+    out[rows, :, at : at + 1] = clean[rows].to(out.device, out.dtype)
     return out
 
 
-def _run_steps(dit, scheduler, latents, inputs: _Inputs, adapter, settings, runtime, start_step, desc, on_step):
+def _run_steps(dit, scheduler, latents, inputs: _Inputs, adapter, settings, runtime, start_step, desc, on_step,
+               lead: int = 0):  # fmt: skip
     """The denoising loop from ``start_step``: expert switching, guidance, hooks; clean latents (float32).
 
     With an audio adapter and audio (InfiniteTalk), the latent frame of a known first frame is replaced by
@@ -237,7 +240,7 @@ def _run_steps(dit, scheduler, latents, inputs: _Inputs, adapter, settings, runt
     """
     from avatar_cascade.models.clip_vision import wan_image_rows
 
-    pinned = clean_first_latent(inputs.condition) if adapter is not None and inputs.audio is not None else None
+    pinned = clean_first_latent(inputs.condition, lead) if adapter is not None and inputs.audio is not None else None
     timesteps = scheduler.timesteps[start_step:]
     bar = runtime.progress(len(timesteps), desc)
     current = None
@@ -279,6 +282,7 @@ def sample_clips(
     start_step: int = 0,
     initial_latents: torch.Tensor | None = None,
     use_audio_adapter: bool = True,
+    reference_frames: int = 0,
 ) -> torch.Tensor:
     """Denoise a batch of clips; returns clean latents ``[B, z, T_lat, h, w]`` (float32).
 
@@ -300,6 +304,9 @@ def sample_clips(
             step ``start_step``'s level with each clip's seeded noise (see :func:`start_latents`);
             None = pure noise (then ``start_step`` must be 0).
         use_audio_adapter: False runs the DiT without its audio adapter (no audio context at all).
+        reference_frames: latent frames in front of the clip (VACE reference images, whose context the caller
+            feeds): the noise gets them (the condition zeros there), they are denoised with the clip, hear
+            silence (audio adapter) and are dropped from the result (:mod:`.vace`).
     """
     from avatar_cascade.models.dit_runtime import prepare_dit
     from avatar_cascade.models.wan_dit import WanDiT
@@ -312,6 +319,9 @@ def sample_clips(
         h, w = (8 * n for n in condition.shape[-2:])
         settings = resolve_sampler(settings, dit, w, h, with_audio=use_audio_adapter and dit.audio_adapter is not None)
     _check_run(requests, condition, settings, start_step, initial_latents)
+    if reference_frames and initial_latents is not None:
+        raise ValueError("reference_frames and initial_latents do not go together")
+    condition = prepend_reference_frames(condition, reference_frames)
     prepare_dit(dit, runtime.device, loras=isinstance(transformer, WanDiT))
     adapter = dit.audio_adapter if use_audio_adapter else None
     inputs = _inputs(dit, condition, requests, runtime, image_encoder, image_embeds, adapter)
@@ -320,5 +330,8 @@ def sample_clips(
     shape = (condition.shape[1] - 4, *condition.shape[2:])
     latents = start_latents(scheduler, requests, shape, start_step, initial_latents).to(runtime.device)
     rows = 3 if inputs.audio is not None else 2  # the most guidance branches one forward batches
-    with dit.sampling_session((rows * len(requests), condition.shape[1] + shape[0], *shape[1:])):
-        return _run_steps(dit, scheduler, latents, inputs, adapter, settings, runtime, start_step, desc, on_step)
+    silent = adapter.silent_lead(reference_frames) if adapter and reference_frames else contextlib.nullcontext()
+    with dit.sampling_session((rows * len(requests), condition.shape[1] + shape[0], *shape[1:])), silent:
+        lat = _run_steps(dit, scheduler, latents, inputs, adapter, settings, runtime, start_step, desc, on_step,
+                         reference_frames)  # fmt: skip
+    return lat[:, :, reference_frames:]

@@ -62,6 +62,11 @@ class BlueprintWindow:
         return self.chunk_start - self.start
 
 
+def window_times(window: BlueprintWindow, bp_fps: Fraction) -> list[Fraction]:
+    """Time in seconds (exact) of every frame the window renders (frame ``j`` shows ``(start + j) / bp_fps``)."""
+    return [Fraction(window.start + j) / bp_fps for j in range(window.length)]
+
+
 def _round_up_4n1(n: int) -> int:
     n = max(n, 5)
     return n + ((1 - n) % 4)

@@ -20,6 +20,9 @@ Text: the storyline's shot prompt(s) of each window (see ``prompt_mode``) and th
 negative prompt (Wan's default with ``auto``). Audio: when the DiT carries an audio adapter
 and the timeline has features, each window gets the audio windows at its frame times.
 
+Control (Wan VACE DiTs only, :mod:`.control`): each window renders under its exact slice of a control
+video over its blueprint frames, through the refiner's VACE machinery (:mod:`avatar_cascade.sampling.vace_requests`).
+
 Frames go to disk as they are made (one chunk per window, see
 :mod:`avatar_cascade.artefacts.blueprint`); RAM holds one batch of windows. With ``work_dir``
 the store is ``work_dir/blueprint/<key>``: a finished one with the same key is reused without
@@ -38,6 +41,7 @@ import torch
 from avatar_cascade.artefacts.aligned_audio import AlignedAudio
 from avatar_cascade.artefacts.blueprint import Blueprint, BlueprintStore, prune_stores
 from avatar_cascade.artefacts.blueprint_reuse import reuse_store
+from avatar_cascade.artefacts.control import ControlVideo
 from avatar_cascade.artefacts.timeline import parse_fps
 from avatar_cascade.core.cache import content_key, model_identity
 from avatar_cascade.core.errors import InputError
@@ -47,12 +51,15 @@ from avatar_cascade.media.frames import to_model_space
 from avatar_cascade.media.framing import frame_reference, output_size, reference_framing
 from avatar_cascade.models.handle import WanModels, modules_of
 from avatar_cascade.models.presets import preset_for, regime_warnings
+from avatar_cascade.models.wan_vace import is_vace
 from avatar_cascade.sampling.conditioning import ClipRequest, decode_to_uint8, encode_condition
 from avatar_cascade.sampling.loop import sample_clips
 from avatar_cascade.sampling.memory import auto_batch_size
 from avatar_cascade.sampling.prompts import PromptBank
 from avatar_cascade.sampling.settings import SamplerSettings, with_negative
-from avatar_cascade.stages.blueprint.plan import BlueprintWindow, plan_windows
+from avatar_cascade.sampling.vace_requests import VaceRequest, sample_vace_batch, with_control
+from avatar_cascade.stages.blueprint.control import check_blueprint_dit, control_key, window_control
+from avatar_cascade.stages.blueprint.plan import BlueprintWindow, plan_windows, window_times
 from avatar_cascade.stages.blueprint.settings import BlueprintSettings
 
 log = logging.getLogger(__name__)
@@ -77,14 +84,12 @@ def _uses_image_encoder(dit, image_encoder) -> bool:
     return image_encoder is not None and dit.has_image_embedder
 
 
-def window_times(window: BlueprintWindow, bp_fps: Fraction) -> list[Fraction]:
-    """Time in seconds (exact) of every frame the window renders."""
-    return [Fraction(window.start + j) / bp_fps for j in range(window.length)]
-
-
-def blueprint_key(models: WanModels, reference, aligned, windows, settings: BlueprintSettings, sampler) -> str:
+def blueprint_key(
+    models: WanModels, reference, aligned, windows, settings: BlueprintSettings, sampler, control=None
+) -> str:
     """Content key of everything that determines the blueprint's pixels (each model's identity on its own;
-    the image encoder only when the DiT reads its tokens; ``reference`` is the framed reference uint8)."""
+    the image encoder only when the DiT reads its tokens; ``reference`` is the framed reference uint8; the
+    control only with a VACE DiT)."""
     dit, image_encoder = models.dit, models.image_encoder
     audio = None
     if _uses_audio(dit, aligned):
@@ -103,6 +108,7 @@ def blueprint_key(models: WanModels, reference, aligned, windows, settings: Blue
             "windows": [[w.start, w.length, w.chunk_start, w.count, w.prompt, w.negative] for w in windows],
             "settings": settings.key_parts(sampler),
             "audio": audio,
+            **control_key(dit, control),
         }
     )
 
@@ -127,11 +133,13 @@ def render_blueprint(
     *,
     work_dir: Path | None = None,
     keep_stores: int = 2,
+    control: ControlVideo | None = None,
 ) -> Blueprint:
     """Render (or reuse) the blueprint of the whole timeline.
 
     Args:
-        models: the DiT (36 input channels; its audio adapter, if any, hears the audio features), VAE,
+        models: the DiT (36 input channels, or a Wan VACE DiT: the reference at frame 0 with mask 0 in its
+            control video, see :mod:`.control`; its audio adapter, if any, hears the audio features), VAE,
             text encoder and optional image encoder (CLIP vision: with a Wan 2.1 I2V/FLF2V DiT every
             window gets the reference's image tokens; ignored, also by the key, for other DiTs).
         reference: reference image ``[H,W,3]`` float 0..1 (any size: framed, never stretched).
@@ -143,16 +151,12 @@ def render_blueprint(
         work_dir: folder for the store (``work_dir/blueprint/<key>``) and its reuse; None = a
             temporary folder removed when the returned Blueprint is garbage-collected.
         keep_stores: finished stores kept under ``work_dir/blueprint`` (the newest ones).
+        control: a ``ControlVideo`` for a Wan VACE DiT: every window renders under its exact slice of it
+            over the blueprint's frames (:mod:`.control`); refused without a VACE DiT.
     """
     settings.check()
     dit = models.dit
-    if dit.in_channels != 36:
-        raise InputError(
-            "dit",
-            dit.variant,
-            "the blueprint needs an image-to-video DiT (36 input channels)",
-            "load a Wan 2.1 I2V / FLF2V or Wan 2.2 I2V checkpoint",
-        )
+    check_blueprint_dit(dit, control)
     tl = aligned.timeline
     bp_fps = parse_fps(settings.fps)
     if bp_fps > tl.fps:
@@ -169,7 +173,7 @@ def render_blueprint(
     windows = plan_windows(
         tl, storyline, bp_fps, total, settings.window_frames, settings.lead_frames, settings.prompt_mode
     )
-    key = blueprint_key(models, ref_small, aligned, windows, settings, sampler)
+    key = blueprint_key(models, ref_small, aligned, windows, settings, sampler, control)
     root, folder, reused = _store_folder(work_dir, key)
     if reused is not None:
         return reused
@@ -185,7 +189,7 @@ def render_blueprint(
         "sampler": sampler.key_parts(),
     }
     store = BlueprintStore.open(folder, key, bp_fps, width, height, [(w.chunk_start, w.count) for w in windows], extra)
-    _render_windows(store, windows, models, ref_small, aligned, settings, sampler, runtime)
+    _render_windows(store, windows, models, ref_small, aligned, settings, sampler, runtime, control)
     store.mark_complete()
     if root is not None:
         prune_stores(root, keep_stores, folder)
@@ -212,8 +216,9 @@ def _reference_tokens(models: WanModels, ref_small: torch.Tensor, runtime: Runti
         return frame_tokens(models.image_encoder, [(to_model_space(ref_small[None])[0], None)])
 
 
-def _render_windows(store, windows, models: WanModels, ref_small, aligned, settings, sampler, runtime):
-    """Render every window not yet in ``store`` (any order: windows do not depend on each other)."""
+def _render_windows(store, windows, models: WanModels, ref_small, aligned, settings, sampler, runtime, control=None):
+    """Render every window not yet in ``store`` (any order: windows do not depend on each other); with a VACE
+    DiT each under its control slice (one VACE strength per batch)."""
     dit, vae = models.dit, models.vae
     bp_fps = parse_fps(settings.fps)
     todo = [w for w in windows if store.load_chunk(w.index) is None]
@@ -228,14 +233,16 @@ def _render_windows(store, windows, models: WanModels, ref_small, aligned, setti
     prompts.encode_all([x.prompt for x in todo] + list(negatives.values()))
     image_embeds = _reference_tokens(models, ref_small, runtime)
     ref_known = to_model_space(ref_small[None])[0]
-    groups: dict[int, list[BlueprintWindow]] = {}
+    guided = {x.index: window_control(control, x, bp_fps, aligned.timeline.fps, h, w_px) for x in todo} if (
+        is_vace(dit)) else {}  # fmt: skip
+    groups: dict[tuple, list[BlueprintWindow]] = {}
     for win in todo:
-        groups.setdefault(win.length, []).append(win)
+        groups.setdefault((win.length, guided[win.index].strength if guided else None), []).append(win)
     bar = runtime.progress(len(windows), "blueprint windows")
     bar.update(len(windows) - len(todo))
     try:
         with runtime.use_models(*modules_of(dit, vae)):
-            for length, items in groups.items():
+            for (length, _), items in groups.items():
                 bs = settings.batch_size or auto_batch_size(runtime, len(items), dit, length, h, w_px)
                 for lo in range(0, len(items), bs):
                     runtime.check_interrupt()
@@ -251,6 +258,7 @@ def _render_windows(store, windows, models: WanModels, ref_small, aligned, setti
                         )
                         for win in batch
                     ]
+                    reqs = [with_control(r, guided[win.index]) for r, win in zip(reqs, batch)] if guided else reqs
                     frames = sample_windows(dit, vae, reqs, sampler, runtime, image_embeds, h, w_px, batch)
                     for win, fr in zip(batch, frames):
                         store.write_chunk(win.index, fr[win.lead : win.lead + win.count].contiguous(), None)
@@ -261,9 +269,14 @@ def _render_windows(store, windows, models: WanModels, ref_small, aligned, setti
 
 
 def sample_windows(dit, vae, reqs, sampler: SamplerSettings, runtime, image_embeds, h, w, batch) -> torch.Tensor:
-    """Sample and decode a batch of windows: ``[B, length, h, w, 3]`` uint8."""
-    cond = encode_condition(vae, reqs, h, w)
+    """Sample and decode a batch of windows: ``[B, length, h, w, 3]`` uint8 (VACE requests under their control)."""
     img = None if image_embeds is None else image_embeds.expand(len(reqs), -1, -1)
     desc = "blueprint windows " + ",".join(str(win.index) for win in batch)
-    lat = sample_clips(dit, cond, reqs, sampler, runtime, desc=desc, image_embeds=img)
-    return decode_to_uint8(vae, lat)
+
+    def sample(cond: torch.Tensor, reference_frames: int = 0) -> torch.Tensor:
+        return sample_clips(dit, cond, reqs, sampler, runtime, desc=desc, image_embeds=img,
+                            reference_frames=reference_frames)  # fmt: skip
+
+    if isinstance(reqs[0], VaceRequest):
+        return sample_vace_batch(dit, vae, reqs, h, w, sample)
+    return decode_to_uint8(vae, sample(encode_condition(vae, reqs, h, w)))

@@ -108,6 +108,8 @@ def _lift_inputs(settings: KeyframeSettings, models: WanModels | None, clip_visi
         return None, [], None
     if models is None or models.dit is None or models.vae is None or models.text_encoder is None:
         return None, [], None
+    if models.dit.in_channels != 36:  # e.g. a Wan VACE DiT (a guided blueprint): the lift is an I2V img2img pass
+        return None, [], None
     if models.image_encoder is None and clip_vision is not None:
         models = replace(models, image_encoder=clip_vision)
     prompts = _lift_prompts(storyline, timeline, len(timeline.seams))
@@ -167,7 +169,7 @@ def extract_keyframes(
         runtime.warn(
             "keyframes",
             "not lifted: keyframes are upscaled blueprint frames (soft); connect dit, vae and text_encoder "
-            "to the Keyframe Extractor for the DiT lift at the refine size",
+            "(an image-to-video DiT, not VACE) to the Keyframe Extractor for the DiT lift at the refine size",
         )
     key = keyframes_key(blueprint, aligned, reference, settings, clip_vision, lift_parts, size)
     if work_dir is not None:

@@ -8,6 +8,8 @@ Sources (any mix; later layers are drawn over earlier ones where they have conte
   rate), drawn as OpenPose skeletons, retargeted to ``reference_pose_json`` when given;
 * ``lineart``: True draws the dense layers' XDoG line art instead of the layers themselves;
 * ``sketches``: ``[(image file, output frame)]``: sparse sketch keys (ToonCrafter-style), used alone.
+
+``blueprint``: the control also guides the blueprint (its DiT must then be a Wan VACE DiT too).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ControlSpec:
     lineart: bool = False
     sketches: list[tuple[Path, int]] = field(default_factory=list)
     sketch_dark_on_white: bool = False
+    blueprint: bool = False
 
     @property
     def given(self) -> bool:
@@ -59,14 +62,32 @@ def _sketch_control(spec: ControlSpec, width: int, height: int) -> ControlVideo:
     return ControlVideo(u8, keys=tuple(f for _, f in spec.sketches), strength=spec.strength)
 
 
-def check_control_early(spec: ControlSpec | None, dit, backend: str) -> None:
-    """Before any generation: the control's files exist and the refiner's DiT can take a control."""
+def _as_flag(flag: str, check, *args) -> None:
+    """``check(*args)``, its InputError naming the command-line flag ``flag``."""
+    try:
+        check(*args)
+    except InputError as exc:
+        raise InputError(flag, exc.value, exc.problem, exc.fix) from None
+
+
+def check_control_early(
+    spec: ControlSpec | None, dit, backend: str, blueprint_dit=None, vace_reference: bool = False
+) -> None:
+    """Before any generation: the control's files exist, the refiner's DiT can take a control (and VACE
+    reference images with ``vace_reference``), and with ``spec.blueprint`` the blueprint's DiT too."""
     from avatar_cascade.media.files import check_file
     from avatar_cascade.stages.refiner.control import check_control
 
+    if vace_reference:
+        _as_flag("--vace-reference", check_control, dit, None, backend, True)
     if spec is None or not spec.given:
+        if spec is not None and spec.blueprint:
+            raise InputError("--control-blueprint", True, "there is no control input", "add --control, "
+                             "--pose-json or --sketch, or drop --control-blueprint")  # fmt: skip
         return
     check_control(dit, spec, backend)
+    if spec.blueprint:
+        _as_flag("--control-blueprint", check_control, blueprint_dit, spec)
     named = [("--control", spec.video), ("--pose-json", spec.pose_json)]
     named += [("--reference-pose-json", spec.reference_pose_json)] + [("--sketch", p) for p, _ in spec.sketches]
     for name, path in named:

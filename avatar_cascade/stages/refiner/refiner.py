@@ -100,6 +100,7 @@ def refine_clips(
     reroll: dict[int, int] | str | None = None,
     control=None,
     exact_keys: bool = False,
+    vace_reference: torch.Tensor | None = None,
 ) -> Clips:
     """Render every sub-clip (or reuse it from ``cache_dir``).
 
@@ -119,6 +120,7 @@ def refine_clips(
         control: a ``ControlVideo`` (pose / depth / line art... on the timeline) for a Wan VACE DiT, which
             renders each clip under its exact control slice with its keyframes anchored (:mod:`.control`).
         exact_keys: VACE DiTs: paste the keyframes' pixels over the decoded frames at their offsets.
+        vace_reference: VACE DiTs: reference image(s) (IMAGE or ``[H,W,3]``) as VACE reference frames.
     """
     settings.check()
     dit = models.dit
@@ -130,7 +132,7 @@ def refine_clips(
             f"the timeline has {len(tl.clips)} clips and needs {len(tl.clips) + 1} keyframes",
             "connect the keyframes made from this timeline",
         )
-    vc.check_control(dit, control, settings.backend)
+    vc.check_control(dit, control, settings.backend, vace_reference)
     if dit.in_channels != 36 and not vc.is_vace(dit):
         raise InputError(
             "dit",
@@ -145,10 +147,10 @@ def refine_clips(
     keyframes = at_refine_size(keyframes, settings.height, dit, runtime)  # settings.height: 720p from 480p
     settings = resolve_settings(settings, dit, keyframes.width, keyframes.height)
     _warn_regime(dit, aligned, runtime, (keyframes.width, keyframes.height))
-    if vc.is_vace(dit) and settings.negative_frame_strength > 0:
-        runtime.warn("refiner", "negative-frame guidance is not applied with a Wan VACE DiT")
-        settings = dataclasses.replace(settings, negative_frame_strength=0.0)
-    guided = (control, exact_keys) if vc.is_vace(dit) else None
+    if vc.is_vace(dit) and settings.negative_frame_strength > 0:  # VACE: no negative frames
+        settings = _without_negative_frames(settings, runtime)
+    refs = vc.fit_references(vace_reference, keyframes.height, keyframes.width)  # in every clip's key
+    guided = (control, exact_keys, refs) if vc.is_vace(dit) else None
     records, todo, jobs = _plan(models, keyframes, aligned, storyline, settings, cache_dir, reroll, guided)
     log.info("refiner: %d clips, %d cached, %d to render", len(records), len(records) - len(todo), len(todo))
 
@@ -165,6 +167,11 @@ def refine_clips(
         bar.close()
     _write_manifest(cache_dir, records, settings, rendered_by, preset_for(dit).name, gate_rows)
     return Clips(records=records, width=keyframes.width, height=keyframes.height, keyframes=keyframes.images)
+
+
+def _without_negative_frames(settings: RefinerSettings, runtime: Runtime) -> RefinerSettings:
+    runtime.warn("refiner", "negative-frame guidance is not applied with a Wan VACE DiT")
+    return dataclasses.replace(settings, negative_frame_strength=0.0)
 
 
 def resolve_settings(settings: RefinerSettings, dit, width: int, height: int):
@@ -226,7 +233,7 @@ def _plan(models: WanModels, keyframes, aligned, storyline, settings, cache_dir,
             "size": [w, h],
             "negative_frames": [s, *nf.DEGRADE_PARAMS] if s > 0 else 0.0,
         }
-        ctl = None if guided is None else vc.clip_control(guided[0], c, aligned.timeline.fps, h, w, guided[1])
+        ctl = None if guided is None else vc.clip_control(guided[0], c, aligned.timeline.fps, h, w, *guided[1:])
         if ctl is not None:  # only VACE DiTs: plain runs keep their keys
             parts["vace"] = ctl.key_parts()
         key = content_key(parts)
@@ -322,18 +329,23 @@ def render_requests(
     ``[B, T, H, W, 3]`` uint8 on CPU."""
     dit, vae, image_encoder = worker.handles
     rt = worker.runtime
-    cond = encode_condition(vae, reqs, height, width)
-    guidance = vc.guidance_for(dit, vae, reqs) or contextlib.nullcontext()
-    s = settings.negative_frame_strength
-    if s > 0 and not isinstance(reqs[0], vc.VaceRequest):
+
+    def sample(cond: torch.Tensor, reference_frames: int = 0) -> torch.Tensor:
+        return sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder,
+                            reference_frames=reference_frames)  # fmt: skip
+
+    if isinstance(reqs[0], vc.VaceRequest):
+        return vc.sample_vace_batch(dit, vae, reqs, height, width, sample)
+    cond, guidance = encode_condition(vae, reqs, height, width), contextlib.nullcontext()
+    if (s := settings.negative_frame_strength) > 0:
         drifted = [
             dataclasses.replace(r, known={p: nf.drift_degrade(f[None])[0] for p, f in r.known.items()}) for r in reqs
         ]
         experts = [m for _, m in dit.experts()]
         guidance = nf.negative_frame_guidance(experts, encode_condition(vae, drifted, height, width), s)
     with guidance:
-        lat = sample_clips(dit, cond, reqs, settings.sampler, rt, desc=desc, image_encoder=image_encoder)
-    return vc.paste_known(decode_to_uint8(vae, lat), reqs)
+        lat = sample(cond)
+    return decode_to_uint8(vae, lat)
 
 
 def _keyframes_at_offsets(rec: ClipRecord, kf: torch.Tensor) -> dict[int, torch.Tensor]:
