@@ -80,6 +80,7 @@ def pose_avatar_graph() -> dict:
         ["17", 0], ["4", 0], ["5", 0], ["11", 0], ["8", 0], ["9", 0], ["19", 0],
         batch_size=0, cache_folder="pose_avatar_clips",
     )  # fmt: skip
+    g["12"]["inputs"]["vace_reference"] = ["1", 0]  # VACE's reference image: the avatar itself (identity under pose)
     g["10"]["inputs"]["work_folder"] = g["11"]["inputs"]["work_folder"] = "pose_avatar"
     g["13"]["inputs"]["filename_prefix"] = "avatar_cascade/pose_avatar"
     return g
