@@ -279,24 +279,40 @@ def node_inputs() -> dict:
     return dict(keyframes=kf, timeline=aligned, storyline=story, reroll="", steps=2, seed=3, batch_size=1)
 
 
-def check_guided_refiner_node_with_a_native_vace_model() -> dict:
-    """The Guided Refiner node on UNETLoader's VACE MODEL renders the frames of the pack's VACE loader."""
+def check_vace_nodes_with_a_native_vace_model() -> dict:
+    """The Guided Refiner (control + VACE reference) and the Blueprint Sampler (control) on UNETLoader's VACE MODEL
+    render the frames of the pack's VACE loader on the same file."""
     import folder_paths
 
     from avatar_cascade.artefacts.control import ControlVideo
+    from avatar_cascade.media import sample_image_path
+    from avatar_cascade.media.image import load_image
     from avatar_cascade.models.wan_dit import load_wan_dit
 
     folder_paths.set_output_directory(str(WORK / "output"))
-    node = importlib.import_module(f"{PACKAGE}.nodes.control").AvatarCascadeGuidedRefiner
+    refiner = importlib.import_module(f"{PACKAGE}.nodes.control").AvatarCascadeGuidedRefiner
+    sampler = importlib.import_module(f"{PACKAGE}.nodes.blueprint").AvatarCascadeBlueprintSampler
     path, (_, vae, te) = model_file("comfy_vace_dit", "diffusion_models"), ours()
-    control = ControlVideo(torch.randint(0, 256, (9, 32, 32, 3), generator=torch.Generator().manual_seed(4)).byte())
-    kw = dict(node_inputs(), control=control)
+    kw = node_inputs()
+    frames = kw["timeline"].timeline.padded_frames
+    g = torch.Generator().manual_seed(4)
+    control = ControlVideo(torch.randint(0, 256, (frames, 32, 32, 3), generator=g).byte())
+    image = load_image(sample_image_path())[None]
+    bp = dict(width=32, height=32, framing="bucket", blueprint_fps=4.0, window_frames=9, lead_frames=4,
+              prompt_mode="majority", seed=0, steps=2, guidance=1.0, shift=3.0, batch_size=1)  # fmt: skip
     runs = {}
     for name, dit in (("native", comfy.sd.load_diffusion_model(str(path))), ("pack", load_wan_dit(path))):
-        clips = node().refine(dit, vae, te, cache_folder=f"vace_{name}", **kw)["result"][0]
-        runs[name] = torch.cat(list(clips.iter_frames())).float()
-    out = {"frames": int(runs["native"].shape[0]), "max_diff_u8": float((runs["native"] - runs["pack"]).abs().max())}
-    out["ok"] = out["frames"] > 0 and out["max_diff_u8"] <= 2
+        clips = refiner().refine(dit, vae, te, cache_folder=f"vace_{name}", control=control, vace_reference=image,
+                                 **kw)["result"][0]  # fmt: skip
+        (blue,) = sampler().render(dit, vae, te, image, kw["timeline"], kw["storyline"], f"vace_bp_{name}",
+                                   control=control, **bp)["result"]  # fmt: skip
+        blueprint = torch.stack([blue.frame(i) for i in range(len(blue))])
+        runs[name] = (torch.cat(list(clips.iter_frames())).float(), blueprint)
+    out = {"frames": int(runs["native"][0].shape[0]), "blueprint_frames": int(runs["native"][1].shape[0])}
+    out["refiner_max_diff_u8"] = float((runs["native"][0] - runs["pack"][0]).abs().max())
+    out["blueprint_max_diff_u8"] = float((runs["native"][1].float() - runs["pack"][1].float()).abs().max())
+    out["ok"] = out["frames"] > 0 and out["blueprint_frames"] > 0
+    out["ok"] = out["ok"] and out["refiner_max_diff_u8"] <= 2 and out["blueprint_max_diff_u8"] <= 2
     return out
 
 

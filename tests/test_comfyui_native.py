@@ -104,6 +104,6 @@ def test_a_native_wan_vace_model_follows_the_control_as_the_packs_vace_does(resu
     assert res["max_diff"] < 1e-4 and res["control_changes_output"] > 1e-3 and res["input_model_unchanged"]
 
 
-def test_the_guided_refiner_node_renders_from_a_native_vace_model(results):
-    res = _check(results, "guided_refiner_node_with_a_native_vace_model")
-    assert res["frames"] > 0 and res["max_diff_u8"] <= 2
+def test_the_guided_refiner_and_blueprint_nodes_render_from_a_native_vace_model(results):
+    res = _check(results, "vace_nodes_with_a_native_vace_model")
+    assert res["refiner_max_diff_u8"] <= 2 and res["blueprint_max_diff_u8"] <= 2 and res["blueprint_frames"] > 0
