@@ -16,11 +16,20 @@ from __future__ import annotations
 import json
 import math
 
-from workflow_graphs import clip_stitcher, dit_loader, flf_refiner, inbetween_graph, node, wan21_480p_graph
-from workflow_models import HF_WAN21, INBETWEEN_MODELS, KEY_IMAGES, WAN21_480P_MODELS, model_names
+from workflow_graphs import (
+    clip_stitcher,
+    dit_loader,
+    flf_refiner,
+    inbetween_graph,
+    native_graph,
+    node,
+    wan21_480p_graph,
+)
+from workflow_models import HF_WAN21, INBETWEEN_MODELS, KEY_IMAGES, NATIVE_MODELS, WAN21_480P_MODELS, model_names
 
 VACE_14B = ("wan2.1_vace_14B_fp16.safetensors", f"{HF_WAN21}/diffusion_models/wan2.1_vace_14B_fp16.safetensors")
 POSE_AVATAR_MODELS = {**WAN21_480P_MODELS, "vace_dit": VACE_14B}
+POSE_AVATAR_NATIVE_MODELS = {**NATIVE_MODELS, "vace_dit": VACE_14B}
 SKETCH_MODELS = {**{k: v for k, v in INBETWEEN_MODELS.items() if k != "clip_vision"}, "dit": VACE_14B}
 CANVAS = (832, 480)
 # An upper body facing the camera (COCO-18 order, canvas pixels): nose, neck, arms, hips, eyes, ears.
@@ -60,14 +69,13 @@ def guided_refiner(dit: list, vae: list, te: list, kf: list, tl: list, sl: list,
     return node("AvatarCascadeGuidedRefiner", inputs)
 
 
-def pose_avatar_graph() -> dict:
-    """Reference + audio + pose sequence: the Wan 2.1 480p cascade refined by VACE 14B under the skeletons."""
-    m = model_names(POSE_AVATAR_MODELS)
-    g = wan21_480p_graph()
-    g["16"] = dit_loader(m["vace_dit"])
+def _pose_guided(g: dict, vace: dict, adapter_name: str, folder: str) -> dict:
+    """``g`` (a Wan 2.1 480p cascade) refined by the VACE DiT ``vace`` (a loader node) under pose skeletons: the
+    lip-sync adapter on it, the skeletons retargeted to the reference, the reference also VACE's reference."""
+    g["16"] = vace
     g["17"] = node(
         "AvatarCascadeAudioAdapterLoader",
-        {"dit": ["16", 0], "adapter_name": m["audio_adapter"], "strength": 1.0},
+        {"dit": ["16", 0], "adapter_name": adapter_name, "strength": 1.0},
         "Lip-sync adapter on the VACE DiT",
     )
     g["18"] = node(
@@ -78,12 +86,30 @@ def pose_avatar_graph() -> dict:
     g["19"] = node("AvatarCascadeControlVideo", {"layer_1": ["18", 0], "fps": 4.0, "start_frame": 0, "strength": 1.0})
     g["12"] = guided_refiner(
         ["17", 0], ["4", 0], ["5", 0], ["11", 0], ["8", 0], ["9", 0], ["19", 0],
-        batch_size=0, cache_folder="pose_avatar_clips",
+        batch_size=0, cache_folder=f"{folder}_clips",
     )  # fmt: skip
     g["12"]["inputs"]["vace_reference"] = ["1", 0]  # VACE's reference image: the avatar itself (identity under pose)
-    g["10"]["inputs"]["work_folder"] = g["11"]["inputs"]["work_folder"] = "pose_avatar"
-    g["13"]["inputs"]["filename_prefix"] = "avatar_cascade/pose_avatar"
+    g["10"]["inputs"]["work_folder"] = g["11"]["inputs"]["work_folder"] = folder
+    g["13"]["inputs"]["filename_prefix"] = f"avatar_cascade/{folder}"
     return g
+
+
+def pose_avatar_graph() -> dict:
+    """Reference + audio + pose sequence: the Wan 2.1 480p cascade refined by VACE 14B under the skeletons."""
+    m = model_names(POSE_AVATAR_MODELS)
+    return _pose_guided(wan21_480p_graph(), dit_loader(m["vace_dit"]), m["audio_adapter"], "pose_avatar")
+
+
+def pose_avatar_native_graph() -> dict:
+    """The pose avatar on ComfyUI's own loaders: the native graph (UNETLoader FLF2V + LoRA for the blueprint and
+    lift, CLIPLoader, VAELoader, CLIPVisionLoader) with a second UNETLoader for VACE 14B refining under the pose."""
+    m = model_names(POSE_AVATAR_NATIVE_MODELS)
+    vace = node("UNETLoader", {"unet_name": m["vace_dit"], "weight_dtype": "default"}, "Wan VACE DiT (UNETLoader)")
+    g = native_graph()
+    g["20"] = g.pop("16")  # the native graph's LoRA node: its id goes to the VACE loader
+    for nid in ("14", "11"):
+        g[nid]["inputs"]["dit"] = ["20", 0]
+    return _pose_guided(g, vace, m["audio_adapter"], "pose_avatar_native")
 
 
 def sketch_inbetween_graph() -> dict:
@@ -112,5 +138,6 @@ def sketch_inbetween_graph() -> dict:
 
 GUIDED_WORKFLOWS = {
     "avatar_cascade_pose_avatar": (pose_avatar_graph, POSE_AVATAR_MODELS),
+    "avatar_cascade_pose_avatar_native": (pose_avatar_native_graph, POSE_AVATAR_NATIVE_MODELS),
     "avatar_cascade_sketch_inbetween": (sketch_inbetween_graph, SKETCH_MODELS),
 }

@@ -66,7 +66,8 @@ NATIVE_FILES = {
 
 def native_swaps(api: dict) -> dict:
     """A copy of a native graph (one with UNETLoader) on the tiny ComfyUI-shaped models: VAELoader / CLIPLoader /
-    CLIPVisionLoader swapped for the tiny test nodes, the DiT, LoRA and adapter widgets naming the demo files;
+    CLIPVisionLoader swapped for the tiny test nodes, the DiT (a VACE name: the ComfyUI-shaped tiny VACE), LoRA and
+    adapter widgets naming the demo files;
     every other node, link and widget as shipped. Other graphs come back unchanged."""
     from avatar_cascade.demo import models as demo
 
@@ -79,7 +80,8 @@ def native_swaps(api: dict) -> dict:
             node["class_type"], node["inputs"] = swap, {key: getattr(demo, file)}
         for (ct, key), file in NATIVE_FILES.items():
             if node["class_type"] == ct:
-                node["inputs"][key] = getattr(demo, file)
+                vace = ct == "UNETLoader" and "vace" in node["inputs"][key].lower()
+                node["inputs"][key] = demo.COMFY_VACE_FILE if vace else getattr(demo, file)
     return api
 
 
