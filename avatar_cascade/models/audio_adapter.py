@@ -250,13 +250,10 @@ class AudioAdapter:
         clip = self._clip_tokens(batch, latent_frames - lead, device)
         if not lead:
             return clip
-        key = ("lead", lead, batch, latent_frames, str(device))  # once per run, not per forward
-        if key not in self._tokens:
-            c = self.config
-            with torch.no_grad():
-                silent = self.module.audio_proj(torch.zeros(1, 1, c.audio_window, c.feature_size, device=device))
-            self._tokens[key] = torch.cat([silent.to(clip.dtype).expand(batch, lead, *silent.shape[2:]), clip], dim=1)
-        return self._tokens[key]
+        c = self.config
+        with torch.no_grad():
+            silent = self.module.audio_proj(torch.zeros(1, 1, c.audio_window, c.feature_size, device=device))
+        return torch.cat([silent.to(clip.dtype).expand(batch, lead, *silent.shape[2:]), clip], dim=1)
 
     def _clip_tokens(self, batch: int, latent_frames: int, device: torch.device) -> torch.Tensor:
         key = (batch, latent_frames, str(device))
